@@ -1,0 +1,99 @@
+//! `#[forge::loss]` expansion: parameters, the f64 reference twin and the registration.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+use syn::visit_mut::VisitMut;
+
+use crate::model::LossDef;
+use crate::paths;
+
+pub(super) fn expand(loss: &LossDef) -> TokenStream {
+    let def = &loss.def;
+    let private = paths::private();
+    let vis = &def.vis;
+    let ident = &def.ident;
+    let docs = &def.docs;
+    let name = &def.name;
+    let summary = &def.summary;
+    let params = super::params::expand(def);
+    let aggregation = &loss.aggregation_variant;
+
+    let input_lets = loss.inputs.iter().map(|i| quote!(let #i: f64 = inputs.#i;));
+    let param_lets = def.params.iter().map(|p| {
+        let i = &p.ident;
+        quote!(let #i: f64 = ::core::primitive::f64::from(params.#i);)
+    });
+    let mut body = (*def.body).clone();
+    F32ToF64.visit_block_mut(&mut body);
+
+    let kl_coef = match &loss.kl {
+        Some(kl) => quote!(|map| Params::from_map(map).map(|p| ::core::primitive::f64::from(p.#kl))),
+        None => quote!(|_| ::core::result::Result::Ok(0.0)),
+    };
+    let unused_inputs = format_ident!("_unused_inputs");
+
+    quote! {
+        #(#docs)*
+        #[allow(clippy::all, clippy::pedantic, missing_docs)]
+        #vis mod #ident {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #params
+
+            /// Name YAML selects this loss by.
+            pub const NAME: &str = #name;
+
+            /// Per-token loss in f64: the plain-Rust twin of the kernel, the oracle of tests.
+            #[allow(unused_variables, unused_parens, clippy::all)]
+            pub fn reference(inputs: &::forge::loss::TokenInputs, params: &Params) -> f64 {
+                #[allow(unused_imports)]
+                use #private::math::*;
+                let #unused_inputs = inputs;
+                #(#input_lets)*
+                #(#param_lets)*
+                #body
+            }
+
+            #private::inventory::submit! {
+                ::forge::loss::LossRegistration {
+                    name: #name,
+                    summary: #summary,
+                    default_aggregation: ::forge::config::Aggregation::#aggregation,
+                    params_schema: Params::schema,
+                    check_params: |map| Params::from_map(map).map(|_| ()),
+                    kl_coef: #kl_coef,
+                    builtin: #private::is_forge_module(::core::module_path!()),
+                }
+            }
+        }
+    }
+}
+
+/// The twin computes in f64: `f32` in type positions becomes `f64`, and `f32` literal suffixes go.
+struct F32ToF64;
+
+impl VisitMut for F32ToF64 {
+    fn visit_type_path_mut(&mut self, tp: &mut syn::TypePath) {
+        if tp.qself.is_none() && tp.path.is_ident("f32") {
+            *tp = syn::parse_quote!(f64);
+        }
+        syn::visit_mut::visit_type_path_mut(self, tp);
+    }
+
+    fn visit_lit_float_mut(&mut self, lit: &mut syn::LitFloat) {
+        if lit.suffix() == "f32" {
+            *lit = syn::LitFloat::new(lit.base10_digits(), lit.span());
+        }
+    }
+
+    fn visit_expr_path_mut(&mut self, ep: &mut syn::ExprPath) {
+        // `f32::EPSILON`, `f32::consts::PI` and friends.
+        if let Some(first) = ep.path.segments.first_mut()
+            && first.ident == "f32"
+        {
+            first.ident = syn::Ident::new("f64", first.ident.span());
+        }
+        syn::visit_mut::visit_expr_path_mut(self, ep);
+    }
+}

@@ -1,0 +1,103 @@
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The policy model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Hugging Face checkpoint directory: `config.json`, `model.safetensors` (or a sharded index),
+    /// `tokenizer.json`. Relative paths are relative to the experiment file.
+    pub path: PathBuf,
+    /// Model architecture; `auto` reads `model_type` from the checkpoint's `config.json`.
+    #[serde(default)]
+    pub architecture: Architecture,
+    /// Precision of weights and activations. Optimiser state stays in f32.
+    #[serde(default)]
+    pub dtype: DType,
+}
+
+/// Decoder-only transformer families Forge implements.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Architecture {
+    /// Read `model_type` from the checkpoint's `config.json` when the experiment is built.
+    #[default]
+    Auto,
+    /// Llama 3.x (including llama3 RoPE scaling).
+    Llama,
+    /// Qwen2 / Qwen2.5 (q/k/v projection biases).
+    Qwen2,
+    /// Qwen3 (RMSNorm on queries and keys).
+    Qwen3,
+}
+
+impl Architecture {
+    /// Maps a Hugging Face `model_type` to an architecture.
+    pub fn from_model_type(model_type: &str) -> Option<Self> {
+        match model_type {
+            "llama" => Some(Self::Llama),
+            "qwen2" => Some(Self::Qwen2),
+            "qwen3" => Some(Self::Qwen3),
+            _ => None,
+        }
+    }
+
+    /// The name used in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Llama => "llama",
+            Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
+        }
+    }
+}
+
+/// Floating-point precision of the model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DType {
+    /// bfloat16 weights and activations, f32 master weights and optimiser state.
+    #[default]
+    Bf16,
+    /// float16 weights and activations.
+    F16,
+    /// float32 throughout (CPU runs and parity tests).
+    F32,
+}
+
+impl DType {
+    /// The name used in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bf16 => "bf16",
+            Self::F16 => "f16",
+            Self::F32 => "f32",
+        }
+    }
+}
+
+/// Tokenizer and chat template.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizerConfig {
+    /// Directory holding `tokenizer.json` and `tokenizer_config.json`; defaults to `model.path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Whether prompts are wrapped in the chat template (system prompt, user turn, generation
+    /// prompt). Off: the prompt text is tokenized as is.
+    #[serde(default = "yes")]
+    pub use_chat_template: bool,
+    /// A Jinja chat template file replacing the one in `tokenizer_config.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template_file: Option<PathBuf>,
+    /// Extra variables passed to the chat template (for example `enable_thinking: false`).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub chat_template_kwargs: serde_json::Map<String, serde_json::Value>,
+}
+
+fn yes() -> bool {
+    true
+}

@@ -1,0 +1,299 @@
+//! The experiment JSON Schema (generated from the config types, losses' and rewards' parameters
+//! included), and checking a document against it with located, human-worded errors.
+
+use std::sync::OnceLock;
+
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use serde_json::{Map, Value};
+
+use super::overrides::describe;
+use super::{Diagnostic, Experiment, SourceMap};
+
+/// The schema's `$id`-less title line, used by editors.
+const TITLE: &str = "Forge experiment";
+
+/// The JSON Schema of experiment files, with every loss and reward registered in this binary.
+///
+/// `forge schema` writes it to `schemas/experiment.schema.json`; a test keeps that file in sync.
+pub fn json_schema() -> Value {
+    let generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
+    let mut schema = generator.into_root_schema_for::<Experiment>().to_value();
+    if let Some(object) = schema.as_object_mut() {
+        object.insert("title".into(), TITLE.into());
+    }
+    schema
+}
+
+/// The schema compiled once per process.
+fn validator() -> &'static (Value, jsonschema::Validator) {
+    static VALIDATOR: OnceLock<(Value, jsonschema::Validator)> = OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        let schema = json_schema();
+        let validator = jsonschema::options()
+            .should_validate_formats(false)
+            .build(&schema)
+            .unwrap_or_else(|e| panic!("the generated experiment schema is invalid: {e}"));
+        (schema, validator)
+    })
+}
+
+/// Checks `instance` against the schema; every violation becomes a located diagnostic.
+pub(crate) fn check(instance: &Value, map: &SourceMap) -> Vec<Diagnostic> {
+    let (schema, validator) = validator();
+    let mut out = Vec::new();
+    for error in validator.iter_errors(instance) {
+        let pointer = error.instance_path().as_str().to_string();
+        let at = display_path(&pointer);
+        let value_origin = map.value(&pointer).cloned();
+        match error.kind() {
+            ValidationErrorKind::AdditionalProperties { unexpected } => {
+                let known = property_names_at(schema, instance, &pointer);
+                for key in unexpected {
+                    let child = format!("{pointer}/{}", super::source::escape_segment(key));
+                    let origin = map.key(&child).map(super::Origin::File).or_else(|| map.value(&child).cloned());
+                    let within = if at.is_empty() { "at the top level".to_string() } else { format!("in `{at}`") };
+                    out.push(
+                        Diagnostic::error(format!("unknown key `{key}` {within}"), origin)
+                            .with_hint(did_you_mean(key, &known)),
+                    );
+                }
+            }
+            ValidationErrorKind::Required { property } => {
+                let key = property.as_str().unwrap_or_default();
+                let within = if at.is_empty() { "at the top level".to_string() } else { format!("in `{at}`") };
+                let description = property_description(schema, instance, &pointer, key);
+                out.push(
+                    Diagnostic::error(format!("missing key `{key}` {within}"), value_origin)
+                        .with_hint(description.map(|d| format!("`{key}`: {d}"))),
+                );
+            }
+            ValidationErrorKind::Type { kind } => {
+                let expected = match kind {
+                    TypeKind::Single(t) => type_name(&t.to_string()),
+                    TypeKind::Multiple(ts) => {
+                        ts.iter().map(|t| type_name(&t.to_string())).collect::<Vec<_>>().join(" or ")
+                    }
+                };
+                let found = error.instance();
+                out.push(Diagnostic::error(
+                    format!("`{at}` must be {expected}, found {} `{}`", describe(found), short(found)),
+                    value_origin,
+                ));
+            }
+            ValidationErrorKind::Enum { options } => {
+                let choices: Vec<String> =
+                    options.as_array().into_iter().flatten().filter_map(|o| o.as_str().map(str::to_string)).collect();
+                let found = error.instance();
+                let hint = found.as_str().and_then(|f| did_you_mean(f, &choices));
+                out.push(
+                    Diagnostic::error(
+                        format!("`{at}` must be one of {}; found `{}`", choices.join(", "), short(found)),
+                        value_origin,
+                    )
+                    .with_hint(hint),
+                );
+            }
+            ValidationErrorKind::Minimum { limit }
+            | ValidationErrorKind::Maximum { limit }
+            | ValidationErrorKind::ExclusiveMinimum { limit }
+            | ValidationErrorKind::ExclusiveMaximum { limit } => {
+                let relation = match error.kind() {
+                    ValidationErrorKind::Minimum { .. } => "at least",
+                    ValidationErrorKind::Maximum { .. } => "at most",
+                    ValidationErrorKind::ExclusiveMinimum { .. } => "greater than",
+                    _ => "less than",
+                };
+                let description = field_description(schema, instance, &pointer);
+                out.push(
+                    Diagnostic::error(
+                        format!("`{at}` must be {relation} {limit}, found {}", short(error.instance())),
+                        value_origin,
+                    )
+                    .with_hint(description.map(|d| format!("`{at}`: {d}"))),
+                );
+            }
+            _ => {
+                let subject = if at.is_empty() { "the experiment".to_string() } else { format!("`{at}`") };
+                out.push(Diagnostic::error(format!("{subject}: {error}"), value_origin));
+            }
+        }
+    }
+    out
+}
+
+/// `/rewards/0/weight` -> `rewards[0].weight`.
+pub(crate) fn display_path(pointer: &str) -> String {
+    let mut out = String::new();
+    for segment in pointer.split('/').skip(1) {
+        let segment = segment.replace("~1", "/").replace("~0", "~");
+        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{segment}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&segment);
+        }
+    }
+    out
+}
+
+fn type_name(t: &str) -> String {
+    match t {
+        "integer" => "an integer".into(),
+        "number" => "a number".into(),
+        "string" => "a string".into(),
+        "boolean" => "a boolean (true or false)".into(),
+        "array" => "a list".into(),
+        "object" => "a mapping".into(),
+        "null" => "null".into(),
+        other => other.into(),
+    }
+}
+
+/// The value, shortened for a message.
+fn short(value: &Value) -> String {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if text.chars().count() > 40 {
+        format!("{}…", text.chars().take(40).collect::<String>())
+    } else {
+        text
+    }
+}
+
+/// "did you mean `x`?" for the closest candidate, or the list of candidates when none is close.
+pub(crate) fn did_you_mean(found: &str, candidates: &[String]) -> Option<String> {
+    let best = candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(&found.to_lowercase(), &c.to_lowercase()), c))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match best {
+        Some((score, c)) if score >= 0.8 => Some(format!("did you mean `{c}`?")),
+        _ if !candidates.is_empty() && candidates.len() <= 30 => {
+            Some(format!("expected one of: {}", candidates.join(", ")))
+        }
+        _ => None,
+    }
+}
+
+/// Follows `$ref`s to `#/$defs/...`.
+fn resolve<'a>(root: &'a Value, mut schema: &'a Value) -> &'a Value {
+    for _ in 0..16 {
+        match schema.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#")) {
+            Some(pointer) => match root.pointer(pointer) {
+                Some(target) => schema = target,
+                None => break,
+            },
+            None => break,
+        }
+    }
+    schema
+}
+
+/// The object schemas that apply to the instance at `pointer` (following refs, `anyOf` branches
+/// and the loss/reward `if name == X then ...` branches).
+fn schemas_at<'a>(root: &'a Value, instance: &Value, pointer: &str) -> Vec<&'a Value> {
+    let mut current = vec![root];
+    let mut node = Some(instance);
+    for segment in pointer.split('/').skip(1) {
+        let segment = segment.replace("~1", "/").replace("~0", "~");
+        let mut next = Vec::new();
+        for schema in expand(root, current, node) {
+            if let Some(s) = schema.get("properties").and_then(|p| p.get(&segment)) {
+                next.push(s);
+            } else if let Some(items) = schema.get("items") {
+                next.push(items);
+            } else if let Some(extra) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+                next.push(extra);
+            }
+        }
+        node = node.and_then(|n| match n {
+            Value::Object(o) => o.get(&segment),
+            Value::Array(a) => segment.parse::<usize>().ok().and_then(|i| a.get(i)),
+            _ => None,
+        });
+        current = next;
+    }
+    expand(root, current, node)
+}
+
+fn expand<'a>(root: &'a Value, schemas: Vec<&'a Value>, node: Option<&Value>) -> Vec<&'a Value> {
+    let mut out = Vec::new();
+    let mut stack = schemas;
+    while let Some(s) = stack.pop() {
+        let s = resolve(root, s);
+        out.push(s);
+        for key in ["anyOf", "oneOf", "allOf"] {
+            for branch in s.get(key).and_then(Value::as_array).into_iter().flatten() {
+                let applies = match (branch.get("if"), node) {
+                    (Some(condition), Some(n)) => {
+                        let want = condition.pointer("/properties/name/const");
+                        want.is_some() && n.get("name") == want
+                    }
+                    (Some(_), None) => false,
+                    _ => true,
+                };
+                if applies {
+                    stack.push(branch.get("then").unwrap_or(branch));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Keys accepted at `pointer`.
+fn property_names_at(root: &Value, instance: &Value, pointer: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for schema in schemas_at(root, instance, pointer) {
+        for key in schema.get("properties").and_then(Value::as_object).map(Map::keys).into_iter().flatten() {
+            if !names.contains(key) {
+                names.push(key.clone());
+            }
+        }
+    }
+    names
+}
+
+fn field_description(root: &Value, instance: &Value, pointer: &str) -> Option<String> {
+    schemas_at(root, instance, pointer)
+        .into_iter()
+        .find_map(|s| s.get("description").and_then(Value::as_str))
+        .map(|d| d.lines().next().unwrap_or(d).to_string())
+}
+
+fn property_description(root: &Value, instance: &Value, pointer: &str, key: &str) -> Option<String> {
+    field_description(root, instance, &format!("{pointer}/{}", super::source::escape_segment(key)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_has_every_section_and_builtin_loss_parameters() {
+        let schema = json_schema();
+        let text = schema.to_string();
+        for needle in ["\"training\"", "\"sampling\"", "\"clip_high\"", "\"dual_clip_c\"", "\"tau_neg\"", "\"exact_match\""] {
+            assert!(text.contains(needle), "schema lacks {needle}");
+        }
+    }
+
+    #[test]
+    fn did_you_mean_finds_close_keys() {
+        let keys = ["lr".to_string(), "steps".into(), "warmup_steps".into()];
+        assert_eq!(did_you_mean("step", &keys).as_deref(), Some("did you mean `steps`?"));
+        assert_eq!(did_you_mean("warmup_step", &keys).as_deref(), Some("did you mean `warmup_steps`?"));
+        assert!(did_you_mean("zzzz", &keys).is_some_and(|h| h.starts_with("expected one of")));
+    }
+
+    #[test]
+    fn display_paths_read_like_yaml() {
+        assert_eq!(display_path("/rewards/0/weight"), "rewards[0].weight");
+        assert_eq!(display_path("/training/lr"), "training.lr");
+        assert_eq!(display_path(""), "");
+    }
+}

@@ -1,0 +1,44 @@
+//! Forge: Rust-native reinforcement-learning post-training for LLMs.
+//!
+//! An experiment is one YAML file. [`config`] turns it into a typed, validated [`config::Experiment`]
+//! (every error with `file:line:col`); [`build`] generates and compiles a training binary specialised
+//! for it; [`loss`] and [`reward`] hold the registries that `#[forge::loss]` and `#[forge::reward]`
+//! fill, so user code plugs in by name.
+
+// Lets the macros' `::forge::…` paths resolve inside this crate too (the built-in losses use them).
+extern crate self as forge;
+
+pub mod build;
+pub mod config;
+pub mod entry;
+pub mod loss;
+pub mod reward;
+
+pub use forge_macros::{loss, reward};
+
+/// Paths used by code that the macros and `forge build` generate. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+    pub use schemars;
+    pub use serde;
+    pub use serde_json;
+
+    pub use crate::loss::math;
+
+    /// Whether `module_path` is inside this crate (registrations of built-ins say so).
+    pub const fn is_forge_module(module_path: &str) -> bool {
+        let (path, prefix) = (module_path.as_bytes(), b"forge::");
+        if path.len() < prefix.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < prefix.len() {
+            if path[i] != prefix[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+}

@@ -1,0 +1,39 @@
+//! Losses registered by `#[forge::loss]`, across every crate linked into the binary.
+
+use schemars::Schema;
+use serde_json::{Map, Value};
+
+use crate::config::Aggregation;
+
+/// What `#[forge::loss]` records about a loss.
+pub struct LossRegistration {
+    /// Name YAML selects it by (`loss.name`).
+    pub name: &'static str,
+    /// First line of the function's doc comment.
+    pub summary: &'static str,
+    /// Aggregation used when `loss.aggregation` is not set.
+    pub default_aggregation: Aggregation,
+    /// JSON Schema of the loss's parameters (an object schema with one property per parameter).
+    pub params_schema: fn() -> Schema,
+    /// Checks parameters from YAML (unknown keys, wrong types).
+    pub check_params: fn(&Map<String, Value>) -> Result<(), String>,
+    /// The KL coefficient these parameters give (0 for losses without a KL term): above 0, the
+    /// experiment needs a reference model.
+    pub kl_coef: fn(&Map<String, Value>) -> Result<f64, String>,
+    /// Whether Forge itself defines it (as opposed to user code).
+    pub builtin: bool,
+}
+
+inventory::collect!(LossRegistration);
+
+/// Every registered loss, sorted by name.
+pub fn all() -> impl Iterator<Item = &'static LossRegistration> {
+    let mut all: Vec<_> = inventory::iter::<LossRegistration>.into_iter().collect();
+    all.sort_by_key(|r| r.name);
+    all.into_iter()
+}
+
+/// The loss registered under `name`.
+pub fn find(name: &str) -> Option<&'static LossRegistration> {
+    inventory::iter::<LossRegistration>.into_iter().find(|r| r.name == name)
+}
