@@ -42,7 +42,7 @@ pub use parallelism::ParallelismConfig;
 pub use replay_buffer::ReplayBufferConfig;
 pub use reward::RewardConfig;
 pub use sampling::SamplingConfig;
-pub use schema::json_schema;
+pub use schema::{json_schema, schema_text};
 pub use services::{ServiceConfig, ServicesConfig};
 pub use sft::SftConfig;
 pub use source::{Origin, SourceMap, Span};

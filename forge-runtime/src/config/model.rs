@@ -80,7 +80,7 @@ impl DType {
 }
 
 /// Tokenizer and chat template.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenizerConfig {
     /// Directory holding `tokenizer.json` and `tokenizer_config.json`; defaults to `model.path`.
@@ -96,6 +96,12 @@ pub struct TokenizerConfig {
     /// Extra variables passed to the chat template (for example `enable_thinking: false`).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub chat_template_kwargs: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Default for TokenizerConfig {
+    fn default() -> Self {
+        Self { path: None, use_chat_template: true, chat_template_file: None, chat_template_kwargs: serde_json::Map::new() }
+    }
 }
 
 fn yes() -> bool {

@@ -24,6 +24,13 @@ pub fn json_schema() -> Value {
     schema
 }
 
+/// The schema as written to `schemas/experiment.schema.json`: pretty JSON with a final newline.
+pub fn schema_text() -> String {
+    let mut text = serde_json::to_string_pretty(&json_schema()).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
 /// The schema compiled once per process.
 fn validator() -> &'static (Value, jsonschema::Validator) {
     static VALIDATOR: OnceLock<(Value, jsonschema::Validator)> = OnceLock::new();
@@ -110,6 +117,21 @@ pub(crate) fn check(instance: &Value, map: &SourceMap) -> Vec<Diagnostic> {
                         value_origin,
                     )
                     .with_hint(description.map(|d| format!("`{at}`: {d}"))),
+                );
+            }
+            ValidationErrorKind::OneOfNotValid { .. } | ValidationErrorKind::AnyOf { .. }
+                if !choices_at(schema, instance, &pointer).is_empty() =>
+            {
+                // Documented enums become `oneOf: [{const, description}]`: word them as enums.
+                let choices = choices_at(schema, instance, &pointer);
+                let found = error.instance();
+                let hint = found.as_str().and_then(|f| did_you_mean(f, &choices));
+                out.push(
+                    Diagnostic::error(
+                        format!("`{at}` must be one of {}; found `{}`", choices.join(", "), short(found)),
+                        value_origin,
+                    )
+                    .with_hint(hint),
                 );
             }
             _ => {
@@ -243,6 +265,21 @@ fn expand<'a>(root: &'a Value, schemas: Vec<&'a Value>, node: Option<&Value>) ->
         }
     }
     out
+}
+
+/// The allowed values at `pointer` when its schema is a choice of constants.
+fn choices_at(root: &Value, instance: &Value, pointer: &str) -> Vec<String> {
+    for schema in schemas_at(root, instance, pointer) {
+        let Some(branches) = schema.get("oneOf").and_then(Value::as_array) else { continue };
+        let consts: Vec<String> = branches
+            .iter()
+            .filter_map(|b| resolve(root, b).get("const").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        if !consts.is_empty() && consts.len() == branches.len() {
+            return consts;
+        }
+    }
+    Vec::new()
 }
 
 /// Keys accepted at `pointer`.

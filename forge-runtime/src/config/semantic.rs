@@ -107,9 +107,16 @@ fn loss_and_rewards(exp: &Experiment, ctx: &Context<'_>, c: &mut Checks<'_>) {
             }
             match (registration.kl_coef)(&exp.loss.params) {
                 Ok(kl) if kl > 0.0 && exp.services.ref_model.is_none() => {
-                    let pointer = if c.written("/loss") { "/loss" } else { "" };
+                    // Point at the coefficient if written, else at the loss's name.
+                    let written = exp.loss.params.iter().find(|(_, v)| v.as_f64() == Some(kl)).map(|(k, _)| format!("/loss/{k}"));
+                    let pointer = written
+                        .filter(|p| c.written(p))
+                        .or_else(|| c.written("/loss/name").then(|| "/loss/name".to_string()))
+                        .unwrap_or_default();
+                    // Parameters are f32: print the value as written, not its f64 widening.
+                    let kl = kl as f32;
                     c.error(
-                        pointer,
+                        &pointer,
                         format!("loss `{}` has a KL coefficient of {kl} but there is no reference model", exp.loss.name),
                         Some("add `services: {ref_model: {}}` (the frozen starting policy), or set the KL coefficient to 0 (`beta: 0.0`)".into()),
                     );

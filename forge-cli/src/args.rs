@@ -1,0 +1,107 @@
+//! Command-line arguments (clap derive); `///` docs are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Forge: Rust-native RL post-training for LLMs.
+///
+/// Any command that takes an experiment also takes overrides: `--set training.lr=1e-5`, or in
+/// torchforge style `--training.lr 1e-5` and `--trainer.procs 2` (= `services.trainer.procs`).
+#[derive(Debug, Parser)]
+#[command(name = "forge", version, about, long_about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Check an experiment file: schema, then semantics; every error with file:line:col.
+    /// Exits 0 when valid, 2 when not.
+    Validate(ValidateArgs),
+    /// Write the JSON Schema of experiment files (for editor completion and checking).
+    Schema(SchemaArgs),
+    /// Generate and compile the training binary for an experiment; prints its path.
+    Build(BuildArgs),
+    /// Build an experiment's binary, then run it.
+    Run(RunArgs),
+    /// Scaffold a new experiment with a custom loss and a custom reward.
+    Init(InitArgs),
+}
+
+/// An experiment file and overrides of its values.
+#[derive(Debug, Args)]
+pub(crate) struct ExperimentArgs {
+    /// The experiment YAML file.
+    pub file: PathBuf,
+    /// Override a value: `--set training.lr=1e-5` (repeatable; the value is YAML).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ValidateArgs {
+    #[command(flatten)]
+    pub experiment: ExperimentArgs,
+    /// Skip checking that the files the experiment names (model, dataset, code) exist.
+    #[arg(long)]
+    pub no_file_checks: bool,
+    /// Output format of the report.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+/// Report formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// rustc-style messages with the offending text underlined.
+    Human,
+    /// One JSON object per problem, for tools.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SchemaArgs {
+    /// Where to write the schema (`-` for standard output).
+    #[arg(short, long, default_value = "schemas/experiment.schema.json")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BuildArgs {
+    #[command(flatten)]
+    pub experiment: ExperimentArgs,
+    /// Cargo profile: `release` for training, `dev` for a quicker compile.
+    #[arg(long, default_value = "release")]
+    pub profile: String,
+    /// Rebuild even if nothing changed.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// Arguments passed to the experiment binary (after `--`).
+    #[arg(last = true)]
+    pub binary_args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    /// Directory to create (must not exist, or be empty).
+    pub dir: PathBuf,
+    /// Experiment name (default: the directory's name).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}
