@@ -24,7 +24,10 @@ fn scaffold_builds_prints_its_config_and_is_cached() {
     assert!(Path::new(&binary).is_file(), "`{binary}` is not the binary");
     assert!(stderr.contains("Built `e2e-scaffold`"), "{stderr}");
 
-    let printed = Command::new(&binary).arg("--print-config").output().expect("binary runs");
+    let printed = Command::new(&binary)
+        .arg("--print-config")
+        .output()
+        .expect("binary runs");
     let (config, err) = text(&printed);
     assert!(printed.status.success(), "{err}");
     let root = tmp.path().canonicalize().expect("canonical");
@@ -39,29 +42,61 @@ fn scaffold_builds_prints_its_config_and_is_cached() {
         // A default the file does not state.
         "adam_beta2: 0.999".to_string(),
     ] {
-        assert!(config.contains(&needle), "--print-config lacks `{needle}`:\n{config}");
+        assert!(
+            config.contains(&needle),
+            "--print-config lacks `{needle}`:\n{config}"
+        );
     }
 
     // Overrides at run time go through the same validation, against the same file.
-    let printed = Command::new(&binary).args(["--set", "training.steps=7", "--print-config"]).output().expect("runs");
+    let printed = Command::new(&binary)
+        .args(["--set", "training.steps=7", "--print-config"])
+        .output()
+        .expect("runs");
     assert!(text(&printed).0.contains("steps: 7"), "{printed:?}");
-    let rejected = Command::new(&binary).args(["--set", "loss.max_weight=0.5", "--check"]).output().expect("runs");
+    let rejected = Command::new(&binary)
+        .args(["--set", "loss.max_weight=0.5", "--check"])
+        .output()
+        .expect("runs");
     let (_, err) = text(&rejected);
     assert_eq!(rejected.status.code(), Some(2), "{err}");
-    assert!(err.contains("`loss.max_weight` must be at least 1") && err.contains("--set loss.max_weight=0.5"), "{err}");
+    assert!(
+        err.contains("`loss.max_weight` must be at least 1")
+            && err.contains("--set loss.max_weight=0.5"),
+        "{err}"
+    );
     // What was compiled in cannot change at run time.
-    let rejected = Command::new(&binary).args(["--set", "backend=cuda", "--check"]).output().expect("runs");
+    let rejected = Command::new(&binary)
+        .args(["--set", "backend=cuda", "--check"])
+        .output()
+        .expect("runs");
     assert_eq!(rejected.status.code(), Some(2));
-    assert!(text(&rejected).1.contains("built for `cpu`"), "{rejected:?}");
+    assert!(
+        text(&rejected).1.contains("built for `cpu`"),
+        "{rejected:?}"
+    );
 
     let output = build(tmp.path(), "scaffold/experiment.yaml");
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("Up to date `e2e-scaffold`"), "second build was not cached:\n{stderr}");
+    assert!(
+        stderr.contains("Up to date `e2e-scaffold`"),
+        "second build was not cached:\n{stderr}"
+    );
     assert_eq!(stdout.trim(), binary);
 
     // `forge run` builds (cached) and passes arguments after `--` to the binary.
-    let output = forge(tmp.path(), &["run", "scaffold/experiment.yaml", "--profile", "dev", "--", "--print-config"]);
+    let output = forge(
+        tmp.path(),
+        &[
+            "run",
+            "scaffold/experiment.yaml",
+            "--profile",
+            "dev",
+            "--",
+            "--print-config",
+        ],
+    );
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stderr}");
     assert!(stdout.contains("name: e2e-scaffold"), "{stdout}");
@@ -74,7 +109,14 @@ fn errors_in_user_code_point_at_the_users_files() {
     assert!(output.status.success(), "{output:?}");
     let losses = tmp.path().join("broken/losses.rs");
     let source = std::fs::read_to_string(&losses).expect("losses.rs");
-    std::fs::write(&losses, source.replace("    advantage: f32,\n", "    advantage: f32,\n    entropy: f32,\n")).expect("write");
+    std::fs::write(
+        &losses,
+        source.replace(
+            "    advantage: f32,\n",
+            "    advantage: f32,\n    entropy: f32,\n",
+        ),
+    )
+    .expect("write");
     let rewards = tmp.path().join("broken/rewards.rs");
     let source = std::fs::read_to_string(&rewards).expect("rewards.rs");
     std::fs::write(&rewards, source.replace("=> 1.0,", "=> \"one\",")).expect("write");
@@ -86,6 +128,12 @@ fn errors_in_user_code_point_at_the_users_files() {
     let losses = root.join("broken/losses.rs").display().to_string();
     let rewards = root.join("broken/rewards.rs").display().to_string();
     assert!(stderr.contains("unknown input `entropy`"), "{stderr}");
-    assert!(stderr.contains(&format!("{losses}:9:5")), "the macro error is not at losses.rs:9:5:\n{stderr}");
-    assert!(stderr.contains(&rewards), "the type error is not shown in rewards.rs:\n{stderr}");
+    assert!(
+        stderr.contains(&format!("{losses}:9:5")),
+        "the macro error is not at losses.rs:9:5:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&rewards),
+        "the type error is not shown in rewards.rs:\n{stderr}"
+    );
 }

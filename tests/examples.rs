@@ -38,6 +38,10 @@ fn every_example_validates() {
         }
         let output = forge(&workspace_root(), &args);
         let (stdout, stderr) = text(&output);
-        assert!(output.status.success(), "{}:\n{stdout}{stderr}", file.display());
+        assert!(
+            output.status.success(),
+            "{}:\n{stdout}{stderr}",
+            file.display()
+        );
     }
 }

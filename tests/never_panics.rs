@@ -8,7 +8,10 @@ use proptest::prelude::*;
 const VALID: &str = include_str!("fixtures/valid.yaml");
 
 fn options() -> LoadOptions {
-    LoadOptions { check_files: false, ..LoadOptions::default() }
+    LoadOptions {
+        check_files: false,
+        ..LoadOptions::default()
+    }
 }
 
 proptest! {

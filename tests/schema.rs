@@ -23,6 +23,7 @@ fn forge_schema_writes_the_same_schema() {
     let dir = tempfile::tempdir().expect("temp dir");
     let output = forge(dir.path(), &["schema"]);
     assert!(output.status.success(), "{output:?}");
-    let written = std::fs::read_to_string(dir.path().join("schemas/experiment.schema.json")).expect("written");
+    let written = std::fs::read_to_string(dir.path().join("schemas/experiment.schema.json"))
+        .expect("written");
     assert_eq!(written, forge::config::schema_text());
 }

@@ -24,11 +24,19 @@ pub(crate) struct ItemArgs {
 }
 
 impl ItemArgs {
-    pub(crate) fn parse(tokens: TokenStream, macro_name: &str, allowed: &[&str]) -> syn::Result<Self> {
+    pub(crate) fn parse(
+        tokens: TokenStream,
+        macro_name: &str,
+        allowed: &[&str],
+    ) -> syn::Result<Self> {
         let mut args = ItemArgs::default();
         let mut ctx = Ctx::default();
         let parser = syn::meta::parser(|meta| {
-            let key = meta.path.get_ident().map(ToString::to_string).unwrap_or_default();
+            let key = meta
+                .path
+                .get_ident()
+                .map(ToString::to_string)
+                .unwrap_or_default();
             if !allowed.contains(&key.as_str()) {
                 return Err(meta.error(format!(
                     "`#[forge::{macro_name}]`: unknown argument `{key}`; expected one of: {}",
@@ -36,7 +44,13 @@ impl ItemArgs {
                 )));
             }
             match key.as_str() {
-                "name" => set(&mut ctx, &mut args.name, meta.value()?.parse()?, macro_name, "name"),
+                "name" => set(
+                    &mut ctx,
+                    &mut args.name,
+                    meta.value()?.parse()?,
+                    macro_name,
+                    "name",
+                ),
                 "aggregation" => {
                     let lit: LitStr = meta.value()?.parse()?;
                     if !AGGREGATIONS.iter().any(|(a, _)| *a == lit.value()) {
@@ -45,9 +59,21 @@ impl ItemArgs {
                             lit.value()
                         ));
                     }
-                    set(&mut ctx, &mut args.aggregation, lit, macro_name, "aggregation");
+                    set(
+                        &mut ctx,
+                        &mut args.aggregation,
+                        lit,
+                        macro_name,
+                        "aggregation",
+                    );
                 }
-                "kl" => set(&mut ctx, &mut args.kl, meta.value()?.parse()?, macro_name, "kl"),
+                "kl" => set(
+                    &mut ctx,
+                    &mut args.kl,
+                    meta.value()?.parse()?,
+                    macro_name,
+                    "kl",
+                ),
                 "debug" => args.debug = true,
                 _ => unreachable!("checked against `allowed`"),
             }
@@ -59,9 +85,18 @@ impl ItemArgs {
     }
 }
 
-fn set<T: quote::ToTokens>(ctx: &mut Ctx, slot: &mut Option<T>, value: T, macro_name: &str, key: &str) {
+fn set<T: quote::ToTokens>(
+    ctx: &mut Ctx,
+    slot: &mut Option<T>,
+    value: T,
+    macro_name: &str,
+    key: &str,
+) {
     if slot.is_some() {
-        ctx.error(&value, format!("`#[forge::{macro_name}]`: duplicate argument `{key}`"));
+        ctx.error(
+            &value,
+            format!("`#[forge::{macro_name}]`: duplicate argument `{key}`"),
+        );
     }
     *slot = Some(value);
 }

@@ -1,14 +1,21 @@
 //! The macros' internal model of a user function, built and checked once; expansion reads only
 //! this, never raw syn items.
 
-use syn::{Attribute, Block, Expr, FnArg, Ident, ItemFn, LitStr, Pat, ReturnType, Type, Visibility};
+use syn::{
+    Attribute, Block, Expr, FnArg, Ident, ItemFn, LitStr, Pat, ReturnType, Type, Visibility,
+};
 
 use crate::args::{ItemArgs, ParamArgs};
 use crate::ctx::Ctx;
 
 /// Per-token inputs a loss may take (the runtime's `TokenInputs` fields).
-pub(crate) const LOSS_INPUTS: &[&str] =
-    &["logprob", "old_logprob", "ref_logprob", "advantage", "seq_log_ratio"];
+pub(crate) const LOSS_INPUTS: &[&str] = &[
+    "logprob",
+    "old_logprob",
+    "ref_logprob",
+    "advantage",
+    "seq_log_ratio",
+];
 
 /// A typed parameter: becomes a field of the generated `Params` struct and a YAML key.
 pub(crate) struct Param {
@@ -66,7 +73,10 @@ fn summary_of(docs: &[Attribute]) -> String {
     docs.iter()
         .filter_map(|a| match &a.meta {
             syn::Meta::NameValue(nv) => match &nv.value {
-                Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => Some(s.value().trim().to_string()),
+                Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(s),
+                    ..
+                }) => Some(s.value().trim().to_string()),
                 _ => None,
             },
             _ => None,
@@ -76,6 +86,13 @@ fn summary_of(docs: &[Attribute]) -> String {
         .join(" ")
 }
 
+/// One function argument: its name, type and `#[param]` attribute if any.
+struct Argument {
+    ident: Ident,
+    ty: Type,
+    param: Option<ParamArgs>,
+}
+
 /// Shared checks on the signature; returns the common part and the arguments, each with its
 /// `#[param]` attribute if any.
 fn fn_def(
@@ -83,7 +100,7 @@ fn fn_def(
     item: &ItemFn,
     args: &ItemArgs,
     macro_name: &str,
-) -> (FnDef, Vec<(Ident, Type, Option<ParamArgs>, proc_macro2::Span)>) {
+) -> (FnDef, Vec<Argument>) {
     let sig = &item.sig;
     let m = format!("`#[forge::{macro_name}]`");
     if let Some(t) = &sig.asyncness {
@@ -93,7 +110,10 @@ fn fn_def(
         ctx.error(t, format!("{m}: the function cannot be `unsafe`"));
     }
     if !sig.generics.params.is_empty() {
-        ctx.error(&sig.generics, format!("{m}: the function cannot be generic"));
+        ctx.error(
+            &sig.generics,
+            format!("{m}: the function cannot be generic"),
+        );
     }
     match &sig.output {
         ReturnType::Type(_, ty) if is_type(ty, "f32") => {}
@@ -117,19 +137,47 @@ fn fn_def(
                     Err(e) => ctx.push(e),
                 }
             } else {
-                ctx.error(attr, format!("{m}: only `#[param(..)]` is allowed on arguments"));
+                ctx.error(
+                    attr,
+                    format!("{m}: only `#[param(..)]` is allowed on arguments"),
+                );
             }
         }
-        arguments.push((pi.ident.clone(), (*pt.ty).clone(), param, syn::spanned::Spanned::span(&pt.pat)));
+        arguments.push(Argument {
+            ident: pi.ident.clone(),
+            ty: (*pt.ty).clone(),
+            param,
+        });
     }
-    let docs: Vec<Attribute> = item.attrs.iter().filter(|a| a.path().is_ident("doc")).cloned().collect();
+    let docs: Vec<Attribute> = item
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc"))
+        .cloned()
+        .collect();
     for attr in item.attrs.iter().filter(|a| !a.path().is_ident("doc")) {
-        ctx.error(attr, format!("{m}: other attributes are not supported on the function"));
+        ctx.error(
+            attr,
+            format!("{m}: other attributes are not supported on the function"),
+        );
     }
-    let name = args.name.as_ref().map_or_else(|| sig.ident.to_string(), LitStr::value);
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        let span = args.name.as_ref().map_or_else(|| sig.ident.span(), LitStr::span);
-        ctx.push(syn::Error::new(span, format!("{m}: name `{name}` must be letters, digits, `_` or `-`")));
+    let name = args
+        .name
+        .as_ref()
+        .map_or_else(|| sig.ident.to_string(), LitStr::value);
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        let span = args
+            .name
+            .as_ref()
+            .map_or_else(|| sig.ident.span(), LitStr::span);
+        ctx.push(syn::Error::new(
+            span,
+            format!("{m}: name `{name}` must be letters, digits, `_` or `-`"),
+        ));
     }
     let summary = summary_of(&docs);
     let def = FnDef {
@@ -147,10 +195,20 @@ fn fn_def(
 
 fn make_param(ctx: &mut Ctx, m: &str, ident: Ident, ty: Type, p: ParamArgs) -> Param {
     let default = p.default.unwrap_or_else(|| {
-        ctx.error(&ident, format!("{m}: parameter `{ident}` needs a default: `#[param(default = ..)]`"));
+        ctx.error(
+            &ident,
+            format!("{m}: parameter `{ident}` needs a default: `#[param(default = ..)]`"),
+        );
         syn::parse_quote!(::core::default::Default::default())
     });
-    Param { ident, ty, default, min: p.min, max: p.max, doc: p.doc }
+    Param {
+        ident,
+        ty,
+        default,
+        min: p.min,
+        max: p.max,
+        doc: p.doc,
+    }
 }
 
 impl LossDef {
@@ -159,7 +217,7 @@ impl LossDef {
         let m = "`#[forge::loss]`";
         let (mut def, arguments) = fn_def(&mut ctx, item, args, "loss");
         let mut inputs = Vec::new();
-        for (ident, ty, param, _) in arguments {
+        for Argument { ident, ty, param } in arguments {
             if !is_type(&ty, "f32") {
                 ctx.error(&ty, format!("{m}: `{ident}` must be `f32`"));
             }
@@ -176,9 +234,15 @@ impl LossDef {
             }
         }
         if !inputs.iter().any(|i| i == "logprob") {
-            ctx.error(&item.sig.ident, format!("{m}: the loss must take `logprob: f32`, the only input with a gradient"));
+            ctx.error(
+                &item.sig.ident,
+                format!("{m}: the loss must take `logprob: f32`, the only input with a gradient"),
+            );
         }
-        let aggregation = args.aggregation.as_ref().map_or_else(|| "token_mean".to_string(), LitStr::value);
+        let aggregation = args
+            .aggregation
+            .as_ref()
+            .map_or_else(|| "token_mean".to_string(), LitStr::value);
         let variant = crate::args::AGGREGATIONS
             .iter()
             .find(|(a, _)| *a == aggregation)
@@ -186,7 +250,10 @@ impl LossDef {
         if let Some(kl) = &args.kl
             && !def.params.iter().any(|p| p.ident == *kl)
         {
-            ctx.error(kl, format!("{m}: `kl = {kl}` must name a `#[param]` of the loss"));
+            ctx.error(
+                kl,
+                format!("{m}: `kl = {kl}` must name a `#[param]` of the loss"),
+            );
         }
         ctx.check()?;
         Ok(Self {
@@ -204,7 +271,7 @@ impl RewardDef {
         let m = "`#[forge::reward]`";
         let (mut def, arguments) = fn_def(&mut ctx, item, args, "reward");
         let mut kinds = Vec::new();
-        for (ident, ty, param, _) in arguments {
+        for Argument { ident, ty, param } in arguments {
             match param {
                 Some(p) => {
                     def.params.push(make_param(&mut ctx, m, ident, ty, p));
@@ -213,7 +280,9 @@ impl RewardDef {
                 None => {
                     let name = ident.to_string();
                     let ok = match name.as_str() {
-                        "prompt" | "completion" | "answer" => matches!(&ty, Type::Reference(r) if is_type(&r.elem, "str")),
+                        "prompt" | "completion" | "answer" => {
+                            matches!(&ty, Type::Reference(r) if is_type(&r.elem, "str"))
+                        }
                         "sample" => matches!(&ty, Type::Reference(_)),
                         _ => {
                             ctx.error(&ident, format!(
@@ -223,7 +292,11 @@ impl RewardDef {
                         }
                     };
                     if !ok {
-                        let want = if name == "sample" { "&forge::reward::Sample" } else { "&str" };
+                        let want = if name == "sample" {
+                            "&forge::reward::Sample"
+                        } else {
+                            "&str"
+                        };
                         ctx.error(&ty, format!("{m}: `{ident}` must be `{want}`"));
                     }
                     kinds.push(ArgKind::Input(RewardInputArg { ident }));
@@ -231,6 +304,10 @@ impl RewardDef {
             }
         }
         ctx.check()?;
-        Ok(Self { def, args: kinds, item: item.clone() })
+        Ok(Self {
+            def,
+            args: kinds,
+            item: item.clone(),
+        })
     }
 }

@@ -91,8 +91,17 @@ pub fn main(embedded: Embedded) -> ExitCode {
         }
         return ExitCode::from(2);
     }
-    let options = LoadOptions { overrides, check_files: true, user_code_registered: true };
-    let loaded = match config::load_str(embedded.file, embedded.source, Path::new(embedded.base_dir), &options) {
+    let options = LoadOptions {
+        overrides,
+        check_files: true,
+        user_code_registered: true,
+    };
+    let loaded = match config::load_str(
+        embedded.file,
+        embedded.source,
+        Path::new(embedded.base_dir),
+        &options,
+    ) {
         Ok(loaded) => loaded,
         Err(report) => return report_invalid(&report),
     };
@@ -101,7 +110,10 @@ pub fn main(embedded: Embedded) -> ExitCode {
     }
     if let Err(message) = matches_compiled(&loaded, &embedded.selection) {
         eprintln!("error: {message}");
-        eprintln!("help: run `forge build {}` with this setting to compile a matching binary", embedded.file);
+        eprintln!(
+            "help: run `forge build {}` with this setting to compile a matching binary",
+            embedded.file
+        );
         return ExitCode::from(2);
     }
     if args.print_config {
@@ -125,7 +137,10 @@ fn parse_embedded_override(text: &str) -> Result<Override, config::OverrideError
     match text.strip_prefix("--set ") {
         Some(rest) => Override::parse_set(rest),
         None => {
-            let (flag, value) = text.trim_start_matches("--").split_once(' ').unwrap_or((text, ""));
+            let (flag, value) = text
+                .trim_start_matches("--")
+                .split_once(' ')
+                .unwrap_or((text, ""));
             Override::parse_flag(flag, value)
         }
     }
@@ -153,17 +168,36 @@ fn matches_compiled(loaded: &Loaded, compiled: &CompiledSelection) -> Result<(),
     let arch = exp.model.architecture;
     let rewards: Vec<&str> = exp.rewards.iter().map(|r| r.name.as_str()).collect();
     let mismatch = if exp.backend != compiled.backend {
-        Some(format!("`backend` is `{}` but this binary was built for `{}`", exp.backend.as_str(), compiled.backend.as_str()))
+        Some(format!(
+            "`backend` is `{}` but this binary was built for `{}`",
+            exp.backend.as_str(),
+            compiled.backend.as_str()
+        ))
     } else if exp.model.dtype != compiled.dtype {
-        Some(format!("`model.dtype` is `{}` but this binary was built for `{}`", exp.model.dtype.as_str(), compiled.dtype.as_str()))
+        Some(format!(
+            "`model.dtype` is `{}` but this binary was built for `{}`",
+            exp.model.dtype.as_str(),
+            compiled.dtype.as_str()
+        ))
     } else if arch != Architecture::Auto && arch != compiled.architecture {
-        Some(format!("`model.architecture` is `{}` but this binary was built for `{}`", arch.as_str(), compiled.architecture.as_str()))
+        Some(format!(
+            "`model.architecture` is `{}` but this binary was built for `{}`",
+            arch.as_str(),
+            compiled.architecture.as_str()
+        ))
     } else if exp.recipe != compiled.recipe {
         Some("`recipe` differs from the one this binary was built for".to_string())
     } else if exp.loss.name != compiled.loss {
-        Some(format!("`loss.name` is `{}` but this binary was built with `{}`", exp.loss.name, compiled.loss))
+        Some(format!(
+            "`loss.name` is `{}` but this binary was built with `{}`",
+            exp.loss.name, compiled.loss
+        ))
     } else if rewards != compiled.rewards {
-        Some(format!("the rewards ({}) differ from those this binary was built with ({})", rewards.join(", "), compiled.rewards.join(", ")))
+        Some(format!(
+            "the rewards ({}) differ from those this binary was built with ({})",
+            rewards.join(", "),
+            compiled.rewards.join(", ")
+        ))
     } else {
         None
     };
@@ -173,7 +207,11 @@ fn matches_compiled(loaded: &Loaded, compiled: &CompiledSelection) -> Result<(),
 fn run(loaded: &Loaded, selection: &CompiledSelection) -> ExitCode {
     let exp = &loaded.experiment;
     let loss = loss::registry::find(selection.loss);
-    let rewards: Vec<_> = selection.rewards.iter().filter_map(|r| reward::registry::find(r)).collect();
+    let rewards: Vec<_> = selection
+        .rewards
+        .iter()
+        .filter_map(|r| reward::registry::find(r))
+        .collect();
     eprintln!(
         "forge: experiment `{}`: {:?} on {} ({}), {} model, loss `{}` ({}), rewards: {}",
         exp.name,
@@ -182,8 +220,16 @@ fn run(loaded: &Loaded, selection: &CompiledSelection) -> ExitCode {
         selection.dtype.as_str(),
         selection.architecture.as_str(),
         selection.loss,
-        loss.map_or("unregistered", |l| if l.builtin { "built-in" } else { "user code" }),
-        rewards.iter().map(|r| r.name).collect::<Vec<_>>().join(", "),
+        loss.map_or("unregistered", |l| if l.builtin {
+            "built-in"
+        } else {
+            "user code"
+        }),
+        rewards
+            .iter()
+            .map(|r| r.name)
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     eprintln!(
         "error: this Forge build has no training runtime yet: the model (issue 4) and the GRPO/SFT loop (issue 5) are not implemented; `--print-config` and `--check` work"

@@ -7,7 +7,10 @@ use super::{load, print_report};
 use crate::args::BuildArgs;
 use crate::exit::ExitStatus;
 
-pub(crate) fn exec(args: &BuildArgs, dotted: Vec<Result<Override, OverrideError>>) -> anyhow::Result<ExitStatus> {
+pub(crate) fn exec(
+    args: &BuildArgs,
+    dotted: Vec<Result<Override, OverrideError>>,
+) -> anyhow::Result<ExitStatus> {
     match build_binary(args, dotted)? {
         Ok(built) => {
             println!("{}", built.binary.display());
@@ -32,8 +35,18 @@ pub(crate) fn build_binary(
     };
     print_report(&exp.loaded.warnings);
     let toolchain = crate::toolchain::discover();
-    let options = BuildOptions { profile: args.profile.clone(), force: args.force };
-    let built = build::build(&exp.loaded, &args.experiment.file, &exp.source, &exp.overrides, &toolchain, &options)?;
+    let options = BuildOptions {
+        profile: args.profile.clone(),
+        force: args.force,
+    };
+    let built = build::build(
+        &exp.loaded,
+        &args.experiment.file,
+        &exp.source,
+        &exp.overrides,
+        &toolchain,
+        &options,
+    )?;
     eprintln!(
         "{} `{}` ({})",
         if built.cached { "Up to date" } else { "Built" },
@@ -41,7 +54,9 @@ pub(crate) fn build_binary(
         built.crate_dir.display()
     );
     // The binary knows the user's own losses and rewards: let it check what `forge` could not.
-    let status = std::process::Command::new(&built.binary).arg("--check").status()?;
+    let status = std::process::Command::new(&built.binary)
+        .arg("--check")
+        .status()?;
     if !status.success() {
         return Ok(Err(ExitStatus::Invalid));
     }

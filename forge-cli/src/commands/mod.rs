@@ -13,7 +13,10 @@ use forge::config::{self, Diagnostics, LoadOptions, Loaded, Override, OverrideEr
 use crate::args::{Cli, Command, ExperimentArgs};
 use crate::exit::ExitStatus;
 
-pub(crate) fn dispatch(cli: Cli, dotted: Vec<Result<Override, OverrideError>>) -> anyhow::Result<ExitStatus> {
+pub(crate) fn dispatch(
+    cli: Cli,
+    dotted: Vec<Result<Override, OverrideError>>,
+) -> anyhow::Result<ExitStatus> {
     match cli.command {
         Command::Validate(args) => validate::exec(&args, dotted),
         Command::Schema(args) => schema::exec(&args),
@@ -39,20 +42,40 @@ pub(crate) fn load(
     let file = args.file.display().to_string();
     let mut overrides = Vec::new();
     let mut bad = Vec::new();
-    for o in args.set.iter().map(|s| Override::parse_set(s)).chain(dotted) {
+    for o in args
+        .set
+        .iter()
+        .map(|s| Override::parse_set(s))
+        .chain(dotted)
+    {
         match o {
             Ok(o) => overrides.push(o),
-            Err(e) => bad.push(config::Diagnostic::error(e.reason, Some(config::Origin::Override(e.text)))),
+            Err(e) => bad.push(config::Diagnostic::error(
+                e.reason,
+                Some(config::Origin::Override(e.text)),
+            )),
         }
     }
     if !bad.is_empty() {
-        return Err(Diagnostics { file, source: String::new(), items: bad });
+        return Err(Diagnostics {
+            file,
+            source: String::new(),
+            items: bad,
+        });
     }
-    let options = LoadOptions { overrides: overrides.clone(), check_files, user_code_registered: false };
+    let options = LoadOptions {
+        overrides: overrides.clone(),
+        check_files,
+        user_code_registered: false,
+    };
     let loaded = config::load_file(&args.file, &options)?;
     // load_file read it once already; the text is needed again for embedding.
     let source = std::fs::read_to_string(&args.file).unwrap_or_default();
-    Ok(Experiment { loaded, source, overrides })
+    Ok(Experiment {
+        loaded,
+        source,
+        overrides,
+    })
 }
 
 /// Prints a report to standard error, styled on a terminal.

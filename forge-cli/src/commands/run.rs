@@ -7,7 +7,10 @@ use super::build::build_binary;
 use crate::args::RunArgs;
 use crate::exit::ExitStatus;
 
-pub(crate) fn exec(args: &RunArgs, dotted: Vec<Result<Override, OverrideError>>) -> anyhow::Result<ExitStatus> {
+pub(crate) fn exec(
+    args: &RunArgs,
+    dotted: Vec<Result<Override, OverrideError>>,
+) -> anyhow::Result<ExitStatus> {
     let built = match build_binary(&args.build, dotted)? {
         Ok(built) => built,
         Err(status) => return Ok(status),

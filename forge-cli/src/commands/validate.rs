@@ -6,7 +6,10 @@ use super::{load, print_report};
 use crate::args::{Format, ValidateArgs};
 use crate::exit::ExitStatus;
 
-pub(crate) fn exec(args: &ValidateArgs, dotted: Vec<Result<Override, OverrideError>>) -> anyhow::Result<ExitStatus> {
+pub(crate) fn exec(
+    args: &ValidateArgs,
+    dotted: Vec<Result<Override, OverrideError>>,
+) -> anyhow::Result<ExitStatus> {
     let file = args.experiment.file.display().to_string();
     let (report, status) = match load(&args.experiment, dotted, !args.no_file_checks) {
         Ok(exp) => (exp.loaded.warnings, ExitStatus::Success),

@@ -27,7 +27,9 @@ pub(super) fn expand(loss: &LossDef) -> TokenStream {
     F32ToF64.visit_block_mut(&mut body);
 
     let kl_coef = match &loss.kl {
-        Some(kl) => quote!(|map| Params::from_map(map).map(|p| ::core::primitive::f64::from(p.#kl))),
+        Some(kl) => {
+            quote!(|map| Params::from_map(map).map(|p| ::core::primitive::f64::from(p.#kl)))
+        }
         None => quote!(|_| ::core::result::Result::Ok(0.0)),
     };
     let unused_inputs = format_ident!("_unused_inputs");

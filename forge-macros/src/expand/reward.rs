@@ -30,7 +30,11 @@ pub(super) fn expand(reward: &RewardDef) -> TokenStream {
     let call_args = reward.args.iter().map(|arg| match arg {
         ArgKind::Input(input) => {
             let i = &input.ident;
-            if i == "sample" { quote!(input.sample) } else { quote!(input.#i) }
+            if i == "sample" {
+                quote!(input.sample)
+            } else {
+                quote!(input.#i)
+            }
         }
         ArgKind::Param(index) => {
             let i = &def.params[*index].ident;

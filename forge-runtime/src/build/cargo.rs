@@ -4,7 +4,11 @@ use std::process::Command;
 
 use super::{BuildError, BuildOptions, GeneratedCrate, Toolchain};
 
-pub(super) fn compile(generated: &GeneratedCrate, toolchain: &Toolchain, options: &BuildOptions) -> Result<(), BuildError> {
+pub(super) fn compile(
+    generated: &GeneratedCrate,
+    toolchain: &Toolchain,
+    options: &BuildOptions,
+) -> Result<(), BuildError> {
     let manifest = generated.crate_dir.join("Cargo.toml");
     let mut command = Command::new(&toolchain.cargo);
     command
@@ -17,6 +21,13 @@ pub(super) fn compile(generated: &GeneratedCrate, toolchain: &Toolchain, options
         .arg(&options.profile);
     let status = command
         .status()
-        .map_err(|source| BuildError::CargoMissing { cargo: toolchain.cargo.display().to_string(), source })?;
-    if status.success() { Ok(()) } else { Err(BuildError::Compile { status }) }
+        .map_err(|source| BuildError::CargoMissing {
+            cargo: toolchain.cargo.display().to_string(),
+            source,
+        })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(BuildError::Compile { status })
+    }
 }

@@ -41,8 +41,16 @@ pub struct GeneratedCrate {
 impl GeneratedCrate {
     /// Where cargo puts the binary.
     pub fn binary_path(&self, toolchain: &Toolchain, options: &BuildOptions) -> PathBuf {
-        let profile_dir = if options.profile == "dev" { "debug" } else { options.profile.as_str() };
-        toolchain.target_dir.join(profile_dir).join(format!("{}{}", self.binary_name, std::env::consts::EXE_SUFFIX))
+        let profile_dir = if options.profile == "dev" {
+            "debug"
+        } else {
+            options.profile.as_str()
+        };
+        toolchain.target_dir.join(profile_dir).join(format!(
+            "{}{}",
+            self.binary_name,
+            std::env::consts::EXE_SUFFIX
+        ))
     }
 
     /// Hash of everything the binary is built from: generated files, user code, the Forge build
@@ -64,8 +72,17 @@ impl GeneratedCrate {
 fn forge_identity() -> String {
     let exe = std::env::current_exe().ok();
     let meta = exe.as_ref().and_then(|e| std::fs::metadata(e).ok());
-    let modified = meta.as_ref().and_then(|m| m.modified().ok()).map(|t| format!("{t:?}"));
-    format!("{} {:?} {:?} {:?}", env!("CARGO_PKG_VERSION"), exe, meta.map(|m| m.len()), modified)
+    let modified = meta
+        .as_ref()
+        .and_then(|m| m.modified().ok())
+        .map(|t| format!("{t:?}"));
+    format!(
+        "{} {:?} {:?} {:?}",
+        env!("CARGO_PKG_VERSION"),
+        exe,
+        meta.map(|m| m.len()),
+        modified
+    )
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -83,11 +100,21 @@ fn architecture(loaded: &Loaded) -> Result<Architecture, BuildError> {
     }
     let config_path = loaded.resolve(&model.path).join("config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|e| {
-        BuildError::Experiment(format!("`model.architecture: auto` needs `{}`: {e}", config_path.display()))
+        BuildError::Experiment(format!(
+            "`model.architecture: auto` needs `{}`: {e}",
+            config_path.display()
+        ))
     })?;
-    let config: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| BuildError::Experiment(format!("`{}` is not valid JSON: {e}", config_path.display())))?;
-    let model_type = config.get("model_type").and_then(serde_json::Value::as_str).unwrap_or("");
+    let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        BuildError::Experiment(format!(
+            "`{}` is not valid JSON: {e}",
+            config_path.display()
+        ))
+    })?;
+    let model_type = config
+        .get("model_type")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("");
     Architecture::from_model_type(model_type).ok_or_else(|| {
         BuildError::Experiment(format!(
             "`{}` has model_type `{model_type}`, which Forge does not implement (llama, qwen2, qwen3); set `model.architecture` if it is one of those",
@@ -98,7 +125,16 @@ fn architecture(loaded: &Loaded) -> Result<Architecture, BuildError> {
 
 /// The crate name cargo accepts for an experiment name.
 fn package_name(name: &str) -> String {
-    let cleaned: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
     format!("forge-exp-{}", cleaned.trim_matches('-'))
 }
 
@@ -110,15 +146,22 @@ struct UserCrate {
 
 fn user_crate(dir: &Path) -> Result<UserCrate, BuildError> {
     let manifest = dir.join("Cargo.toml");
-    let text = std::fs::read_to_string(&manifest).map_err(io(format!("reading {}", manifest.display())))?;
-    let value: toml::Table = toml::from_str(&text)
-        .map_err(|e| BuildError::Experiment(format!("`{}` is not valid TOML: {e}", manifest.display())))?;
+    let text = std::fs::read_to_string(&manifest)
+        .map_err(io(format!("reading {}", manifest.display())))?;
+    let value: toml::Table = toml::from_str(&text).map_err(|e| {
+        BuildError::Experiment(format!("`{}` is not valid TOML: {e}", manifest.display()))
+    })?;
     let package = value
         .get("package")
         .and_then(|p| p.get("name"))
         .and_then(toml::Value::as_str)
-        .ok_or_else(|| BuildError::Experiment(format!("`{}` has no [package] name", manifest.display())))?;
-    Ok(UserCrate { dir: dir.to_path_buf(), package: package.to_string() })
+        .ok_or_else(|| {
+            BuildError::Experiment(format!("`{}` has no [package] name", manifest.display()))
+        })?;
+    Ok(UserCrate {
+        dir: dir.to_path_buf(),
+        package: package.to_string(),
+    })
 }
 
 fn rust_string(s: &str) -> String {
@@ -161,13 +204,21 @@ pub(super) fn generate(
         loss: exp.loss.name.clone(),
         rewards: exp.rewards.iter().map(|r| r.name.clone()).collect(),
     };
-    let file_abs = file.canonicalize().map_err(io(format!("resolving {}", file.display())))?;
+    let file_abs = file
+        .canonicalize()
+        .map_err(io(format!("resolving {}", file.display())))?;
     let mut code_files = Vec::new();
     let mut crates = Vec::new();
     for path in &exp.code {
         let path = loaded.resolve(path);
-        let path = path.canonicalize().map_err(io(format!("resolving {}", path.display())))?;
-        if path.is_dir() { crates.push(user_crate(&path)?) } else { code_files.push(path) }
+        let path = path
+            .canonicalize()
+            .map_err(io(format!("resolving {}", path.display())))?;
+        if path.is_dir() {
+            crates.push(user_crate(&path)?)
+        } else {
+            code_files.push(path)
+        }
     }
 
     // The directory is named by what shapes the generated code, not by every value: changing the
@@ -178,11 +229,22 @@ pub(super) fn generate(
     for c in &crates {
         hasher.update(c.dir.display().to_string().as_bytes());
     }
-    let crate_dir = toolchain.target_dir.join("forge").join(format!("{}-{}", exp.name, hex(&hasher.finalize()[..6])));
+    let crate_dir = toolchain.target_dir.join("forge").join(format!(
+        "{}-{}",
+        exp.name,
+        hex(&hasher.finalize()[..6])
+    ));
     let binary_name = exp.name.clone();
 
     let manifest = cargo_toml(&package_name(&exp.name), &binary_name, toolchain, &crates);
-    let main = main_rs(&selection, &file_abs, loaded, overrides, &code_files, &crates);
+    let main = main_rs(
+        &selection,
+        &file_abs,
+        loaded,
+        overrides,
+        &code_files,
+        &crates,
+    );
     write_if_changed(&crate_dir.join("Cargo.toml"), &manifest)?;
     write_if_changed(&crate_dir.join("src/main.rs"), &main)?;
     write_if_changed(&crate_dir.join("src/experiment.yaml"), source)?;
@@ -190,38 +252,63 @@ pub(super) fn generate(
     if let Some(forge_lock) = &toolchain.lockfile
         && !lock.exists()
     {
-        std::fs::copy(forge_lock, &lock).map_err(io(format!("copying {}", forge_lock.display())))?;
+        std::fs::copy(forge_lock, &lock)
+            .map_err(io(format!("copying {}", forge_lock.display())))?;
     }
     let _ = options;
 
-    let mut inputs = vec![crate_dir.join("Cargo.toml"), crate_dir.join("src/main.rs"), crate_dir.join("src/experiment.yaml")];
+    let mut inputs = vec![
+        crate_dir.join("Cargo.toml"),
+        crate_dir.join("src/main.rs"),
+        crate_dir.join("src/experiment.yaml"),
+    ];
     inputs.extend(code_files.iter().cloned());
     for c in &crates {
         collect_sources(&c.dir, &mut inputs);
     }
-    Ok(GeneratedCrate { crate_dir, binary_name, selection, inputs })
+    Ok(GeneratedCrate {
+        crate_dir,
+        binary_name,
+        selection,
+        inputs,
+    })
 }
 
 /// Every `.rs` and `Cargo.toml` of a user crate (skipping `target`), for the fingerprint.
 fn collect_sources(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
     entries.sort();
     for path in entries {
         if path.is_dir() {
-            if path.file_name().is_some_and(|n| n != "target" && !n.to_string_lossy().starts_with('.')) {
+            if path
+                .file_name()
+                .is_some_and(|n| n != "target" && !n.to_string_lossy().starts_with('.'))
+            {
                 collect_sources(&path, out);
             }
-        } else if path.extension().is_some_and(|e| e == "rs") || path.file_name().is_some_and(|n| n == "Cargo.toml") {
+        } else if path.extension().is_some_and(|e| e == "rs")
+            || path.file_name().is_some_and(|n| n == "Cargo.toml")
+        {
             out.push(path);
         }
     }
 }
 
 fn cargo_toml(package: &str, binary: &str, toolchain: &Toolchain, crates: &[UserCrate]) -> String {
-    let mut deps = format!("forge = {{ package = \"forge-runtime\", path = {} }}\n", toml_string(&toolchain.runtime_dir.display().to_string()));
+    let mut deps = format!(
+        "forge = {{ package = \"forge-runtime\", path = {} }}\n",
+        toml_string(&toolchain.runtime_dir.display().to_string())
+    );
     for c in crates {
-        let _ = writeln!(deps, "{} = {{ path = {} }}", toml_string(&c.package), toml_string(&c.dir.display().to_string()));
+        let _ = writeln!(
+            deps,
+            "{} = {{ path = {} }}",
+            toml_string(&c.package),
+            toml_string(&c.dir.display().to_string())
+        );
     }
     format!(
         r#"# Generated by `forge build`; rewritten on every build.
@@ -266,16 +353,33 @@ fn main_rs(
     crates: &[UserCrate],
 ) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "//! Generated by `forge build` from {}. Rewritten on every build.\n", file.display());
+    let _ = writeln!(
+        out,
+        "//! Generated by `forge build` from {}. Rewritten on every build.\n",
+        file.display()
+    );
     for (i, path) in code_files.iter().enumerate() {
-        let _ = writeln!(out, "#[path = {}]\nmod user_code_{i};", rust_string(&path.display().to_string()));
+        let _ = writeln!(
+            out,
+            "#[path = {}]\nmod user_code_{i};",
+            rust_string(&path.display().to_string())
+        );
     }
     for c in crates {
         // Linked even though nothing names it, so its registrations are kept.
         let _ = writeln!(out, "use {} as _;", c.package.replace('-', "_"));
     }
-    let rewards = selection.rewards.iter().map(|r| rust_string(r)).collect::<Vec<_>>().join(", ");
-    let overrides = overrides.iter().map(|o| rust_string(&o.text)).collect::<Vec<_>>().join(", ");
+    let rewards = selection
+        .rewards
+        .iter()
+        .map(|r| rust_string(r))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let overrides = overrides
+        .iter()
+        .map(|o| rust_string(&o.text))
+        .collect::<Vec<_>>()
+        .join(", ");
     let _ = write!(
         out,
         r#"

@@ -37,7 +37,10 @@ pub struct BuildOptions {
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        Self { profile: "release".into(), force: false }
+        Self {
+            profile: "release".into(),
+            force: false,
+        }
     }
 }
 
@@ -107,13 +110,25 @@ pub fn build(
         && binary.is_file()
         && std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == fingerprint)
     {
-        return Ok(Built { binary, crate_dir: generated.crate_dir, cached: true });
+        return Ok(Built {
+            binary,
+            crate_dir: generated.crate_dir,
+            cached: true,
+        });
     }
     let _ = std::fs::remove_file(&stamp);
     cargo::compile(&generated, toolchain, options)?;
     if !binary.is_file() {
-        return Err(BuildError::Experiment(format!("cargo succeeded but `{}` is missing", binary.display())));
+        return Err(BuildError::Experiment(format!(
+            "cargo succeeded but `{}` is missing",
+            binary.display()
+        )));
     }
-    std::fs::write(&stamp, format!("{fingerprint}\n")).map_err(io(format!("writing {}", stamp.display())))?;
-    Ok(Built { binary, crate_dir: generated.crate_dir, cached: false })
+    std::fs::write(&stamp, format!("{fingerprint}\n"))
+        .map_err(io(format!("writing {}", stamp.display())))?;
+    Ok(Built {
+        binary,
+        crate_dir: generated.crate_dir,
+        cached: false,
+    })
 }

@@ -19,7 +19,12 @@ pub struct CheckpointConfig {
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        Self { dir: PathBuf::from("checkpoints"), interval: 50, keep: 3, resume: ResumeMode::Auto }
+        Self {
+            dir: PathBuf::from("checkpoints"),
+            interval: 50,
+            keep: 3,
+            resume: ResumeMode::Auto,
+        }
     }
 }
 

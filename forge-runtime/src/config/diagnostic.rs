@@ -32,7 +32,12 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// An error at `origin`.
     pub fn error(message: impl Into<String>, origin: Option<Origin>) -> Self {
-        Self { severity: Severity::Error, message: message.into(), origin, hint: None }
+        Self {
+            severity: Severity::Error,
+            message: message.into(),
+            origin,
+            hint: None,
+        }
     }
 
     /// Adds a hint.
@@ -71,12 +76,19 @@ impl Diagnostics {
 
     /// Number of errors.
     pub fn error_count(&self) -> usize {
-        self.items.iter().filter(|d| d.severity == Severity::Error).count()
+        self.items
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
     }
 
     /// Renders every problem; `color` adds terminal styling.
     pub fn render(&self, color: bool) -> String {
-        let renderer = if color { Renderer::styled() } else { Renderer::plain() };
+        let renderer = if color {
+            Renderer::styled()
+        } else {
+            Renderer::plain()
+        };
         let mut out = String::new();
         for d in &self.items {
             out.push_str(&render_one(&renderer, &self.file, &self.source, d));
@@ -122,16 +134,22 @@ fn render_one(renderer: &Renderer, file: &str, source: &str, d: &Diagnostic) -> 
     let mut group = match &d.origin {
         Some(Origin::File(span)) if !source.is_empty() => {
             let Span { start, end, .. } = *span;
-            let end = if end > start { end } else { next_char_end(source, start) };
+            let end = if end > start {
+                end
+            } else {
+                next_char_end(source, start)
+            };
             Group::with_title(title).element(
-                Snippet::source(source).path(file).fold(true).annotation(AnnotationKind::Primary.span(start..end)),
+                Snippet::source(source)
+                    .path(file)
+                    .fold(true)
+                    .annotation(AnnotationKind::Primary.span(start..end)),
             )
         }
         Some(Origin::File(span)) => Group::with_title(title)
             .element(Level::NOTE.message(format!("at {file}:{}:{}", span.line, span.col))),
-        Some(Origin::Override(text)) => {
-            Group::with_title(title).element(Level::NOTE.message(format!("from the override `{text}`")))
-        }
+        Some(Origin::Override(text)) => Group::with_title(title)
+            .element(Level::NOTE.message(format!("from the override `{text}`"))),
         None => Group::with_title(title).element(Level::NOTE.message(format!("in {file}"))),
     };
     if let Some(hint) = &d.hint {
@@ -141,5 +159,8 @@ fn render_one(renderer: &Renderer, file: &str, source: &str, d: &Diagnostic) -> 
 }
 
 fn next_char_end(source: &str, start: usize) -> usize {
-    source.get(start..).and_then(|s| s.chars().next()).map_or(start, |c| start + c.len_utf8())
+    source
+        .get(start..)
+        .and_then(|s| s.chars().next())
+        .map_or(start, |c| start + c.len_utf8())
 }

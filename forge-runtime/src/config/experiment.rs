@@ -16,7 +16,10 @@ use super::{
 #[serde(deny_unknown_fields)]
 pub struct Experiment {
     /// Name of the experiment: names the generated binary and the run directory.
-    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"), length(min = 1, max = 64))]
+    #[schemars(
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"),
+        length(min = 1, max = 64)
+    )]
     pub name: String,
     /// What to train: `grpo` (reinforcement learning with the `loss` and `rewards` below) or `sft`
     /// (supervised fine-tuning, configured in the `sft` section).

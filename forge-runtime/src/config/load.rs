@@ -23,7 +23,11 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { overrides: Vec::new(), check_files: true, user_code_registered: false }
+        Self {
+            overrides: Vec::new(),
+            check_files: true,
+            user_code_registered: false,
+        }
     }
 }
 
@@ -53,7 +57,10 @@ impl Loaded {
         e.tokenizer.chat_template_file = e.tokenizer.chat_template_file.as_deref().map(abs);
         e.dataset.path = abs(Path::new(&e.dataset.path)).display().to_string();
         if let Some(eval) = e.dataset.eval.as_mut() {
-            eval.path = eval.path.as_deref().map(|p| abs(Path::new(p)).display().to_string());
+            eval.path = eval
+                .path
+                .as_deref()
+                .map(|p| abs(Path::new(p)).display().to_string());
         }
         e.metrics.dir = abs(&e.metrics.dir);
         e.code = e.code.iter().map(|p| abs(p)).collect();
@@ -67,7 +74,10 @@ pub fn load_file(path: &Path, options: &LoadOptions) -> Result<Loaded, Diagnosti
     let bytes = std::fs::read(path).map_err(|e| Diagnostics {
         file: file.clone(),
         source: String::new(),
-        items: vec![Diagnostic::error(format!("cannot read `{file}`: {e}"), None)],
+        items: vec![Diagnostic::error(
+            format!("cannot read `{file}`: {e}"),
+            None,
+        )],
     })?;
     let text = match String::from_utf8(bytes) {
         Ok(text) => text,
@@ -85,13 +95,21 @@ fn not_utf8(file: &str, bytes: &[u8], valid_up_to: usize) -> Diagnostics {
     let prefix = String::from_utf8_lossy(&bytes[..valid_up_to]);
     let line = prefix.matches('\n').count() + 1;
     let col = prefix.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    let span = Span { start: valid_up_to, end: valid_up_to + 1, line, col };
+    let span = Span {
+        start: valid_up_to,
+        end: valid_up_to + 1,
+        line,
+        col,
+    };
     Diagnostics {
         file: file.to_string(),
         source: String::new(),
         items: vec![
             Diagnostic::error(
-                format!("the file is not valid UTF-8 (byte 0x{:02x} at line {line}, column {col})", bytes[valid_up_to]),
+                format!(
+                    "the file is not valid UTF-8 (byte 0x{:02x} at line {line}, column {col})",
+                    bytes[valid_up_to]
+                ),
                 Some(Origin::File(span)),
             )
             .with_hint(Some("save the file as UTF-8".into())),
@@ -101,8 +119,17 @@ fn not_utf8(file: &str, bytes: &[u8], valid_up_to: usize) -> Diagnostics {
 
 /// Loads and checks an experiment from text; `file` names it in messages and `base_dir` anchors
 /// its relative paths.
-pub fn load_str(file: &str, text: &str, base_dir: &Path, options: &LoadOptions) -> Result<Loaded, Diagnostics> {
-    let mut report = Diagnostics { file: file.to_string(), source: text.to_string(), items: Vec::new() };
+pub fn load_str(
+    file: &str,
+    text: &str,
+    base_dir: &Path,
+    options: &LoadOptions,
+) -> Result<Loaded, Diagnostics> {
+    let mut report = Diagnostics {
+        file: file.to_string(),
+        source: text.to_string(),
+        items: Vec::new(),
+    };
     let fail = |mut report: Diagnostics, items: Vec<Diagnostic>| {
         report.items.extend(items);
         report.sort();
@@ -124,7 +151,13 @@ pub fn load_str(file: &str, text: &str, base_dir: &Path, options: &LoadOptions) 
     }
     if !value.is_object() {
         let origin = map.value("").cloned();
-        return fail(report, vec![Diagnostic::error("an experiment file is a YAML mapping (`key: value` lines)", origin)]);
+        return fail(
+            report,
+            vec![Diagnostic::error(
+                "an experiment file is a YAML mapping (`key: value` lines)",
+                origin,
+            )],
+        );
     }
 
     let mut items = Vec::new();
@@ -147,7 +180,10 @@ pub fn load_str(file: &str, text: &str, base_dir: &Path, options: &LoadOptions) 
         Err(e) => {
             let pointer = path_to_pointer(e.path());
             let message = format!("`{}`: {}", super::schema::display_path(&pointer), e.inner());
-            return fail(report, vec![Diagnostic::error(message, map.value(&pointer).cloned())]);
+            return fail(
+                report,
+                vec![Diagnostic::error(message, map.value(&pointer).cloned())],
+            );
         }
     };
 
@@ -157,15 +193,23 @@ pub fn load_str(file: &str, text: &str, base_dir: &Path, options: &LoadOptions) 
         user_code_registered: options.user_code_registered,
     };
     let findings = semantic::check(&experiment, &value, &ctx);
-    let (errors, warnings): (Vec<Finding>, Vec<Finding>) =
-        findings.into_iter().partition(|f| f.severity == Severity::Error);
+    let (errors, warnings): (Vec<Finding>, Vec<Finding>) = findings
+        .into_iter()
+        .partition(|f| f.severity == Severity::Error);
     let locate = |f: Finding| {
         let origin = if f.at_key {
-            map.key(&f.pointer).map(Origin::File).or_else(|| map.value(&f.pointer).cloned())
+            map.key(&f.pointer)
+                .map(Origin::File)
+                .or_else(|| map.value(&f.pointer).cloned())
         } else {
             map.value(&f.pointer).cloned()
         };
-        Diagnostic { severity: f.severity, message: f.message, origin, hint: f.hint }
+        Diagnostic {
+            severity: f.severity,
+            message: f.message,
+            origin,
+            hint: f.hint,
+        }
     };
     report.items = warnings.into_iter().map(locate).collect();
     report.sort();
@@ -173,7 +217,11 @@ pub fn load_str(file: &str, text: &str, base_dir: &Path, options: &LoadOptions) 
         let errors = errors.into_iter().map(locate).collect();
         return fail(report, errors);
     }
-    Ok(Loaded { experiment, base_dir: base_dir.to_path_buf(), warnings: report })
+    Ok(Loaded {
+        experiment,
+        base_dir: base_dir.to_path_buf(),
+        warnings: report,
+    })
 }
 
 fn path_to_pointer(path: &serde_path_to_error::Path) -> String {
@@ -195,7 +243,10 @@ mod tests {
     const MINIMAL: &str = "name: t\nmodel: {path: m}\ndataset: {path: d.jsonl}\nrewards: [{name: exact_match}]\nloss: {name: dapo}\n";
 
     fn load(text: &str) -> Result<Loaded, Diagnostics> {
-        let options = LoadOptions { check_files: false, ..LoadOptions::default() };
+        let options = LoadOptions {
+            check_files: false,
+            ..LoadOptions::default()
+        };
         load_str("exp.yaml", text, Path::new("."), &options)
     }
 
@@ -215,7 +266,11 @@ mod tests {
         let d = &report.items[0];
         assert_eq!(d.location("exp.yaml"), "exp.yaml:7:3");
         assert!(d.message.contains("lerning_rate"), "{}", d.message);
-        assert!(report.render(false).contains("lerning_rate: 1e-5"), "{}", report.render(false));
+        assert!(
+            report.render(false).contains("lerning_rate: 1e-5"),
+            "{}",
+            report.render(false)
+        );
     }
 
     #[test]
@@ -223,13 +278,23 @@ mod tests {
         let text = MINIMAL.replace("{name: dapo}", "{name: dapo, beta: 0.1, clip_low: 2.0}");
         let report = load(&text).expect_err("dapo has no beta and clip_low <= 1");
         let messages: Vec<&str> = report.items.iter().map(|d| d.message.as_str()).collect();
-        assert!(messages.iter().any(|m| m.contains("unknown key `beta`")), "{messages:?}");
-        assert!(messages.iter().any(|m| m.contains("loss.clip_low") && m.contains("at most 1")), "{messages:?}");
+        assert!(
+            messages.iter().any(|m| m.contains("unknown key `beta`")),
+            "{messages:?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("loss.clip_low") && m.contains("at most 1")),
+            "{messages:?}"
+        );
     }
 
     #[test]
     fn every_semantic_error_is_reported_at_once() {
-        let text = format!("{MINIMAL}sampling: {{n: 1}}\ntraining: {{batch_size: 10, gradient_accumulation_steps: 4, warmup_steps: 500, steps: 10}}\nbackend: cpu\nservices: {{generator: {{with_gpus: true}}}}\n");
+        let text = format!(
+            "{MINIMAL}sampling: {{n: 1}}\ntraining: {{batch_size: 10, gradient_accumulation_steps: 4, warmup_steps: 500, steps: 10}}\nbackend: cpu\nservices: {{generator: {{with_gpus: true}}}}\n"
+        );
         let report = load(&text).expect_err("several problems");
         assert_eq!(report.error_count(), 4, "{report}");
         let rendered = report.render(false);
@@ -240,19 +305,31 @@ mod tests {
     fn kl_needs_a_reference_model() {
         let text = MINIMAL.replace("{name: dapo}", "{name: grpo, beta: 0.05}");
         let report = load(&text).expect_err("no ref model");
-        assert!(report.items[0].message.contains("KL coefficient"), "{report}");
+        assert!(
+            report.items[0].message.contains("KL coefficient"),
+            "{report}"
+        );
         let ok = format!("{text}services: {{ref_model: {{}}}}\n");
         load(&ok).expect("valid with a reference model");
     }
 
     #[test]
     fn overrides_apply_and_their_errors_name_them() {
-        let mut options = LoadOptions { check_files: false, ..LoadOptions::default() };
-        options.overrides.push(Override::parse_set("training.lr=2e-6").expect("valid"));
+        let mut options = LoadOptions {
+            check_files: false,
+            ..LoadOptions::default()
+        };
+        options
+            .overrides
+            .push(Override::parse_set("training.lr=2e-6").expect("valid"));
         let loaded = load_str("exp.yaml", MINIMAL, Path::new("."), &options).expect("valid");
         assert_eq!(loaded.experiment.training.lr, 2e-6);
         options.overrides = vec![Override::parse_set("training.lr=fast").expect("parses")];
-        let report = load_str("exp.yaml", MINIMAL, Path::new("."), &options).expect_err("a string lr");
-        assert_eq!(report.items[0].location("exp.yaml"), "override `--set training.lr=fast`");
+        let report =
+            load_str("exp.yaml", MINIMAL, Path::new("."), &options).expect_err("a string lr");
+        assert_eq!(
+            report.items[0].location("exp.yaml"),
+            "override `--set training.lr=fast`"
+        );
     }
 }

@@ -28,7 +28,11 @@ pub struct LossConfig {
 
 impl Default for LossConfig {
     fn default() -> Self {
-        Self { name: "grpo".into(), aggregation: None, params: Map::new() }
+        Self {
+            name: "grpo".into(),
+            aggregation: None,
+            params: Map::new(),
+        }
     }
 }
 
@@ -61,12 +65,20 @@ impl Section for LossConfig {
     const WHAT: &'static str = "loss";
     const GENERIC_KEYS: &'static [&'static str] = &["name", "aggregation"];
 
-    fn from_parts(name: String, mut generic: Map<String, Value>, params: Map<String, Value>) -> Result<Self, String> {
+    fn from_parts(
+        name: String,
+        mut generic: Map<String, Value>,
+        params: Map<String, Value>,
+    ) -> Result<Self, String> {
         let aggregation = match generic.remove("aggregation") {
             None | Some(Value::Null) => None,
             Some(v) => Some(serde_json::from_value(v).map_err(|e| format!("`aggregation`: {e}"))?),
         };
-        Ok(Self { name, aggregation, params })
+        Ok(Self {
+            name,
+            aggregation,
+            params,
+        })
     }
 
     fn to_parts(&self) -> (String, Map<String, Value>, Map<String, Value>) {

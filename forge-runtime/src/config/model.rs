@@ -100,7 +100,12 @@ pub struct TokenizerConfig {
 
 impl Default for TokenizerConfig {
     fn default() -> Self {
-        Self { path: None, use_chat_template: true, chat_template_file: None, chat_template_kwargs: serde_json::Map::new() }
+        Self {
+            path: None,
+            use_chat_template: true,
+            chat_template_file: None,
+            chat_template_kwargs: serde_json::Map::new(),
+        }
     }
 }
 

@@ -35,7 +35,10 @@ impl Override {
     pub fn parse_set(arg: &str) -> Result<Self, OverrideError> {
         let text = format!("--set {arg}");
         let Some((path, value)) = arg.split_once('=') else {
-            return Err(OverrideError { text, reason: "expected `key.path=value`".into() });
+            return Err(OverrideError {
+                text,
+                reason: "expected `key.path=value`".into(),
+            });
         };
         Self::new(text, path, value, false)
     }
@@ -45,9 +48,17 @@ impl Override {
         Self::new(format!("--{flag} {value}"), flag, value, true)
     }
 
-    fn new(text: String, path: &str, value: &str, service_shorthand: bool) -> Result<Self, OverrideError> {
+    fn new(
+        text: String,
+        path: &str,
+        value: &str,
+        service_shorthand: bool,
+    ) -> Result<Self, OverrideError> {
         let mut segments: Vec<String> = path.split('.').map(str::to_string).collect();
-        if let Some(bad) = segments.iter().find(|s| s.is_empty() || s.trim() != s.as_str()) {
+        if let Some(bad) = segments
+            .iter()
+            .find(|s| s.is_empty() || s.trim() != s.as_str())
+        {
             let reason = if bad.is_empty() {
                 format!("`{path}` has an empty key")
             } else {
@@ -61,16 +72,26 @@ impl Override {
         let value = match source::parse(value) {
             Ok((v, _)) => v,
             Err(errors) => {
-                let reason = errors.first().map_or_else(|| "not valid YAML".to_string(), |e| format!("the value is not valid YAML: {}", e.message));
+                let reason = errors.first().map_or_else(
+                    || "not valid YAML".to_string(),
+                    |e| format!("the value is not valid YAML: {}", e.message),
+                );
                 return Err(OverrideError { text, reason });
             }
         };
-        Ok(Self { text, path: segments, value })
+        Ok(Self {
+            text,
+            path: segments,
+            value,
+        })
     }
 
     /// The JSON pointer of the overridden value.
     pub fn pointer(&self) -> String {
-        self.path.iter().map(|s| format!("/{}", escape_segment(s))).collect()
+        self.path
+            .iter()
+            .map(|s| format!("/{}", escape_segment(s)))
+            .collect()
     }
 
     /// Sets the value in `root`, creating missing mappings on the way, and records the origin.
@@ -82,7 +103,10 @@ impl Override {
             if node.is_null() {
                 *node = Value::Object(Map::new());
             }
-            let error = |reason: String| OverrideError { text: self.text.clone(), reason };
+            let error = |reason: String| OverrideError {
+                text: self.text.clone(),
+                reason,
+            };
             node = match node {
                 Value::Object(object) => {
                     if last {
@@ -94,10 +118,16 @@ impl Override {
                 Value::Array(items) => {
                     let len = items.len();
                     let index: usize = key.parse().map_err(|_| {
-                        error(format!("`{}` is a list: expected an index, found `{key}`", walked.join(".")))
+                        error(format!(
+                            "`{}` is a list: expected an index, found `{key}`",
+                            walked.join(".")
+                        ))
                     })?;
                     let slot = items.get_mut(index).ok_or_else(|| {
-                        error(format!("`{}` has {len} items: index {index} is out of range", walked.join(".")))
+                        error(format!(
+                            "`{}` has {len} items: index {index} is out of range",
+                            walked.join(".")
+                        ))
                     })?;
                     if last {
                         *slot = self.value.clone();
@@ -135,12 +165,17 @@ pub(crate) fn describe(value: &Value) -> &'static str {
 
 /// Splits torchforge-style `--a.b value` / `--a.b=value` flags out of `args` (a flag with a dot in
 /// its name is never one of Forge's own), returning the rest and the overrides.
-pub fn extract_dotted_flags(args: Vec<String>) -> (Vec<String>, Vec<Result<Override, OverrideError>>) {
+pub fn extract_dotted_flags(
+    args: Vec<String>,
+) -> (Vec<String>, Vec<Result<Override, OverrideError>>) {
     let mut rest = Vec::new();
     let mut overrides = Vec::new();
     let mut iter = args.into_iter();
     while let Some(arg) = iter.next() {
-        let Some(flag) = arg.strip_prefix("--").filter(|f| f.split('=').next().is_some_and(|k| k.contains('.'))) else {
+        let Some(flag) = arg
+            .strip_prefix("--")
+            .filter(|f| f.split('=').next().is_some_and(|k| k.contains('.')))
+        else {
             rest.push(arg);
             continue;
         };
@@ -149,7 +184,10 @@ pub fn extract_dotted_flags(args: Vec<String>) -> (Vec<String>, Vec<Result<Overr
         } else if let Some(value) = iter.next() {
             overrides.push(Override::parse_flag(flag, &value));
         } else {
-            overrides.push(Err(OverrideError { text: arg.clone(), reason: "missing value".into() }));
+            overrides.push(Err(OverrideError {
+                text: arg.clone(),
+                reason: "missing value".into(),
+            }));
         }
     }
     (rest, overrides)
@@ -173,7 +211,16 @@ mod tests {
     #[test]
     fn service_flags_map_under_services() {
         let (rest, overrides) = extract_dotted_flags(
-            ["validate", "x.yaml", "--trainer.procs", "4", "--training.lr=2e-6", "--json"].map(String::from).to_vec(),
+            [
+                "validate",
+                "x.yaml",
+                "--trainer.procs",
+                "4",
+                "--training.lr=2e-6",
+                "--json",
+            ]
+            .map(String::from)
+            .to_vec(),
         );
         assert_eq!(rest, ["validate", "x.yaml", "--json"]);
         let overrides: Vec<_> = overrides.into_iter().map(|o| o.expect("valid")).collect();
@@ -186,14 +233,21 @@ mod tests {
     fn apply_creates_sections_and_indexes_lists() {
         let mut root = serde_json::json!({"rewards": [{"name": "a"}], "training": {"lr": 1.0}});
         let mut map = SourceMap::default();
-        Override::parse_set("sampling.n=4").and_then(|o| o.apply(&mut root, &mut map)).expect("applies");
-        Override::parse_set("rewards.0.weight=2").and_then(|o| o.apply(&mut root, &mut map)).expect("applies");
+        Override::parse_set("sampling.n=4")
+            .and_then(|o| o.apply(&mut root, &mut map))
+            .expect("applies");
+        Override::parse_set("rewards.0.weight=2")
+            .and_then(|o| o.apply(&mut root, &mut map))
+            .expect("applies");
         assert_eq!(root["sampling"]["n"], 4);
         assert_eq!(root["rewards"][0]["weight"], 2);
-        let err = Override::parse_set("rewards.5.weight=2").and_then(|o| o.apply(&mut root, &mut map));
+        let err =
+            Override::parse_set("rewards.5.weight=2").and_then(|o| o.apply(&mut root, &mut map));
         assert!(err.expect_err("out of range").reason.contains("index 5"));
         let err = Override::parse_set("training.lr.x=2").and_then(|o| o.apply(&mut root, &mut map));
         assert!(err.expect_err("scalar").reason.contains("not a mapping"));
-        assert!(matches!(map.value("/sampling/n"), Some(super::super::Origin::Override(t)) if t == "--set sampling.n=4"));
+        assert!(
+            matches!(map.value("/sampling/n"), Some(super::super::Origin::Override(t)) if t == "--set sampling.n=4")
+        );
     }
 }

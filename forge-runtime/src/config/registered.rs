@@ -21,7 +21,11 @@ pub(crate) trait Section: Sized {
     const WHAT: &'static str;
     /// Keys every item accepts (`name` first); everything else is a parameter.
     const GENERIC_KEYS: &'static [&'static str];
-    fn from_parts(name: String, generic: Map<String, Value>, params: Map<String, Value>) -> Result<Self, String>;
+    fn from_parts(
+        name: String,
+        generic: Map<String, Value>,
+        params: Map<String, Value>,
+    ) -> Result<Self, String>;
     fn to_parts(&self) -> (String, Map<String, Value>, Map<String, Value>);
     fn generic_properties(generator: &mut SchemaGenerator) -> Map<String, Value>;
     fn entries() -> Vec<Entry>;
@@ -41,7 +45,11 @@ pub(crate) fn deserialize<'de, T: Section, D: Deserializer<'de>>(d: D) -> Result
     let mut map = Map::<String, Value>::deserialize(d)?;
     let name = match map.remove("name") {
         Some(Value::String(name)) => name,
-        Some(other) => return Err(D::Error::custom(format!("`name` must be a string, found {other}"))),
+        Some(other) => {
+            return Err(D::Error::custom(format!(
+                "`name` must be a string, found {other}"
+            )));
+        }
         None => return Err(D::Error::custom(format!("a {} needs a `name`", T::WHAT))),
     };
     let mut generic = Map::new();
@@ -80,7 +88,11 @@ pub(crate) fn schema<T: Section>(generator: &mut SchemaGenerator) -> Schema {
         .iter()
         .map(|e| {
             let params = (e.params_schema)().to_value();
-            let mut props = params.get("properties").and_then(Value::as_object).cloned().unwrap_or_default();
+            let mut props = params
+                .get("properties")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
             props.insert("name".into(), Value::Bool(true));
             for key in generic.keys() {
                 props.insert(key.clone(), Value::Bool(true));

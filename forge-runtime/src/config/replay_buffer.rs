@@ -15,6 +15,9 @@ pub struct ReplayBufferConfig {
 
 impl Default for ReplayBufferConfig {
     fn default() -> Self {
-        Self { max_policy_age: 1, capacity: 4096 }
+        Self {
+            max_policy_age: 1,
+            capacity: 4096,
+        }
     }
 }

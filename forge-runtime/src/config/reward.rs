@@ -37,10 +37,16 @@ impl Section for RewardConfig {
     const WHAT: &'static str = "reward";
     const GENERIC_KEYS: &'static [&'static str] = &["name", "weight", "timeout_s", "fallback"];
 
-    fn from_parts(name: String, mut generic: Map<String, Value>, params: Map<String, Value>) -> Result<Self, String> {
+    fn from_parts(
+        name: String,
+        mut generic: Map<String, Value>,
+        params: Map<String, Value>,
+    ) -> Result<Self, String> {
         let mut number = |key: &str, default: f64| match generic.remove(key) {
             None => Ok(default),
-            Some(v) => v.as_f64().ok_or_else(|| format!("`{key}` must be a number, found {v}")),
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| format!("`{key}` must be a number, found {v}")),
         };
         Ok(Self {
             name,
@@ -73,7 +79,11 @@ impl Section for RewardConfig {
         let mut props = Map::new();
         props.insert(
             "weight".into(),
-            number("Weight of this reward in the episode's total reward.", DEFAULT_WEIGHT, None),
+            number(
+                "Weight of this reward in the episode's total reward.",
+                DEFAULT_WEIGHT,
+                None,
+            ),
         );
         props.insert(
             "timeout_s".into(),

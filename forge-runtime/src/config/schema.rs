@@ -57,8 +57,15 @@ pub(crate) fn check(instance: &Value, map: &SourceMap) -> Vec<Diagnostic> {
                 let known = property_names_at(schema, instance, &pointer);
                 for key in unexpected {
                     let child = format!("{pointer}/{}", super::source::escape_segment(key));
-                    let origin = map.key(&child).map(super::Origin::File).or_else(|| map.value(&child).cloned());
-                    let within = if at.is_empty() { "at the top level".to_string() } else { format!("in `{at}`") };
+                    let origin = map
+                        .key(&child)
+                        .map(super::Origin::File)
+                        .or_else(|| map.value(&child).cloned());
+                    let within = if at.is_empty() {
+                        "at the top level".to_string()
+                    } else {
+                        format!("in `{at}`")
+                    };
                     out.push(
                         Diagnostic::error(format!("unknown key `{key}` {within}"), origin)
                             .with_hint(did_you_mean(key, &known)),
@@ -67,7 +74,11 @@ pub(crate) fn check(instance: &Value, map: &SourceMap) -> Vec<Diagnostic> {
             }
             ValidationErrorKind::Required { property } => {
                 let key = property.as_str().unwrap_or_default();
-                let within = if at.is_empty() { "at the top level".to_string() } else { format!("in `{at}`") };
+                let within = if at.is_empty() {
+                    "at the top level".to_string()
+                } else {
+                    format!("in `{at}`")
+                };
                 let description = property_description(schema, instance, &pointer, key);
                 out.push(
                     Diagnostic::error(format!("missing key `{key}` {within}"), value_origin)
@@ -77,24 +88,38 @@ pub(crate) fn check(instance: &Value, map: &SourceMap) -> Vec<Diagnostic> {
             ValidationErrorKind::Type { kind } => {
                 let expected = match kind {
                     TypeKind::Single(t) => type_name(&t.to_string()),
-                    TypeKind::Multiple(ts) => {
-                        ts.iter().map(|t| type_name(&t.to_string())).collect::<Vec<_>>().join(" or ")
-                    }
+                    TypeKind::Multiple(ts) => ts
+                        .iter()
+                        .map(|t| type_name(&t.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(" or "),
                 };
                 let found = error.instance();
                 out.push(Diagnostic::error(
-                    format!("`{at}` must be {expected}, found {} `{}`", describe(found), short(found)),
+                    format!(
+                        "`{at}` must be {expected}, found {} `{}`",
+                        describe(found),
+                        short(found)
+                    ),
                     value_origin,
                 ));
             }
             ValidationErrorKind::Enum { options } => {
-                let choices: Vec<String> =
-                    options.as_array().into_iter().flatten().filter_map(|o| o.as_str().map(str::to_string)).collect();
+                let choices: Vec<String> = options
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|o| o.as_str().map(str::to_string))
+                    .collect();
                 let found = error.instance();
                 let hint = found.as_str().and_then(|f| did_you_mean(f, &choices));
                 out.push(
                     Diagnostic::error(
-                        format!("`{at}` must be one of {}; found `{}`", choices.join(", "), short(found)),
+                        format!(
+                            "`{at}` must be one of {}; found `{}`",
+                            choices.join(", "),
+                            short(found)
+                        ),
                         value_origin,
                     )
                     .with_hint(hint),
@@ -113,7 +138,10 @@ pub(crate) fn check(instance: &Value, map: &SourceMap) -> Vec<Diagnostic> {
                 let description = field_description(schema, instance, &pointer);
                 out.push(
                     Diagnostic::error(
-                        format!("`{at}` must be {relation} {limit}, found {}", short(error.instance())),
+                        format!(
+                            "`{at}` must be {relation} {limit}, found {}",
+                            short(error.instance())
+                        ),
                         value_origin,
                     )
                     .with_hint(description.map(|d| format!("`{at}`: {d}"))),
@@ -128,15 +156,26 @@ pub(crate) fn check(instance: &Value, map: &SourceMap) -> Vec<Diagnostic> {
                 let hint = found.as_str().and_then(|f| did_you_mean(f, &choices));
                 out.push(
                     Diagnostic::error(
-                        format!("`{at}` must be one of {}; found `{}`", choices.join(", "), short(found)),
+                        format!(
+                            "`{at}` must be one of {}; found `{}`",
+                            choices.join(", "),
+                            short(found)
+                        ),
                         value_origin,
                     )
                     .with_hint(hint),
                 );
             }
             _ => {
-                let subject = if at.is_empty() { "the experiment".to_string() } else { format!("`{at}`") };
-                out.push(Diagnostic::error(format!("{subject}: {error}"), value_origin));
+                let subject = if at.is_empty() {
+                    "the experiment".to_string()
+                } else {
+                    format!("`{at}`")
+                };
+                out.push(Diagnostic::error(
+                    format!("{subject}: {error}"),
+                    value_origin,
+                ));
             }
         }
     }
@@ -190,7 +229,12 @@ fn short(value: &Value) -> String {
 pub(crate) fn did_you_mean(found: &str, candidates: &[String]) -> Option<String> {
     let best = candidates
         .iter()
-        .map(|c| (strsim::jaro_winkler(&found.to_lowercase(), &c.to_lowercase()), c))
+        .map(|c| {
+            (
+                strsim::jaro_winkler(&found.to_lowercase(), &c.to_lowercase()),
+                c,
+            )
+        })
         .max_by(|a, b| a.0.total_cmp(&b.0));
     match best {
         Some((score, c)) if score >= 0.8 => Some(format!("did you mean `{c}`?")),
@@ -204,7 +248,11 @@ pub(crate) fn did_you_mean(found: &str, candidates: &[String]) -> Option<String>
 /// Follows `$ref`s to `#/$defs/...`.
 fn resolve<'a>(root: &'a Value, mut schema: &'a Value) -> &'a Value {
     for _ in 0..16 {
-        match schema.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#")) {
+        match schema
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix("#"))
+        {
             Some(pointer) => match root.pointer(pointer) {
                 Some(target) => schema = target,
                 None => break,
@@ -228,7 +276,8 @@ fn schemas_at<'a>(root: &'a Value, instance: &Value, pointer: &str) -> Vec<&'a V
                 next.push(s);
             } else if let Some(items) = schema.get("items") {
                 next.push(items);
-            } else if let Some(extra) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+            } else if let Some(extra) = schema.get("additionalProperties").filter(|a| a.is_object())
+            {
                 next.push(extra);
             }
         }
@@ -270,10 +319,17 @@ fn expand<'a>(root: &'a Value, schemas: Vec<&'a Value>, node: Option<&Value>) ->
 /// The allowed values at `pointer` when its schema is a choice of constants.
 fn choices_at(root: &Value, instance: &Value, pointer: &str) -> Vec<String> {
     for schema in schemas_at(root, instance, pointer) {
-        let Some(branches) = schema.get("oneOf").and_then(Value::as_array) else { continue };
+        let Some(branches) = schema.get("oneOf").and_then(Value::as_array) else {
+            continue;
+        };
         let consts: Vec<String> = branches
             .iter()
-            .filter_map(|b| resolve(root, b).get("const").and_then(Value::as_str).map(str::to_string))
+            .filter_map(|b| {
+                resolve(root, b)
+                    .get("const")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
             .collect();
         if !consts.is_empty() && consts.len() == branches.len() {
             return consts;
@@ -286,7 +342,13 @@ fn choices_at(root: &Value, instance: &Value, pointer: &str) -> Vec<String> {
 fn property_names_at(root: &Value, instance: &Value, pointer: &str) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for schema in schemas_at(root, instance, pointer) {
-        for key in schema.get("properties").and_then(Value::as_object).map(Map::keys).into_iter().flatten() {
+        for key in schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(Map::keys)
+            .into_iter()
+            .flatten()
+        {
             if !names.contains(key) {
                 names.push(key.clone());
             }
@@ -302,8 +364,17 @@ fn field_description(root: &Value, instance: &Value, pointer: &str) -> Option<St
         .map(|d| d.lines().next().unwrap_or(d).to_string())
 }
 
-fn property_description(root: &Value, instance: &Value, pointer: &str, key: &str) -> Option<String> {
-    field_description(root, instance, &format!("{pointer}/{}", super::source::escape_segment(key)))
+fn property_description(
+    root: &Value,
+    instance: &Value,
+    pointer: &str,
+    key: &str,
+) -> Option<String> {
+    field_description(
+        root,
+        instance,
+        &format!("{pointer}/{}", super::source::escape_segment(key)),
+    )
 }
 
 #[cfg(test)]
@@ -314,7 +385,14 @@ mod tests {
     fn schema_has_every_section_and_builtin_loss_parameters() {
         let schema = json_schema();
         let text = schema.to_string();
-        for needle in ["\"training\"", "\"sampling\"", "\"clip_high\"", "\"dual_clip_c\"", "\"tau_neg\"", "\"exact_match\""] {
+        for needle in [
+            "\"training\"",
+            "\"sampling\"",
+            "\"clip_high\"",
+            "\"dual_clip_c\"",
+            "\"tau_neg\"",
+            "\"exact_match\"",
+        ] {
             assert!(text.contains(needle), "schema lacks {needle}");
         }
     }
@@ -322,8 +400,14 @@ mod tests {
     #[test]
     fn did_you_mean_finds_close_keys() {
         let keys = ["lr".to_string(), "steps".into(), "warmup_steps".into()];
-        assert_eq!(did_you_mean("step", &keys).as_deref(), Some("did you mean `steps`?"));
-        assert_eq!(did_you_mean("warmup_step", &keys).as_deref(), Some("did you mean `warmup_steps`?"));
+        assert_eq!(
+            did_you_mean("step", &keys).as_deref(),
+            Some("did you mean `steps`?")
+        );
+        assert_eq!(
+            did_you_mean("warmup_step", &keys).as_deref(),
+            Some("did you mean `warmup_steps`?")
+        );
         assert!(did_you_mean("zzzz", &keys).is_some_and(|h| h.starts_with("expected one of")));
     }
 

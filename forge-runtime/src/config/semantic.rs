@@ -28,11 +28,23 @@ struct Checks<'a> {
 
 impl Checks<'_> {
     fn error(&mut self, pointer: &str, message: String, hint: Option<String>) {
-        self.out.push(Finding { severity: Severity::Error, pointer: pointer.into(), at_key: false, message, hint });
+        self.out.push(Finding {
+            severity: Severity::Error,
+            pointer: pointer.into(),
+            at_key: false,
+            message,
+            hint,
+        });
     }
 
     fn warn(&mut self, pointer: &str, message: String, hint: Option<String>) {
-        self.out.push(Finding { severity: Severity::Warning, pointer: pointer.into(), at_key: false, message, hint });
+        self.out.push(Finding {
+            severity: Severity::Warning,
+            pointer: pointer.into(),
+            at_key: false,
+            message,
+            hint,
+        });
     }
 
     /// Whether the user wrote `pointer` (as opposed to it being a default).
@@ -53,7 +65,10 @@ pub(crate) struct Context<'a> {
 }
 
 pub(crate) fn check(exp: &Experiment, raw: &Value, ctx: &Context<'_>) -> Vec<Finding> {
-    let mut c = Checks { raw, out: Vec::new() };
+    let mut c = Checks {
+        raw,
+        out: Vec::new(),
+    };
     recipe_sections(exp, &mut c);
     if exp.recipe == Recipe::Grpo {
         loss_and_rewards(exp, ctx, &mut c);
@@ -77,7 +92,9 @@ fn recipe_sections(exp: &Experiment, c: &mut Checks<'_>) {
                     pointer: "/sft".into(),
                     at_key: true,
                     message,
-                    hint: Some("set `recipe: sft` to fine-tune, or remove the `sft` section".into()),
+                    hint: Some(
+                        "set `recipe: sft` to fine-tune, or remove the `sft` section".into(),
+                    ),
                 });
             }
         }
@@ -103,12 +120,21 @@ fn loss_and_rewards(exp: &Experiment, ctx: &Context<'_>, c: &mut Checks<'_>) {
     match loss::registry::find(&exp.loss.name) {
         Some(registration) => {
             if let Err(e) = (registration.check_params)(&exp.loss.params) {
-                c.error("/loss", format!("parameters of loss `{}`: {e}", exp.loss.name), None);
+                c.error(
+                    "/loss",
+                    format!("parameters of loss `{}`: {e}", exp.loss.name),
+                    None,
+                );
             }
             match (registration.kl_coef)(&exp.loss.params) {
                 Ok(kl) if kl > 0.0 && exp.services.ref_model.is_none() => {
                     // Point at the coefficient if written, else at the loss's name.
-                    let written = exp.loss.params.iter().find(|(_, v)| v.as_f64() == Some(kl)).map(|(k, _)| format!("/loss/{k}"));
+                    let written = exp
+                        .loss
+                        .params
+                        .iter()
+                        .find(|(_, v)| v.as_f64() == Some(kl))
+                        .map(|(k, _)| format!("/loss/{k}"));
                     let pointer = written
                         .filter(|p| c.written(p))
                         .or_else(|| c.written("/loss/name").then(|| "/loss/name".to_string()))
@@ -129,31 +155,60 @@ fn loss_and_rewards(exp: &Experiment, ctx: &Context<'_>, c: &mut Checks<'_>) {
             let hint = did_you_mean(&exp.loss.name, &known_losses).map(|h| {
                 format!("{h} (custom losses are `#[forge::loss]` functions in the files listed under `code`)")
             });
-            c.error("/loss/name", format!("unknown loss `{}`", exp.loss.name), hint);
+            c.error(
+                "/loss/name",
+                format!("unknown loss `{}`", exp.loss.name),
+                hint,
+            );
         }
     }
 
     if exp.rewards.is_empty() {
-        let pointer = if c.written("/rewards") { "/rewards" } else { "" };
-        c.error(pointer, "a GRPO experiment needs at least one reward".into(), Some("add `rewards: [{name: exact_match}]` or a `#[forge::reward]` function of your own".into()));
+        let pointer = if c.written("/rewards") {
+            "/rewards"
+        } else {
+            ""
+        };
+        c.error(
+            pointer,
+            "a GRPO experiment needs at least one reward".into(),
+            Some(
+                "add `rewards: [{name: exact_match}]` or a `#[forge::reward]` function of your own"
+                    .into(),
+            ),
+        );
     }
-    let known_rewards: Vec<String> = reward::registry::all().map(|r| r.name.to_string()).collect();
+    let known_rewards: Vec<String> = reward::registry::all()
+        .map(|r| r.name.to_string())
+        .collect();
     for (i, r) in exp.rewards.iter().enumerate() {
         match reward::registry::find(&r.name) {
             Some(registration) => {
                 if let Err(e) = (registration.check_params)(&r.params) {
-                    c.error(&format!("/rewards/{i}"), format!("parameters of reward `{}`: {e}", r.name), None);
+                    c.error(
+                        &format!("/rewards/{i}"),
+                        format!("parameters of reward `{}`: {e}", r.name),
+                        None,
+                    );
                 }
             }
             None if deferred => {}
             None => {
                 let hint = did_you_mean(&r.name, &known_rewards);
-                c.error(&format!("/rewards/{i}/name"), format!("unknown reward `{}`", r.name), hint);
+                c.error(
+                    &format!("/rewards/{i}/name"),
+                    format!("unknown reward `{}`", r.name),
+                    hint,
+                );
             }
         }
     }
     if exp.rewards.iter().all(|r| r.weight == 0.0) && !exp.rewards.is_empty() {
-        c.warn("/rewards", "every reward has weight 0: all advantages will be 0".into(), None);
+        c.warn(
+            "/rewards",
+            "every reward has weight 0: all advantages will be 0".into(),
+            None,
+        );
     }
 }
 
@@ -174,7 +229,8 @@ fn batch_shape(exp: &Experiment, c: &mut Checks<'_>) {
             Some(format!("a batch holds whole groups: try {}", round_to(batch, u64::from(n)))),
         );
     }
-    let per_step = exp.parallelism.data_parallel_degree() * u64::from(exp.training.gradient_accumulation_steps);
+    let per_step = exp.parallelism.data_parallel_degree()
+        * u64::from(exp.training.gradient_accumulation_steps);
     if batch % per_step != 0 {
         c.error(
             "/training/batch_size",
@@ -193,7 +249,10 @@ fn training(exp: &Experiment, c: &mut Checks<'_>) {
     if t.warmup_steps > t.steps {
         c.error(
             "/training/warmup_steps",
-            format!("`training.warmup_steps` ({}) is more than `training.steps` ({})", t.warmup_steps, t.steps),
+            format!(
+                "`training.warmup_steps` ({}) is more than `training.steps` ({})",
+                t.warmup_steps, t.steps
+            ),
             None,
         );
     }
@@ -208,7 +267,11 @@ fn training(exp: &Experiment, c: &mut Checks<'_>) {
         );
     }
     if exp.sampling.top_k > 0 && exp.sampling.top_k < 2 && exp.sampling.n > 1 {
-        c.warn("/sampling/top_k", "`top_k: 1` is greedy: every completion of a group will be the same".into(), None);
+        c.warn(
+            "/sampling/top_k",
+            "`top_k: 1` is greedy: every completion of a group will be the same".into(),
+            None,
+        );
     }
 }
 
@@ -222,7 +285,9 @@ fn services(exp: &Experiment, c: &mut Checks<'_>) {
                 "`services.trainer.procs` is {} but the parallelism degrees multiply to {world}",
                 exp.services.trainer.procs
             ),
-            Some(format!("set `services.trainer.procs: {world}`, or change `parallelism`")),
+            Some(format!(
+                "set `services.trainer.procs: {world}`, or change `parallelism`"
+            )),
         );
     }
     let mut requested = 0u64;
@@ -232,7 +297,10 @@ fn services(exp: &Experiment, c: &mut Checks<'_>) {
             if !gpu_backend {
                 c.error(
                     &format!("{pointer}/with_gpus"),
-                    format!("`services.{name}.with_gpus` is true, but the backend is `{}`", exp.backend.as_str()),
+                    format!(
+                        "`services.{name}.with_gpus` is true, but the backend is `{}`",
+                        exp.backend.as_str()
+                    ),
                     Some("set `backend: cuda` (or `wgpu`), or `with_gpus: false`".into()),
                 );
             }
@@ -264,7 +332,11 @@ fn services(exp: &Experiment, c: &mut Checks<'_>) {
     if let Some(gpus) = exp.services.gpus {
         let shared = exp.services.iter().any(|(_, s)| s.devices.is_some());
         if requested > u64::from(gpus) && !shared {
-            let pointer = if c.written("/services/gpus") { "/services/gpus" } else { "/services" };
+            let pointer = if c.written("/services/gpus") {
+                "/services/gpus"
+            } else {
+                "/services"
+            };
             let detail: Vec<String> = exp
                 .services
                 .iter()
@@ -286,28 +358,51 @@ fn files(exp: &Experiment, ctx: &Context<'_>, c: &mut Checks<'_>) {
     if !model.is_dir() {
         c.error("/model/path", format!("model directory `{}` does not exist", model.display()), Some("`model.path` is a Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json)".into()));
     } else if !model.join("config.json").is_file() {
-        c.error("/model/path", format!("`{}` has no config.json: not a Hugging Face checkpoint directory", model.display()), None);
+        c.error(
+            "/model/path",
+            format!(
+                "`{}` has no config.json: not a Hugging Face checkpoint directory",
+                model.display()
+            ),
+            None,
+        );
     }
     if let Some(tokenizer) = &exp.tokenizer.path {
         let dir = base.join(tokenizer);
         if !dir.join("tokenizer.json").is_file() {
-            c.error("/tokenizer/path", format!("no tokenizer.json in `{}`", dir.display()), None);
+            c.error(
+                "/tokenizer/path",
+                format!("no tokenizer.json in `{}`", dir.display()),
+                None,
+            );
         }
     }
     if let Some(template) = &exp.tokenizer.chat_template_file {
         let file = base.join(template);
         if !file.is_file() {
-            c.error("/tokenizer/chat_template_file", format!("chat template file `{}` does not exist", file.display()), None);
+            c.error(
+                "/tokenizer/chat_template_file",
+                format!("chat template file `{}` does not exist", file.display()),
+                None,
+            );
         }
     }
     let data = base.join(&exp.dataset.path);
     if !data.exists() {
-        c.error("/dataset/path", format!("dataset `{}` does not exist", data.display()), None);
+        c.error(
+            "/dataset/path",
+            format!("dataset `{}` does not exist", data.display()),
+            None,
+        );
     }
     if let Some(eval) = exp.dataset.eval.as_ref().and_then(|e| e.path.as_ref()) {
         let data = base.join(eval);
         if !data.exists() {
-            c.error("/dataset/eval/path", format!("evaluation dataset `{}` does not exist", data.display()), None);
+            c.error(
+                "/dataset/eval/path",
+                format!("evaluation dataset `{}` does not exist", data.display()),
+                None,
+            );
         }
     }
     for (i, code) in exp.code.iter().enumerate() {
@@ -315,12 +410,24 @@ fn files(exp: &Experiment, ctx: &Context<'_>, c: &mut Checks<'_>) {
         let pointer = format!("/code/{i}");
         if path.is_dir() {
             if !path.join("Cargo.toml").is_file() {
-                c.error(&pointer, format!("`{}` is a directory without Cargo.toml", path.display()), Some("`code` lists `.rs` files or crate directories".into()));
+                c.error(
+                    &pointer,
+                    format!("`{}` is a directory without Cargo.toml", path.display()),
+                    Some("`code` lists `.rs` files or crate directories".into()),
+                );
             }
         } else if !path.is_file() {
-            c.error(&pointer, format!("code file `{}` does not exist", path.display()), None);
+            c.error(
+                &pointer,
+                format!("code file `{}` does not exist", path.display()),
+                None,
+            );
         } else if path.extension().is_none_or(|e| e != "rs") {
-            c.error(&pointer, format!("`{}` is not a `.rs` file", path.display()), Some("`code` lists `.rs` files or crate directories".into()));
+            c.error(
+                &pointer,
+                format!("`{}` is not a `.rs` file", path.display()),
+                Some("`code` lists `.rs` files or crate directories".into()),
+            );
         }
     }
 }
@@ -337,5 +444,9 @@ fn gcd(a: u64, b: u64) -> u64 {
 }
 
 fn lcm(a: u64, b: u64) -> u64 {
-    if a == 0 || b == 0 { a.max(b) } else { a / gcd(a, b) * b }
+    if a == 0 || b == 0 {
+        a.max(b)
+    } else {
+        a / gcd(a, b) * b
+    }
 }

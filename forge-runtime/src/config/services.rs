@@ -27,7 +27,10 @@ impl Default for ServicesConfig {
             generator: ServiceConfig::default(),
             trainer: ServiceConfig::default(),
             ref_model: None,
-            reward: ServiceConfig { with_gpus: Some(false), ..ServiceConfig::default() },
+            reward: ServiceConfig {
+                with_gpus: Some(false),
+                ..ServiceConfig::default()
+            },
         }
     }
 }
@@ -68,7 +71,12 @@ pub struct ServiceConfig {
 
 impl Default for ServiceConfig {
     fn default() -> Self {
-        Self { procs: 1, num_replicas: 1, with_gpus: None, devices: None }
+        Self {
+            procs: 1,
+            num_replicas: 1,
+            with_gpus: None,
+            devices: None,
+        }
     }
 }
 

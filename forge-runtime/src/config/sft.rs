@@ -16,6 +16,9 @@ pub struct SftConfig {
 
 impl Default for SftConfig {
     fn default() -> Self {
-        Self { epochs: 1, mask_prompt: true }
+        Self {
+            epochs: 1,
+            mask_prompt: true,
+        }
     }
 }

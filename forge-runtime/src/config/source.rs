@@ -65,9 +65,12 @@ impl SourceMap {
     /// Records that everything at and below `pointer` comes from `origin` (an override).
     pub(crate) fn set_override(&mut self, pointer: &str, text: &str) {
         let below = format!("{pointer}/");
-        self.values.retain(|p, _| p != pointer && !p.starts_with(&below));
-        self.keys.retain(|p, _| p != pointer && !p.starts_with(&below));
-        self.values.insert(pointer.to_string(), Origin::Override(text.to_string()));
+        self.values
+            .retain(|p, _| p != pointer && !p.starts_with(&below));
+        self.keys
+            .retain(|p, _| p != pointer && !p.starts_with(&below));
+        self.values
+            .insert(pointer.to_string(), Origin::Override(text.to_string()));
     }
 }
 
@@ -91,7 +94,11 @@ pub(crate) struct SyntaxError {
 /// Parses `text` as one YAML document into JSON, with its source map. An empty document is an
 /// empty mapping's absence: `Value::Null`.
 pub(crate) fn parse(text: &str) -> Result<(Value, SourceMap), Vec<SyntaxError>> {
-    let mut builder = Builder { text, offsets: CharOffsets::new(text), ..Builder::default() };
+    let mut builder = Builder {
+        text,
+        offsets: CharOffsets::new(text),
+        ..Builder::default()
+    };
     let mut parser = Parser::new_from_str(text);
     let mut documents = 0;
     let mut root = Value::Null;
@@ -144,13 +151,21 @@ impl Builder<'_> {
     fn span(&self, span: saphyr_parser::Span) -> Span {
         let start = self.offsets.byte(span.start.index(), self.text);
         let end = self.offsets.byte(span.end.index(), self.text).max(start);
-        Span { start, end, line: span.start.line(), col: span.start.col() + 1 }
+        Span {
+            start,
+            end,
+            line: span.start.line(),
+            col: span.start.col() + 1,
+        }
     }
 
     fn scan_error(&self, e: &ScanError) -> SyntaxError {
         let m = e.marker();
         let start = self.offsets.byte(m.index(), self.text);
-        let end = self.text[start..].chars().next().map_or(start, |c| start + c.len_utf8());
+        let end = self.text[start..]
+            .chars()
+            .next()
+            .map_or(start, |c| start + c.len_utf8());
         let hint = if e.info().contains("mapping values are not allowed") {
             Some("a `key: value` pair sits where YAML expected something else; check the indentation of this line and the one before".into())
         } else if e.info().contains("tab") {
@@ -159,18 +174,31 @@ impl Builder<'_> {
             None
         };
         SyntaxError {
-            span: Span { start, end, line: m.line(), col: m.col() + 1 },
+            span: Span {
+                start,
+                end,
+                line: m.line(),
+                col: m.col() + 1,
+            },
             message: format!("YAML syntax error: {}", e.info()),
             hint,
         }
     }
 
-    fn next(&mut self, parser: &mut Parser<'_, saphyr_parser::StrInput<'_>>) -> Result<(Event<'static>, saphyr_parser::Span), SyntaxError> {
+    fn next(
+        &mut self,
+        parser: &mut Parser<'_, saphyr_parser::StrInput<'_>>,
+    ) -> Result<(Event<'static>, saphyr_parser::Span), SyntaxError> {
         match parser.next_event() {
             Some(Ok((event, span))) => Ok((into_static(event), span)),
             Some(Err(e)) => Err(self.scan_error(&e)),
             None => Err(SyntaxError {
-                span: Span { start: self.text.len(), end: self.text.len(), line: self.text.lines().count().max(1), col: 1 },
+                span: Span {
+                    start: self.text.len(),
+                    end: self.text.len(),
+                    line: self.text.lines().count().max(1),
+                    col: 1,
+                },
                 message: "YAML syntax error: unexpected end of file".into(),
                 hint: None,
             }),
@@ -188,8 +216,16 @@ impl Builder<'_> {
         let span = self.span(raw_span);
         let (value, anchor) = match event {
             Event::Scalar(text, style, anchor, tag) => {
-                let value = match ScalarOwned::parse_from_cow_and_metadata(text.clone(), style, tag.as_ref()) {
-                    Some(s) => scalar_to_json(s).map_err(|message| SyntaxError { span, message, hint: None })?,
+                let value = match ScalarOwned::parse_from_cow_and_metadata(
+                    text.clone(),
+                    style,
+                    tag.as_ref(),
+                ) {
+                    Some(s) => scalar_to_json(s).map_err(|message| SyntaxError {
+                        span,
+                        message,
+                        hint: None,
+                    })?,
                     None => {
                         return Err(SyntaxError {
                             span,
@@ -203,7 +239,11 @@ impl Builder<'_> {
             Event::Alias(id) => match self.anchors.get(&id) {
                 Some(v) => (v.clone(), 0),
                 None => {
-                    return Err(SyntaxError { span, message: "alias to an unknown anchor".into(), hint: None });
+                    return Err(SyntaxError {
+                        span,
+                        message: "alias to an unknown anchor".into(),
+                        hint: None,
+                    });
                 }
             },
             Event::SequenceStart(anchor, _) => {
@@ -224,7 +264,13 @@ impl Builder<'_> {
                         }
                     }
                 }
-                self.map.values.insert(pointer.clone(), Origin::File(Span { end: end.end.max(span.end), ..span }));
+                self.map.values.insert(
+                    pointer.clone(),
+                    Origin::File(Span {
+                        end: end.end.max(span.end),
+                        ..span
+                    }),
+                );
                 return Ok(self.remember(anchor, Value::Array(items)));
             }
             Event::MappingStart(anchor, _) => {
@@ -270,11 +316,21 @@ impl Builder<'_> {
                         Err(e) => self.errors.push(e),
                     }
                 }
-                self.map.values.insert(pointer.clone(), Origin::File(Span { end: end.end.max(span.end), ..span }));
+                self.map.values.insert(
+                    pointer.clone(),
+                    Origin::File(Span {
+                        end: end.end.max(span.end),
+                        ..span
+                    }),
+                );
                 return Ok(self.remember(anchor, Value::Object(object)));
             }
             other => {
-                return Err(SyntaxError { span, message: format!("unexpected YAML event {other:?}"), hint: None });
+                return Err(SyntaxError {
+                    span,
+                    message: format!("unexpected YAML event {other:?}"),
+                    hint: None,
+                });
             }
         };
         self.map.values.insert(pointer, Origin::File(span));
@@ -289,8 +345,15 @@ impl Builder<'_> {
     }
 
     /// Consumes the rest of a node whose first event was `event`.
-    fn skip(&mut self, parser: &mut Parser<'_, saphyr_parser::StrInput<'_>>, event: Event<'_>) -> Result<(), SyntaxError> {
-        let mut depth = usize::from(matches!(event, Event::SequenceStart(..) | Event::MappingStart(..)));
+    fn skip(
+        &mut self,
+        parser: &mut Parser<'_, saphyr_parser::StrInput<'_>>,
+        event: Event<'_>,
+    ) -> Result<(), SyntaxError> {
+        let mut depth = usize::from(matches!(
+            event,
+            Event::SequenceStart(..) | Event::MappingStart(..)
+        ));
         while depth > 0 {
             match self.next(parser)?.0 {
                 Event::SequenceStart(..) | Event::MappingStart(..) => depth += 1,
@@ -304,11 +367,18 @@ impl Builder<'_> {
 
 fn into_static(event: Event<'_>) -> Event<'static> {
     match event {
-        Event::Scalar(v, style, anchor, tag) => {
-            Event::Scalar(Cow::Owned(v.into_owned()), style, anchor, tag.map(|t| Cow::Owned(t.into_owned())))
+        Event::Scalar(v, style, anchor, tag) => Event::Scalar(
+            Cow::Owned(v.into_owned()),
+            style,
+            anchor,
+            tag.map(|t| Cow::Owned(t.into_owned())),
+        ),
+        Event::SequenceStart(a, tag) => {
+            Event::SequenceStart(a, tag.map(|t| Cow::Owned(t.into_owned())))
         }
-        Event::SequenceStart(a, tag) => Event::SequenceStart(a, tag.map(|t| Cow::Owned(t.into_owned()))),
-        Event::MappingStart(a, tag) => Event::MappingStart(a, tag.map(|t| Cow::Owned(t.into_owned()))),
+        Event::MappingStart(a, tag) => {
+            Event::MappingStart(a, tag.map(|t| Cow::Owned(t.into_owned())))
+        }
         Event::Nothing => Event::Nothing,
         Event::StreamStart => Event::StreamStart,
         Event::StreamEnd => Event::StreamEnd,
@@ -327,7 +397,9 @@ pub(crate) fn scalar_to_json(s: ScalarOwned) -> Result<Value, String> {
         ScalarOwned::Integer(i) => Value::Number(i.into()),
         ScalarOwned::FloatingPoint(f) => {
             let f = f.into_inner();
-            Value::Number(Number::from_f64(f).ok_or_else(|| format!("`{f}` is not a finite number"))?)
+            Value::Number(
+                Number::from_f64(f).ok_or_else(|| format!("`{f}` is not a finite number"))?,
+            )
         }
         ScalarOwned::String(s) => Value::String(s),
     })
@@ -345,7 +417,9 @@ impl CharOffsets {
         if text.is_ascii() {
             Self { bytes: None }
         } else {
-            Self { bytes: Some(text.char_indices().map(|(b, _)| b).collect()) }
+            Self {
+                bytes: Some(text.char_indices().map(|(b, _)| b).collect()),
+            }
         }
     }
 
@@ -366,11 +440,16 @@ mod tests {
         let text = "name: x\ntraining:\n  lr: 1.0e-5\n  steps: 3\nrewards:\n  - name: a\n";
         let (value, map) = parse(text).expect("valid YAML");
         assert_eq!(value["training"]["lr"], serde_json::json!(1e-5));
-        let Some(Origin::File(span)) = map.value("/training/lr") else { panic!("no origin") };
+        let Some(Origin::File(span)) = map.value("/training/lr") else {
+            panic!("no origin")
+        };
         assert_eq!((span.line, span.col), (3, 7));
         assert_eq!(&text[span.start..span.end], "1.0e-5");
         let key = map.key("/training/steps").expect("key span");
-        assert_eq!((key.line, key.col, &text[key.start..key.end]), (4, 3, "steps"));
+        assert_eq!(
+            (key.line, key.col, &text[key.start..key.end]),
+            (4, 3, "steps")
+        );
         assert_eq!(map.key("/rewards/0/name").map(|s| s.line), Some(6));
     }
 
@@ -379,7 +458,13 @@ mod tests {
         let errors = parse("a: 1\nb: 2\na: 3\n").expect_err("duplicate");
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].span.line, 3);
-        assert!(errors[0].hint.as_deref().is_some_and(|h| h.contains("line 1")), "{errors:?}");
+        assert!(
+            errors[0]
+                .hint
+                .as_deref()
+                .is_some_and(|h| h.contains("line 1")),
+            "{errors:?}"
+        );
     }
 
     #[test]
@@ -394,14 +479,19 @@ mod tests {
     fn positions_count_characters_in_non_ascii_text() {
         let text = "name: \"é😀\"\nsteps: 3\n";
         let (_, map) = parse(text).expect("valid");
-        let Some(Origin::File(span)) = map.value("/steps") else { panic!() };
+        let Some(Origin::File(span)) = map.value("/steps") else {
+            panic!()
+        };
         assert_eq!(&text[span.start..span.end], "3");
     }
 
     #[test]
     fn syntax_errors_and_second_documents_are_located() {
         let errors = parse("a: [1, 2\nb: 3\n").expect_err("unclosed");
-        assert!(errors[0].message.starts_with("YAML syntax error"), "{errors:?}");
+        assert!(
+            errors[0].message.starts_with("YAML syntax error"),
+            "{errors:?}"
+        );
         let errors = parse("a: 1\n---\nb: 2\n").expect_err("two docs");
         assert_eq!(errors[0].span.line, 2);
     }

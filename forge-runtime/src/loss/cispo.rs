@@ -8,11 +8,24 @@ pub fn cispo(
     logprob: f32,
     old_logprob: f32,
     advantage: f32,
-    #[param(default = 1.0, min = 0.0, max = 1.0, doc = "Lower clip range ε_low of the IS weight (1.0: no lower bound).")]
+    #[param(
+        default = 1.0,
+        min = 0.0,
+        max = 1.0,
+        doc = "Lower clip range ε_low of the IS weight (1.0: no lower bound)."
+    )]
     clip_low: f32,
-    #[param(default = 4.0, min = 0.0, doc = "Upper clip range ε_high of the IS weight: clipped above at 1 + ε_high.")]
+    #[param(
+        default = 4.0,
+        min = 0.0,
+        doc = "Upper clip range ε_high of the IS weight: clipped above at 1 + ε_high."
+    )]
     clip_high: f32,
 ) -> f32 {
-    let weight = stop_gradient((logprob - old_logprob).exp().clamp(1.0 - clip_low, 1.0 + clip_high));
+    let weight = stop_gradient(
+        (logprob - old_logprob)
+            .exp()
+            .clamp(1.0 - clip_low, 1.0 + clip_high),
+    );
     -weight * advantage * logprob
 }

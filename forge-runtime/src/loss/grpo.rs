@@ -12,11 +12,24 @@ pub fn grpo(
     old_logprob: f32,
     ref_logprob: f32,
     advantage: f32,
-    #[param(default = 0.2, min = 0.0, max = 1.0, doc = "Lower clip range ε_low: the ratio is clipped below at 1 - ε_low.")]
+    #[param(
+        default = 0.2,
+        min = 0.0,
+        max = 1.0,
+        doc = "Lower clip range ε_low: the ratio is clipped below at 1 - ε_low."
+    )]
     clip_low: f32,
-    #[param(default = 0.28, min = 0.0, doc = "Upper clip range ε_high: the ratio is clipped above at 1 + ε_high.")]
+    #[param(
+        default = 0.28,
+        min = 0.0,
+        doc = "Upper clip range ε_high: the ratio is clipped above at 1 + ε_high."
+    )]
     clip_high: f32,
-    #[param(default = 0.1, min = 0.0, doc = "KL penalty coefficient β; above 0 the experiment needs `services.ref_model`.")]
+    #[param(
+        default = 0.1,
+        min = 0.0,
+        doc = "KL penalty coefficient β; above 0 the experiment needs `services.ref_model`."
+    )]
     beta: f32,
 ) -> f32 {
     let ratio = (logprob - old_logprob).exp();

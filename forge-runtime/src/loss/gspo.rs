@@ -8,9 +8,18 @@ pub fn gspo(
     logprob: f32,
     seq_log_ratio: f32,
     advantage: f32,
-    #[param(default = 0.2, min = 0.0, max = 1.0, doc = "Lower clip range ε_low of the sequence ratio.")]
+    #[param(
+        default = 0.2,
+        min = 0.0,
+        max = 1.0,
+        doc = "Lower clip range ε_low of the sequence ratio."
+    )]
     clip_low: f32,
-    #[param(default = 0.2, min = 0.0, doc = "Upper clip range ε_high of the sequence ratio.")]
+    #[param(
+        default = 0.2,
+        min = 0.0,
+        doc = "Upper clip range ε_high of the sequence ratio."
+    )]
     clip_high: f32,
 ) -> f32 {
     let ratio = seq_log_ratio.exp();

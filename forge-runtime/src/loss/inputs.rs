@@ -19,6 +19,11 @@ pub struct TokenInputs {
 
 impl TokenInputs {
     /// Names a loss function's parameters may take to receive these inputs.
-    pub const NAMES: &'static [&'static str] =
-        &["logprob", "old_logprob", "ref_logprob", "advantage", "seq_log_ratio"];
+    pub const NAMES: &'static [&'static str] = &[
+        "logprob",
+        "old_logprob",
+        "ref_logprob",
+        "advantage",
+        "seq_log_ratio",
+    ];
 }

@@ -80,7 +80,10 @@ mod tests {
             let naive_sigmoid = 1.0 / (1.0 + f64::exp(-x));
             assert!((sigmoid(x) - naive_sigmoid).abs() < 1e-15, "sigmoid({x})");
             let naive_softplus = f64::ln(1.0 + f64::exp(x));
-            assert!((softplus(x) - naive_softplus).abs() < 1e-12, "softplus({x})");
+            assert!(
+                (softplus(x) - naive_softplus).abs() < 1e-12,
+                "softplus({x})"
+            );
         }
         assert!(softplus(1000.0).is_finite());
     }

@@ -35,5 +35,7 @@ pub fn all() -> impl Iterator<Item = &'static LossRegistration> {
 
 /// The loss registered under `name`.
 pub fn find(name: &str) -> Option<&'static LossRegistration> {
-    inventory::iter::<LossRegistration>.into_iter().find(|r| r.name == name)
+    inventory::iter::<LossRegistration>
+        .into_iter()
+        .find(|r| r.name == name)
 }

@@ -9,9 +9,17 @@ pub fn sapo(
     logprob: f32,
     old_logprob: f32,
     advantage: f32,
-    #[param(default = 1.0, min = 0.001, doc = "Gate temperature τ for positive advantages.")]
+    #[param(
+        default = 1.0,
+        min = 0.001,
+        doc = "Gate temperature τ for positive advantages."
+    )]
     tau_pos: f32,
-    #[param(default = 1.05, min = 0.001, doc = "Gate temperature τ for negative advantages.")]
+    #[param(
+        default = 1.05,
+        min = 0.001,
+        doc = "Gate temperature τ for negative advantages."
+    )]
     tau_neg: f32,
 ) -> f32 {
     let ratio = (logprob - old_logprob).exp();

@@ -5,6 +5,12 @@ use serde_json::{Map, Value};
 
 use super::RewardFn;
 
+/// Parameters from YAML (the keys beside the reward's name).
+pub type Params = Map<String, Value>;
+
+/// A reward with its parameters bound, or why the parameters were rejected.
+pub type BuildResult = Result<Box<dyn RewardFn>, String>;
+
 /// What `#[forge::reward]` records about a reward.
 pub struct RewardRegistration {
     /// Name YAML lists it by (`rewards[].name`).
@@ -16,7 +22,7 @@ pub struct RewardRegistration {
     /// Checks parameters from YAML (unknown keys, wrong types).
     pub check_params: fn(&Map<String, Value>) -> Result<(), String>,
     /// Binds parameters, giving a scorer.
-    pub build: fn(&Map<String, Value>) -> Result<Box<dyn RewardFn>, String>,
+    pub build: fn(&Params) -> BuildResult,
     /// Whether Forge itself defines it (as opposed to user code).
     pub builtin: bool,
 }
@@ -32,5 +38,7 @@ pub fn all() -> impl Iterator<Item = &'static RewardRegistration> {
 
 /// The reward registered under `name`.
 pub fn find(name: &str) -> Option<&'static RewardRegistration> {
-    inventory::iter::<RewardRegistration>.into_iter().find(|r| r.name == name)
+    inventory::iter::<RewardRegistration>
+        .into_iter()
+        .find(|r| r.name == name)
 }
