@@ -129,8 +129,8 @@ fn errors_in_user_code_point_at_the_users_files() {
     let rewards = root.join("broken/rewards.rs").display().to_string();
     assert!(stderr.contains("unknown input `entropy`"), "{stderr}");
     assert!(
-        stderr.contains(&format!("{losses}:9:5")),
-        "the macro error is not at losses.rs:9:5:\n{stderr}"
+        stderr.contains(&format!("{losses}:10:5")),
+        "the macro error is not at losses.rs:10:5:\n{stderr}"
     );
     assert!(
         stderr.contains(&rewards),

@@ -1,11 +1,23 @@
-//! On error: the compile errors plus the user's item unchanged, so the IDE keeps resolving it and
-//! no follow-on "cannot find function" errors drown the real one.
+//! On error: the compile errors plus the user's item, so the IDE keeps resolving it and no
+//! follow-on errors drown the real one. `#[param]` markers are removed from the item: without the
+//! macro's expansion, rustc would report each one as an unknown attribute.
 
 use proc_macro2::TokenStream;
-use quote::quote;
+use quote::{ToTokens, quote};
 
 pub(crate) fn emit(error: syn::Error, item: TokenStream) -> TokenStream {
     let errors = error.to_compile_error();
+    let item = match syn::parse2::<syn::ItemFn>(item.clone()) {
+        Ok(mut function) => {
+            for input in &mut function.sig.inputs {
+                if let syn::FnArg::Typed(pt) = input {
+                    pt.attrs.retain(|a| !a.path().is_ident("param"));
+                }
+            }
+            function.into_token_stream()
+        }
+        Err(_) => item,
+    };
     quote! {
         #errors
         #[allow(dead_code)]
