@@ -16,7 +16,7 @@ mod paths;
 
 /// Declares a per-token policy loss.
 ///
-/// ```ignore
+/// ```text
 /// /// PPO-style clipped surrogate.
 /// #[forge::loss(aggregation = "token_mean")]
 /// pub fn ppo_clip(
@@ -40,7 +40,7 @@ pub fn loss(args: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Declares a reward function scoring one episode.
 ///
-/// ```ignore
+/// ```text
 /// /// 1 when the completion contains the reference answer.
 /// #[forge::reward]
 /// pub fn contains_answer(completion: &str, answer: &str) -> f32 {
