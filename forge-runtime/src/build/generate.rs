@@ -193,7 +193,6 @@ pub(super) fn generate(
     source: &str,
     overrides: &[Override],
     toolchain: &Toolchain,
-    options: &BuildOptions,
 ) -> Result<GeneratedCrate, BuildError> {
     let exp = &loaded.experiment;
     let selection = Selection {
@@ -255,7 +254,6 @@ pub(super) fn generate(
         std::fs::copy(forge_lock, &lock)
             .map_err(io(format!("copying {}", forge_lock.display())))?;
     }
-    let _ = options;
 
     let mut inputs = vec![
         crate_dir.join("Cargo.toml"),

@@ -102,7 +102,7 @@ pub fn build(
     toolchain: &Toolchain,
     options: &BuildOptions,
 ) -> Result<Built, BuildError> {
-    let generated = generate::generate(loaded, file, source, overrides, toolchain, options)?;
+    let generated = generate::generate(loaded, file, source, overrides, toolchain)?;
     let binary = generated.binary_path(toolchain, options);
     let stamp = generated.crate_dir.join("build.stamp");
     let fingerprint = generated.fingerprint()?;

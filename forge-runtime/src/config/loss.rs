@@ -1,6 +1,4 @@
-use std::borrow::Cow;
-
-use schemars::{JsonSchema, Schema, SchemaGenerator};
+use schemars::{JsonSchema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -62,6 +60,8 @@ impl Aggregation {
 }
 
 impl Section for LossConfig {
+    const DESCRIPTION: &'static str =
+        "The policy loss: a registered loss by `name`, with its own parameters as sibling keys.";
     const WHAT: &'static str = "loss";
     const GENERIC_KEYS: &'static [&'static str] = &["name", "aggregation"];
 
@@ -111,30 +111,4 @@ impl Section for LossConfig {
     }
 }
 
-impl Serialize for LossConfig {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        registered::serialize(self, s)
-    }
-}
-
-impl<'de> Deserialize<'de> for LossConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        registered::deserialize(d)
-    }
-}
-
-impl JsonSchema for LossConfig {
-    fn schema_name() -> Cow<'static, str> {
-        "LossConfig".into()
-    }
-
-    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
-        let mut schema = registered::schema::<Self>(generator);
-        schema.insert(
-            "description".into(),
-            "The policy loss: a registered loss by `name`, with its own parameters as sibling keys."
-                .into(),
-        );
-        schema
-    }
-}
+registered::impl_section_traits!(LossConfig);

@@ -17,6 +17,8 @@ pub(crate) struct Entry {
 
 /// A config section of the `{name, generic keys..., params...}` shape.
 pub(crate) trait Section: Sized {
+    /// The section's schema description.
+    const DESCRIPTION: &'static str;
     /// What the items are called in messages ("loss").
     const WHAT: &'static str;
     /// Keys every item accepts (`name` first); everything else is a parameter.
@@ -113,3 +115,36 @@ pub(crate) fn schema<T: Section>(generator: &mut SchemaGenerator) -> Schema {
     }
     Schema::from(schema)
 }
+
+/// `Serialize`, `Deserialize` and `JsonSchema` for a [`Section`], through the functions above.
+macro_rules! impl_section_traits {
+    ($ty:ident) => {
+        impl ::serde::Serialize for $ty {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                $crate::config::registered::serialize(self, s)
+            }
+        }
+
+        impl<'de> ::serde::Deserialize<'de> for $ty {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                $crate::config::registered::deserialize(d)
+            }
+        }
+
+        impl ::schemars::JsonSchema for $ty {
+            fn schema_name() -> ::std::borrow::Cow<'static, str> {
+                stringify!($ty).into()
+            }
+
+            fn json_schema(generator: &mut ::schemars::SchemaGenerator) -> ::schemars::Schema {
+                let mut schema = $crate::config::registered::schema::<Self>(generator);
+                schema.insert(
+                    "description".into(),
+                    <Self as $crate::config::registered::Section>::DESCRIPTION.into(),
+                );
+                schema
+            }
+        }
+    };
+}
+pub(crate) use impl_section_traits;

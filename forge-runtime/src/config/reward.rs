@@ -1,7 +1,4 @@
-use std::borrow::Cow;
-
-use schemars::{JsonSchema, Schema, SchemaGenerator};
-use serde::{Deserialize, Serialize};
+use schemars::SchemaGenerator;
 use serde_json::{Map, Value};
 
 use super::registered::{self, Section};
@@ -34,6 +31,7 @@ const DEFAULT_TIMEOUT_S: f64 = 10.0;
 const DEFAULT_FALLBACK: f64 = 0.0;
 
 impl Section for RewardConfig {
+    const DESCRIPTION: &'static str = "A reward function by registered `name`, its `weight`, and its own parameters as sibling keys.";
     const WHAT: &'static str = "reward";
     const GENERIC_KEYS: &'static [&'static str] = &["name", "weight", "timeout_s", "fallback"];
 
@@ -115,30 +113,4 @@ impl Section for RewardConfig {
     }
 }
 
-impl Serialize for RewardConfig {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        registered::serialize(self, s)
-    }
-}
-
-impl<'de> Deserialize<'de> for RewardConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        registered::deserialize(d)
-    }
-}
-
-impl JsonSchema for RewardConfig {
-    fn schema_name() -> Cow<'static, str> {
-        "RewardConfig".into()
-    }
-
-    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
-        let mut schema = registered::schema::<Self>(generator);
-        schema.insert(
-            "description".into(),
-            "A reward function by registered `name`, its `weight`, and its own parameters as sibling keys."
-                .into(),
-        );
-        schema
-    }
-}
+registered::impl_section_traits!(RewardConfig);

@@ -111,19 +111,7 @@ pub(crate) fn check(instance: &Value, map: &SourceMap) -> Vec<Diagnostic> {
                     .flatten()
                     .filter_map(|o| o.as_str().map(str::to_string))
                     .collect();
-                let found = error.instance();
-                let hint = found.as_str().and_then(|f| did_you_mean(f, &choices));
-                out.push(
-                    Diagnostic::error(
-                        format!(
-                            "`{at}` must be one of {}; found `{}`",
-                            choices.join(", "),
-                            short(found)
-                        ),
-                        value_origin,
-                    )
-                    .with_hint(hint),
-                );
+                out.push(choice_error(&at, &choices, error.instance(), value_origin));
             }
             ValidationErrorKind::Minimum { limit }
             | ValidationErrorKind::Maximum { limit }
@@ -152,19 +140,7 @@ pub(crate) fn check(instance: &Value, map: &SourceMap) -> Vec<Diagnostic> {
             {
                 // Documented enums become `oneOf: [{const, description}]`: word them as enums.
                 let choices = choices_at(schema, instance, &pointer);
-                let found = error.instance();
-                let hint = found.as_str().and_then(|f| did_you_mean(f, &choices));
-                out.push(
-                    Diagnostic::error(
-                        format!(
-                            "`{at}` must be one of {}; found `{}`",
-                            choices.join(", "),
-                            short(found)
-                        ),
-                        value_origin,
-                    )
-                    .with_hint(hint),
-                );
+                out.push(choice_error(&at, &choices, error.instance(), value_origin));
             }
             _ => {
                 let subject = if at.is_empty() {
@@ -180,6 +156,25 @@ pub(crate) fn check(instance: &Value, map: &SourceMap) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// "`backend` must be one of cpu, cuda, wgpu; found `cdua`", with a suggestion.
+fn choice_error(
+    at: &str,
+    choices: &[String],
+    found: &Value,
+    origin: Option<super::Origin>,
+) -> Diagnostic {
+    let hint = found.as_str().and_then(|f| did_you_mean(f, choices));
+    Diagnostic::error(
+        format!(
+            "`{at}` must be one of {}; found `{}`",
+            choices.join(", "),
+            short(found)
+        ),
+        origin,
+    )
+    .with_hint(hint)
 }
 
 /// `/rewards/0/weight` -> `rewards[0].weight`.
