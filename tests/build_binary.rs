@@ -137,3 +137,43 @@ fn errors_in_user_code_point_at_the_users_files() {
         "the type error is not shown in rewards.rs:\n{stderr}"
     );
 }
+
+#[test]
+fn a_user_crate_listed_under_code_registers_its_loss() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let output = forge(tmp.path(), &["init", "exp", "--name", "e2e-user-crate"]);
+    assert!(output.status.success(), "{output:?}");
+    // Move the custom loss into a crate of its own and list the crate instead of the file.
+    let krate = tmp.path().join("my-losses");
+    std::fs::create_dir_all(krate.join("src")).expect("mkdir");
+    let runtime = forge_tests::workspace_root().join("forge-runtime");
+    std::fs::write(
+        krate.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"my-losses\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\nforge = {{ package = \"forge-runtime\", path = {:?} }}\n",
+            runtime.display().to_string()
+        ),
+    )
+    .expect("write");
+    std::fs::rename(tmp.path().join("exp/losses.rs"), krate.join("src/lib.rs")).expect("move");
+    let yaml = tmp.path().join("exp/experiment.yaml");
+    let experiment = std::fs::read_to_string(&yaml).expect("read");
+    std::fs::write(
+        &yaml,
+        experiment.replace("  - losses.rs\n", "  - ../my-losses\n"),
+    )
+    .expect("write");
+
+    let output = build(tmp.path(), "exp/experiment.yaml");
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let printed = Command::new(stdout.trim())
+        .arg("--print-schema")
+        .output()
+        .expect("binary runs");
+    let schema = text(&printed).0;
+    assert!(
+        schema.contains("clipped_reinforce") && schema.contains("max_weight"),
+        "the crate's loss is not registered"
+    );
+}
