@@ -34,7 +34,7 @@ mod paths;
 #[proc_macro_attribute]
 pub fn loss(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::loss(args.into(), item.clone().into())
-        .unwrap_or_else(|e| fallback::emit(e, item.into()))
+        .unwrap_or_else(|e| fallback::emit_loss(e, item.into()))
         .into()
 }
 

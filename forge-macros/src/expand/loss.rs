@@ -7,7 +7,7 @@ use syn::visit_mut::VisitMut;
 use crate::model::LossDef;
 use crate::paths;
 
-pub(super) fn expand(loss: &LossDef) -> TokenStream {
+pub(super) fn expand(loss: &LossDef) -> syn::Result<TokenStream> {
     let def = &loss.def;
     let private = paths::private();
     let vis = &def.vis;
@@ -18,11 +18,20 @@ pub(super) fn expand(loss: &LossDef) -> TokenStream {
     let params = super::params::expand(def);
     let aggregation = &loss.aggregation_variant;
 
-    let input_lets = loss.inputs.iter().map(|i| quote!(let #i: f64 = inputs.#i;));
-    let param_lets = def.params.iter().map(|p| {
-        let i = &p.ident;
-        quote!(let #i: f64 = ::core::primitive::f64::from(params.#i);)
-    });
+    let input_lets: Vec<TokenStream> = loss
+        .inputs
+        .iter()
+        .map(|i| quote!(let #i: f64 = inputs.#i;))
+        .collect();
+    let param_lets: Vec<TokenStream> = def
+        .params
+        .iter()
+        .map(|p| {
+            let i = &p.ident;
+            quote!(let #i: f64 = ::core::primitive::f64::from(params.#i);)
+        })
+        .collect();
+    let (input_lets2, param_lets2) = (&input_lets, &param_lets);
     let mut body = (*def.body).clone();
     F32ToF64.visit_block_mut(&mut body);
 
@@ -34,7 +43,17 @@ pub(super) fn expand(loss: &LossDef) -> TokenStream {
     };
     let unused_inputs = format_ident!("_unused_inputs");
 
-    quote! {
+    let params_idents: Vec<syn::Ident> = def.params.iter().map(|p| p.ident.clone()).collect();
+    let lowered =
+        super::diff::Lower::new(&super::diff::F64, &loss.inputs, &params_idents).run(&def.body)?;
+    let stmts = &lowered.stmts;
+    let value = &lowered.result.v;
+    let [d_logprob, d_seq] = lowered.result.d.clone().map(|d| match d {
+        Some(d) => quote!(#d),
+        None => quote!(0.0f64),
+    });
+
+    Ok(quote! {
         #(#docs)*
         #[allow(clippy::all, clippy::pedantic, missing_docs)]
         #vis mod #ident {
@@ -57,6 +76,17 @@ pub(super) fn expand(loss: &LossDef) -> TokenStream {
                 #body
             }
 
+            /// The loss and its exact derivatives with respect to `logprob` and `seq_log_ratio`
+            /// (forward-mode, generated from the body; branches take the chosen side's
+            /// derivative), in f64.
+            #[allow(unused_variables, unused_parens, clippy::all)]
+            pub fn value_and_grad(inputs: &::forge::loss::TokenInputs, params: &Params) -> ::forge::loss::TokenGrad {
+                #(#input_lets2)*
+                #(#param_lets2)*
+                #(#stmts)*
+                ::forge::loss::TokenGrad { value: #value, d_logprob: #d_logprob, d_seq_log_ratio: #d_seq }
+            }
+
             #private::inventory::submit! {
                 ::forge::loss::LossRegistration {
                     name: #name,
@@ -69,7 +99,7 @@ pub(super) fn expand(loss: &LossDef) -> TokenStream {
                 }
             }
         }
-    }
+    })
 }
 
 /// The twin computes in f64: `f32` in type positions becomes `f64`, and `f32` literal suffixes go.

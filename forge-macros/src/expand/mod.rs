@@ -1,5 +1,6 @@
 //! Expansion: `mod <fn> { Params, NAME, reference | call, registration }`.
 
+mod diff;
 mod loss;
 mod params;
 mod reward;
@@ -13,7 +14,7 @@ pub(crate) fn loss(args: TokenStream, item: TokenStream) -> syn::Result<TokenStr
     let args = ItemArgs::parse(args, "loss", &["name", "aggregation", "kl", "debug"])?;
     let item: syn::ItemFn = syn::parse2(item)?;
     let def = LossDef::from_item(&item, &args)?;
-    Ok(debug_print(def.def.debug, loss::expand(&def)))
+    Ok(debug_print(def.def.debug, loss::expand(&def)?))
 }
 
 pub(crate) fn reward(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {

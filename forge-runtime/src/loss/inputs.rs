@@ -27,3 +27,14 @@ impl TokenInputs {
         "seq_log_ratio",
     ];
 }
+
+/// A per-token loss value and its derivatives with respect to the inputs that carry gradient.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TokenGrad {
+    /// The per-token loss.
+    pub value: f64,
+    /// d loss / d logprob of this token.
+    pub d_logprob: f64,
+    /// d loss / d seq_log_ratio; the runtime spreads it over the sequence's tokens.
+    pub d_seq_log_ratio: f64,
+}

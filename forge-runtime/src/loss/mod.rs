@@ -2,18 +2,17 @@
 //! registers it here under its name so YAML can select it, generates its parameter struct (whose
 //! schema joins the experiment schema) and an f64 reference twin used by tests.
 //!
-//! The built-in GRPO family lives in one file per algorithm: [`grpo`], [`dapo`], [`cispo`],
-//! [`gspo`], [`sapo`].
+//! The built-in GRPO family lives in `builtin/`, one file per algorithm: [`grpo`], [`dapo`],
+//! [`cispo`], [`gspo`], [`sapo`].
 
-pub mod cispo;
-pub mod dapo;
-pub mod grpo;
-pub mod gspo;
+mod builtin;
 pub mod math;
 pub mod registry;
-pub mod sapo;
 
+#[cfg(test)]
+mod gradient_tests;
 mod inputs;
 
-pub use inputs::TokenInputs;
+pub use builtin::{cispo, dapo, grpo, gspo, sapo};
+pub use inputs::{TokenGrad, TokenInputs};
 pub use registry::LossRegistration;

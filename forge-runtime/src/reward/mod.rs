@@ -1,10 +1,11 @@
 //! Reward functions. A reward is a plain Rust function written with `#[forge::reward]`; the macro
 //! registers it here under its name so YAML can list it, and generates its parameter struct.
 
-pub mod exact_match;
+mod builtin;
 pub mod registry;
 
 mod input;
 
+pub use builtin::exact_match;
 pub use input::{RewardFn, RewardInput, Sample};
 pub use registry::RewardRegistration;
