@@ -28,6 +28,66 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// Scaffold a new experiment with a custom loss and a custom reward.
     Init(InitArgs),
+    /// Work with losses on recorded batches.
+    #[command(subcommand)]
+    Loss(LossCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum LossCommand {
+    /// Evaluate a loss and its gradient on a batch in a safetensors file.
+    ///
+    /// Input: `logits` [B,S,V] f32, `target_ids` [B,S] i64 (-100 = ignored),
+    /// `generator_logprobs`, `advantages`, `loss_mask`, optional `ref_logprobs` ([B,S] f32).
+    /// Output: `loss`, `grad_logits` [B,S,V], `logprobs` [B,S] and one tensor per metric.
+    Eval(LossEvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LossEvalArgs {
+    /// Registered loss name (grpo, dapo, cispo, gspo, sapo).
+    #[arg(long)]
+    pub loss: String,
+    /// Set a loss parameter: `--set clip_low=0.1` (repeatable; the value is YAML).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// The batch.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Where to write the results.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Token aggregation; default: the loss's own.
+    #[arg(long, value_enum)]
+    pub aggregation: Option<AggregationArg>,
+    /// Sampling temperature the logits are divided by.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Dr. GRPO's fixed horizon (`sampling.max_tokens`); default: the sequence length.
+    #[arg(long)]
+    pub horizon: Option<f64>,
+    /// Where to compute.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+}
+
+/// Token aggregations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum AggregationArg {
+    TokenMean,
+    SequenceMean,
+    FixedHorizon,
+}
+
+/// Devices `forge loss eval` can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DeviceArg {
+    /// The f64 reference on the CPU.
+    Cpu,
+    /// CUDA kernels.
+    Cuda,
+    /// wgpu kernels.
+    Wgpu,
 }
 
 /// An experiment file and overrides of its values.

@@ -2,6 +2,7 @@
 
 mod build;
 mod init;
+mod loss_eval;
 mod run;
 mod schema;
 mod validate;
@@ -23,6 +24,7 @@ pub(crate) fn dispatch(
         Command::Build(args) => build::exec(&args, dotted),
         Command::Run(args) => run::exec(&args, dotted),
         Command::Init(args) => init::exec(&args),
+        Command::Loss(crate::args::LossCommand::Eval(args)) => loss_eval::exec(&args),
     }
 }
 

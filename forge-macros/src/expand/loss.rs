@@ -95,6 +95,10 @@ pub(super) fn expand(loss: &LossDef) -> syn::Result<TokenStream> {
                     params_schema: Params::schema,
                     check_params: |map| Params::from_map(map).map(|_| ()),
                     kl_coef: #kl_coef,
+                    bind: |map| Params::from_map(map).map(|params| {
+                        ::std::boxed::Box::new(move |inputs: &::forge::loss::TokenInputs| value_and_grad(inputs, &params))
+                            as ::forge::loss::registry::BoundLoss
+                    }),
                     builtin: #private::is_forge_module(::core::module_path!()),
                 }
             }

@@ -5,8 +5,10 @@
 //! The built-in GRPO family lives in `builtin/`, one file per algorithm: [`grpo`], [`dapo`],
 //! [`cispo`], [`gspo`], [`sapo`].
 
+pub mod batch_file;
 mod builtin;
 pub mod math;
+pub mod reference;
 pub mod registry;
 
 #[cfg(test)]

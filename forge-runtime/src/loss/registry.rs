@@ -3,7 +3,11 @@
 use schemars::Schema;
 use serde_json::{Map, Value};
 
+use super::{TokenGrad, TokenInputs};
 use crate::config::Aggregation;
+
+/// A loss with its parameters bound: per-token value and derivatives (the f64 reference).
+pub type BoundLoss = Box<dyn Fn(&TokenInputs) -> TokenGrad + Send + Sync>;
 
 /// What `#[forge::loss]` records about a loss.
 pub struct LossRegistration {
@@ -20,6 +24,8 @@ pub struct LossRegistration {
     /// The KL coefficient these parameters give (0 for losses without a KL term): above 0, the
     /// experiment needs a reference model.
     pub kl_coef: fn(&Map<String, Value>) -> Result<f64, String>,
+    /// Binds parameters from YAML, giving the f64 per-token function with its gradient.
+    pub bind: fn(&Map<String, Value>) -> Result<BoundLoss, String>,
     /// Whether Forge itself defines it (as opposed to user code).
     pub builtin: bool,
 }
