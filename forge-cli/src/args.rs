@@ -84,9 +84,9 @@ pub(crate) enum AggregationArg {
 pub(crate) enum DeviceArg {
     /// The f64 reference on the CPU.
     Cpu,
-    /// CUDA kernels.
+    /// The kernels on CUDA device 0 (f32).
     Cuda,
-    /// wgpu kernels.
+    /// The kernels through wgpu: a GPU, or lavapipe on a CPU-only machine (f32).
     Wgpu,
 }
 

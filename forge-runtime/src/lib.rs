@@ -11,6 +11,7 @@ extern crate self as forge;
 pub mod build;
 pub mod config;
 pub mod entry;
+pub mod kernels;
 pub mod loss;
 pub mod reward;
 
@@ -19,11 +20,13 @@ pub use forge_macros::{loss, reward};
 /// Paths used by code that the macros and `forge build` generate. Not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use cubecl;
     pub use inventory;
     pub use schemars;
     pub use serde;
     pub use serde_json;
 
+    pub use crate::kernels;
     pub use crate::loss::math;
 
     /// Whether `module_path` is inside this crate (registrations of built-ins say so).

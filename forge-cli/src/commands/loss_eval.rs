@@ -1,6 +1,7 @@
 //! `forge loss eval`: a loss and its gradient on a recorded batch.
 
 use forge::config::{Aggregation, Override};
+use forge::kernels::device_loss;
 use forge::loss::{batch_file, reference, registry};
 use serde_json::{Map, Value};
 
@@ -17,13 +18,6 @@ pub(crate) fn exec(args: &LossEvalArgs) -> anyhow::Result<ExitStatus> {
         );
         return Ok(ExitStatus::Invalid);
     };
-    if args.device != DeviceArg::Cpu {
-        eprintln!(
-            "error: `--device {:?}` needs the loss kernels, which this build does not have yet; use `--device cpu`",
-            args.device
-        );
-        return Ok(ExitStatus::Invalid);
-    }
     let mut params = Map::new();
     for set in &args.set {
         match Override::parse_set(set) {
@@ -61,13 +55,21 @@ pub(crate) fn exec(args: &LossEvalArgs) -> anyhow::Result<ExitStatus> {
     if let Some(h) = args.horizon {
         normalizer.horizon = h;
     }
-    let output = match reference::evaluate(
-        &loss,
-        aggregation,
-        &batch,
-        args.temperature,
-        Some(normalizer),
-    ) {
+    let (t, norm) = (args.temperature, Some(normalizer));
+    let output = match args.device {
+        DeviceArg::Cpu => {
+            reference::evaluate(&loss, aggregation, &batch, t, norm).map_err(|e| e.to_string())
+        }
+        DeviceArg::Wgpu => {
+            device_loss::evaluate_wgpu(registration, &params, aggregation, &batch, t, norm)
+                .map_err(|e| e.to_string())
+        }
+        DeviceArg::Cuda => {
+            device_loss::evaluate_cuda(registration, &params, aggregation, &batch, t, norm)
+                .map_err(|e| e.to_string())
+        }
+    };
+    let output = match output {
         Ok(output) => output,
         Err(e) => {
             eprintln!("error: {}: {e}", args.input.display());

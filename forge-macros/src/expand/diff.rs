@@ -682,3 +682,35 @@ impl Dialect for F64 {
         quote!(#math::math::KL_LOG_RATIO_CLAMP)
     }
 }
+
+/// cubecl: the body of a `#[cube]` kernel generic over `F: Float`.
+pub(crate) struct Cube;
+
+impl Dialect for Cube {
+    fn lit(&self, value: f64) -> TokenStream {
+        let lit = syn::LitFloat::new(&format!("{:?}f32", value as f32), Span::call_site());
+        quote!(F::new(#lit))
+    }
+
+    fn call1(&self, name: &str, x: &Ident) -> TokenStream {
+        let private = crate::paths::private();
+        match name {
+            "exp" => quote!(#x.exp()),
+            "ln" => quote!(#x.ln()),
+            "log1p" => quote!(#x.log1p()),
+            "sqrt" => quote!(#x.sqrt()),
+            "tanh" => quote!(#x.tanh()),
+            "sigmoid" => quote!(#private::kernels::math::sigmoid::<F>(#x)),
+            "softplus" => quote!(#private::kernels::math::softplus::<F>(#x)),
+            other => unreachable!("no cubecl spelling for {other}"),
+        }
+    }
+
+    fn select(&self, c: &Ident, a: &TokenStream, b: &TokenStream) -> TokenStream {
+        quote!(select(#c, #a, #b))
+    }
+
+    fn kl_clamp(&self) -> TokenStream {
+        quote!(F::new(20.0f32))
+    }
+}

@@ -47,6 +47,7 @@ pub(super) fn expand(loss: &LossDef) -> syn::Result<TokenStream> {
     let lowered =
         super::diff::Lower::new(&super::diff::F64, &loss.inputs, &params_idents).run(&def.body)?;
     let stmts = &lowered.stmts;
+    let kernel = kernel(loss, &params_idents)?;
     let value = &lowered.result.v;
     let [d_logprob, d_seq] = lowered.result.d.clone().map(|d| match d {
         Some(d) => quote!(#d),
@@ -87,6 +88,8 @@ pub(super) fn expand(loss: &LossDef) -> syn::Result<TokenStream> {
                 ::forge::loss::TokenGrad { value: #value, d_logprob: #d_logprob, d_seq_log_ratio: #d_seq }
             }
 
+            #kernel
+
             #private::inventory::submit! {
                 ::forge::loss::LossRegistration {
                     name: #name,
@@ -99,8 +102,89 @@ pub(super) fn expand(loss: &LossDef) -> syn::Result<TokenStream> {
                         ::std::boxed::Box::new(move |inputs: &::forge::loss::TokenInputs| value_and_grad(inputs, &params))
                             as ::forge::loss::registry::BoundLoss
                     }),
+                    param_values: |map| Params::from_map(map).map(|p| ::std::vec![#(p.#params_idents),*]),
+                    launch_wgpu: kernel::launch::<#private::cubecl::wgpu::WgpuRuntime>,
+                    launch_cuda: kernel::launch::<#private::cubecl::cuda::CudaRuntime>,
                     builtin: #private::is_forge_module(::core::module_path!()),
                 }
+            }
+        }
+    })
+}
+
+/// The per-token kernel: the same lowered body in cubecl, value and derivatives for every token
+/// at once, and a launcher with one signature for every loss (parameters packed in an array).
+fn kernel(loss: &LossDef, params: &[syn::Ident]) -> syn::Result<TokenStream> {
+    let private = paths::private();
+    let lowered =
+        super::diff::Lower::new(&super::diff::Cube, &loss.inputs, params).run(&loss.def.body)?;
+    let stmts = &lowered.stmts;
+    let value = &lowered.result.v;
+    let [d_logprob, d_seq] = lowered.result.d.clone().map(|d| match d {
+        Some(d) => quote!(#d),
+        None => quote!(F::new(0.0f32)),
+    });
+    let inputs = loss.inputs.iter().map(|i| {
+        let array = format_ident!("in_{}", i);
+        quote!(let #i = #array[i];)
+    });
+    let param_reads = params
+        .iter()
+        .enumerate()
+        .map(|(k, p)| quote!(let #p = params[#k];));
+    Ok(quote! {
+        /// The generated cubecl kernel and its launcher.
+        pub mod kernel {
+            #[allow(unused_imports)]
+            use #private::cubecl;
+            #[allow(unused_imports)]
+            use #private::cubecl::prelude::*;
+
+            /// Per token `i`: the loss and its derivatives with respect to `logprob` and
+            /// `seq_log_ratio`, generated from the loss body.
+            #[allow(unused_variables, unused_parens, clippy::all)]
+            #[cubecl::cube(launch)]
+            pub fn token_loss_kernel<F: Float>(
+                in_logprob: &Array<F>,
+                in_old_logprob: &Array<F>,
+                in_ref_logprob: &Array<F>,
+                in_advantage: &Array<F>,
+                in_seq_log_ratio: &Array<F>,
+                params: &Array<F>,
+                out_value: &mut Array<F>,
+                out_d_logprob: &mut Array<F>,
+                out_d_seq_log_ratio: &mut Array<F>,
+            ) {
+                let i = ABSOLUTE_POS;
+                if i < in_logprob.len() {
+                    #(#inputs)*
+                    #(#param_reads)*
+                    #(#stmts)*
+                    out_value[i] = #value;
+                    out_d_logprob[i] = #d_logprob;
+                    out_d_seq_log_ratio[i] = #d_seq;
+                }
+            }
+
+            /// Launches [`token_loss_kernel`] over `io.len` tokens.
+            pub fn launch<R: Runtime>(client: &ComputeClient<R>, io: &::forge::kernels::device_loss::TokenLossIo) {
+                use ::forge::kernels::args::array_arg;
+                let n = io.len;
+                let units = 256usize;
+                token_loss_kernel::launch::<f32, R>(
+                    client,
+                    CubeCount::Static(n.div_ceil(units).max(1) as u32, 1, 1),
+                    CubeDim::new_1d(units as u32),
+                    array_arg::<R, f32>(&io.logprob, n),
+                    array_arg::<R, f32>(&io.old_logprob, n),
+                    array_arg::<R, f32>(&io.ref_logprob, n),
+                    array_arg::<R, f32>(&io.advantage, n),
+                    array_arg::<R, f32>(&io.seq_log_ratio, n),
+                    array_arg::<R, f32>(&io.params, io.params_len.max(1)),
+                    array_arg::<R, f32>(&io.value, n),
+                    array_arg::<R, f32>(&io.d_logprob, n),
+                    array_arg::<R, f32>(&io.d_seq_log_ratio, n),
+                );
             }
         }
     })

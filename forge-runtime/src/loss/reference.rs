@@ -99,7 +99,8 @@ pub enum BatchError {
 }
 
 impl LossBatch {
-    fn check(&self) -> Result<(), BatchError> {
+    /// Checks shapes and target ids.
+    pub fn validate(&self) -> Result<(), BatchError> {
         let tokens = self.batch * self.seq;
         let shape = format!("[{}, {}]", self.batch, self.seq);
         let mut sizes = vec![
@@ -141,17 +142,17 @@ impl LossBatch {
     }
 
     /// Whether token `i` counts: it has a target and its mask is set.
-    fn active(&self, i: usize) -> bool {
+    pub fn is_active(&self, i: usize) -> bool {
         self.target_ids[i] != IGNORE_INDEX && self.loss_mask[i] != 0.0
     }
 
     /// The normaliser of this batch alone (horizon: the sequence length).
     pub fn normalizer(&self) -> Normalizer {
         let tokens = (0..self.batch * self.seq)
-            .filter(|&i| self.active(i))
+            .filter(|&i| self.is_active(i))
             .count();
         let nonempty = (0..self.batch)
-            .filter(|&b| (0..self.seq).any(|s| self.active(b * self.seq + s)))
+            .filter(|&b| (0..self.seq).any(|s| self.is_active(b * self.seq + s)))
             .count();
         Normalizer {
             tokens: tokens as f64,
@@ -184,7 +185,7 @@ pub fn evaluate(
     temperature: f64,
     normalizer: Option<Normalizer>,
 ) -> Result<LossOutput, BatchError> {
-    batch.check()?;
+    batch.validate()?;
     let (rows, seq, vocab) = (batch.batch, batch.seq, batch.vocab);
     let n = rows * seq;
     let norm = normalizer.unwrap_or_else(|| batch.normalizer());
@@ -192,7 +193,7 @@ pub fn evaluate(
     let mut logprobs = vec![0.0; n];
     let mut probs = vec![Vec::new(); n];
     let mut entropy = vec![0.0; n];
-    for i in (0..n).filter(|&i| batch.active(i)) {
+    for i in (0..n).filter(|&i| batch.is_active(i)) {
         let row = &batch.logits[i * vocab..(i + 1) * vocab];
         let (lse, p) = softmax(row, temperature);
         logprobs[i] = f64::from(row[batch.target_ids[i] as usize]) / temperature - lse;
@@ -208,7 +209,7 @@ pub fn evaluate(
     let mut count = vec![0usize; rows];
     let mut seq_log_ratio = vec![0.0; rows];
     for b in 0..rows {
-        for i in (b * seq..(b + 1) * seq).filter(|&i| batch.active(i)) {
+        for i in (b * seq..(b + 1) * seq).filter(|&i| batch.is_active(i)) {
             count[b] += 1;
             seq_log_ratio[b] += logprobs[i] - f64::from(batch.generator_logprobs[i]);
         }
@@ -251,7 +252,7 @@ pub fn evaluate(
         (0.0, 0, 0, 0.0, 0.0, 0);
     for b in 0..rows {
         let w = weight(b);
-        for i in (b * seq..(b + 1) * seq).filter(|&i| batch.active(i)) {
+        for i in (b * seq..(b + 1) * seq).filter(|&i| batch.is_active(i)) {
             let inputs = TokenInputs {
                 logprob: logprobs[i],
                 old_logprob: f64::from(batch.generator_logprobs[i]),
@@ -292,7 +293,7 @@ pub fn evaluate(
     for b in 0..rows {
         if count[b] > 0 {
             let share = d_seq[b] / count[b] as f64;
-            for i in (b * seq..(b + 1) * seq).filter(|&i| batch.active(i)) {
+            for i in (b * seq..(b + 1) * seq).filter(|&i| batch.is_active(i)) {
                 d_logprob[i] += share;
             }
         }
@@ -300,7 +301,7 @@ pub fn evaluate(
 
     // d logprob / d logits = (onehot - softmax) / temperature.
     let mut grad_logits = vec![0.0; n * vocab];
-    for i in (0..n).filter(|&i| batch.active(i) && d_logprob[i] != 0.0) {
+    for i in (0..n).filter(|&i| batch.is_active(i) && d_logprob[i] != 0.0) {
         let g = d_logprob[i] / temperature;
         let out = &mut grad_logits[i * vocab..(i + 1) * vocab];
         for (o, p) in out.iter_mut().zip(&probs[i]) {
@@ -370,7 +371,13 @@ mod tests {
         let generator_logprobs = (0..n).map(|_| (-(uniform() * 3.0) - 0.5) as f32).collect();
         let ref_logprobs = Some((0..n).map(|_| (-(uniform() * 3.0) - 0.5) as f32).collect());
         let advantages = (0..n)
-            .map(|i| if (i / seq).is_multiple_of(2) { 0.9 } else { -1.1 })
+            .map(|i| {
+                if (i / seq).is_multiple_of(2) {
+                    0.9
+                } else {
+                    -1.1
+                }
+            })
             .collect();
         LossBatch {
             batch: rows,

@@ -3,8 +3,16 @@
 use schemars::Schema;
 use serde_json::{Map, Value};
 
+use cubecl::cuda::CudaRuntime;
+use cubecl::prelude::ComputeClient;
+use cubecl::wgpu::WgpuRuntime;
+
 use super::{TokenGrad, TokenInputs};
 use crate::config::Aggregation;
+use crate::kernels::device_loss::TokenLossIo;
+
+/// Parameters from YAML (the keys beside the loss's name).
+pub type Params = Map<String, Value>;
 
 /// A loss with its parameters bound: per-token value and derivatives (the f64 reference).
 pub type BoundLoss = Box<dyn Fn(&TokenInputs) -> TokenGrad + Send + Sync>;
@@ -26,6 +34,12 @@ pub struct LossRegistration {
     pub kl_coef: fn(&Map<String, Value>) -> Result<f64, String>,
     /// Binds parameters from YAML, giving the f64 per-token function with its gradient.
     pub bind: fn(&Map<String, Value>) -> Result<BoundLoss, String>,
+    /// The parameters as the kernel reads them: f32, in declaration order.
+    pub param_values: fn(&Params) -> Result<Vec<f32>, String>,
+    /// Launches the generated per-token kernel through wgpu.
+    pub launch_wgpu: fn(&ComputeClient<WgpuRuntime>, &TokenLossIo),
+    /// Launches the generated per-token kernel through CUDA.
+    pub launch_cuda: fn(&ComputeClient<CudaRuntime>, &TokenLossIo),
     /// Whether Forge itself defines it (as opposed to user code).
     pub builtin: bool,
 }

@@ -1,0 +1,418 @@
+//! A whole loss batch on a device: the logprob kernel, the loss's generated per-token kernel,
+//! aggregation, and the backward kernel. The same computation as `loss::reference`, in f32.
+//!
+//! Per-token vectors (N floats) go through the host for the aggregation weights and GSPO's
+//! sequence means; the vocabulary-sized work (N x V) stays on the device.
+
+use cubecl::cuda::{CudaDevice, CudaRuntime};
+use cubecl::prelude::*;
+use cubecl::server::Handle;
+use cubecl::wgpu::{WgpuDevice, WgpuRuntime};
+
+use super::args::array_arg;
+use super::logprob_backward::logprob_backward_kernel;
+use super::logprob_forward::{BLOCK, logprob_forward_kernel};
+use crate::config::Aggregation;
+use crate::loss::math::k3;
+use crate::loss::reference::{BatchError, LossBatch, LossOutput, Normalizer};
+use crate::loss::registry::LossRegistration;
+
+/// Device buffers of the per-token kernel (all f32, `len` elements; `params` has `params_len`).
+#[derive(Debug, Clone)]
+pub struct TokenLossIo {
+    /// Tokens.
+    pub len: usize,
+    /// Policy log-probabilities.
+    pub logprob: Handle,
+    /// Generator log-probabilities.
+    pub old_logprob: Handle,
+    /// Reference log-probabilities.
+    pub ref_logprob: Handle,
+    /// Advantages.
+    pub advantage: Handle,
+    /// Per-token copy of the sequence's mean log-ratio.
+    pub seq_log_ratio: Handle,
+    /// The loss's parameters.
+    pub params: Handle,
+    /// Number of parameters.
+    pub params_len: usize,
+    /// Output: per-token loss.
+    pub value: Handle,
+    /// Output: d loss / d logprob.
+    pub d_logprob: Handle,
+    /// Output: d loss / d seq_log_ratio.
+    pub d_seq_log_ratio: Handle,
+}
+
+/// A runtime the loss kernels are built for.
+pub trait LossRuntime: Runtime {
+    /// Launches `loss`'s per-token kernel.
+    fn launch_token_loss(loss: &LossRegistration, client: &ComputeClient<Self>, io: &TokenLossIo);
+}
+
+impl LossRuntime for WgpuRuntime {
+    fn launch_token_loss(loss: &LossRegistration, client: &ComputeClient<Self>, io: &TokenLossIo) {
+        (loss.launch_wgpu)(client, io);
+    }
+}
+
+impl LossRuntime for CudaRuntime {
+    fn launch_token_loss(loss: &LossRegistration, client: &ComputeClient<Self>, io: &TokenLossIo) {
+        (loss.launch_cuda)(client, io);
+    }
+}
+
+/// A device that cannot run the batch.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceLossError {
+    /// The batch is malformed.
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    /// The loss's parameters are invalid.
+    #[error("loss parameters: {0}")]
+    Params(String),
+    /// Reading a result back failed.
+    #[error("reading results from the device: {0}")]
+    Read(String),
+    /// The batch has more rows than one launch dimension allows.
+    #[error("{0} tokens exceed the kernel grid ({1} at most)")]
+    TooLarge(usize, usize),
+}
+
+fn upload<R: Runtime>(client: &ComputeClient<R>, values: &[f32]) -> Handle {
+    // Zero-length buffers are not allowed everywhere: keep one element.
+    if values.is_empty() {
+        client.create_from_slice(f32::as_bytes(&[0.0]))
+    } else {
+        client.create_from_slice(f32::as_bytes(values))
+    }
+}
+
+fn read<R: Runtime>(
+    client: &ComputeClient<R>,
+    handle: Handle,
+) -> Result<Vec<f32>, DeviceLossError> {
+    let bytes = client
+        .read_one(handle)
+        .map_err(|e| DeviceLossError::Read(format!("{e:?}")))?;
+    Ok(f32::from_bytes(&bytes).to_vec())
+}
+
+/// Most rows one launch handles (one cube per row along x).
+const MAX_ROWS: usize = 65_535;
+
+/// Per-token inputs of a batch on the host, for [`forward_backward`].
+#[derive(Debug, Clone, Copy)]
+pub struct TokenInputsHost<'a> {
+    /// Target ids, -1 for tokens that do not count (ignored or masked).
+    pub targets: &'a [i32],
+    /// Sequence of each token (row of the batch), for sequence aggregation and GSPO.
+    pub sequence: &'a [usize],
+    /// Number of sequences.
+    pub sequences: usize,
+    /// Generator log-probabilities.
+    pub generator_logprobs: &'a [f32],
+    /// Reference log-probabilities (zeros without a reference model).
+    pub ref_logprobs: &'a [f32],
+    /// Advantages.
+    pub advantages: &'a [f32],
+}
+
+/// What [`forward_backward`] returns: the loss, the gradient on the device, per-token values.
+#[derive(Debug)]
+pub struct DeviceLossResult {
+    /// The aggregated loss.
+    pub loss: f64,
+    /// d loss / d logits, [tokens, vocab], in the logits' element type.
+    pub grad_logits: Handle,
+    /// Target log-probabilities (0 for tokens that do not count).
+    pub logprobs: Vec<f32>,
+    /// Entropies.
+    pub entropy: Vec<f32>,
+    /// d loss / d logprob with the KL term at its minimum, for the clip metric.
+    pub d_logprob_without_kl: Vec<f32>,
+    /// Same, for `seq_log_ratio`.
+    pub d_seq_without_kl: Vec<f32>,
+}
+
+/// Forward and backward of a loss over `logits` [tokens, vocab] already on the device, element
+/// type `E` (f32, or bf16 on CUDA): the vocabulary-sized work stays there, per-token vectors go
+/// through the host for aggregation.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_backward<R: LossRuntime, E: Float + CubeElement>(
+    client: &ComputeClient<R>,
+    loss: &LossRegistration,
+    params: &[f32],
+    aggregation: Aggregation,
+    logits: &Handle,
+    vocab: usize,
+    tokens: &TokenInputsHost<'_>,
+    temperature: f64,
+    norm: Normalizer,
+) -> Result<DeviceLossResult, DeviceLossError> {
+    let n = tokens.targets.len();
+    if n > MAX_ROWS {
+        return Err(DeviceLossError::TooLarge(n, MAX_ROWS));
+    }
+    let inv_t = (1.0 / temperature) as f32;
+    let active: Vec<bool> = tokens.targets.iter().map(|&t| t >= 0).collect();
+    let targets_h = client.create_from_slice(i32::as_bytes(tokens.targets));
+    let (logprob_h, entropy_h, lse_h) = (
+        client.empty(n.max(1) * 4),
+        client.empty(n.max(1) * 4),
+        client.empty(n.max(1) * 4),
+    );
+    logprob_forward_kernel::launch::<E, R>(
+        client,
+        CubeCount::Static(n.max(1) as u32, 1, 1),
+        CubeDim::new_1d(BLOCK as u32),
+        array_arg::<R, E>(logits, n * vocab),
+        array_arg::<R, i32>(&targets_h, n),
+        inv_t,
+        vocab as u32,
+        array_arg::<R, f32>(&logprob_h, n),
+        array_arg::<R, f32>(&entropy_h, n),
+        array_arg::<R, f32>(&lse_h, n),
+        BLOCK,
+    );
+    let logprobs = read(client, logprob_h.clone())?;
+
+    // GSPO's per-sequence mean log-ratio, repeated on every token of the sequence.
+    let mut count = vec![0usize; tokens.sequences];
+    let mut seq_mean = vec![0.0f64; tokens.sequences];
+    for i in (0..n).filter(|&i| active[i]) {
+        count[tokens.sequence[i]] += 1;
+        seq_mean[tokens.sequence[i]] +=
+            f64::from(logprobs[i]) - f64::from(tokens.generator_logprobs[i]);
+    }
+    for (mean, &c) in seq_mean.iter_mut().zip(&count) {
+        if c > 0 {
+            *mean /= c as f64;
+        }
+    }
+    let seq_log_ratio: Vec<f32> = (0..n)
+        .map(|i| seq_mean[tokens.sequence[i]] as f32)
+        .collect();
+
+    let old_h = upload(client, tokens.generator_logprobs);
+    let adv_h = upload(client, tokens.advantages);
+    let seq_h = upload(client, &seq_log_ratio);
+    let params_h = upload(client, params);
+    let run_tokens = |reference: Handle| -> Result<[Vec<f32>; 3], DeviceLossError> {
+        let io = TokenLossIo {
+            len: n,
+            logprob: logprob_h.clone(),
+            old_logprob: old_h.clone(),
+            ref_logprob: reference,
+            advantage: adv_h.clone(),
+            seq_log_ratio: seq_h.clone(),
+            params: params_h.clone(),
+            params_len: params.len(),
+            value: client.empty(n.max(1) * 4),
+            d_logprob: client.empty(n.max(1) * 4),
+            d_seq_log_ratio: client.empty(n.max(1) * 4),
+        };
+        R::launch_token_loss(loss, client, &io);
+        Ok([
+            read(client, io.value)?,
+            read(client, io.d_logprob)?,
+            read(client, io.d_seq_log_ratio)?,
+        ])
+    };
+    let [value, d_lp, d_seq] = run_tokens(upload(client, tokens.ref_logprobs))?;
+    // The clip metric takes the KL term at its minimum (reference = policy).
+    let [_, d_lp0, d_seq0] = run_tokens(logprob_h.clone())?;
+
+    let weight = |s: usize| -> f64 {
+        match aggregation {
+            Aggregation::TokenMean => {
+                if norm.tokens > 0.0 {
+                    1.0 / norm.tokens
+                } else {
+                    0.0
+                }
+            }
+            Aggregation::SequenceMean => {
+                if norm.nonempty_sequences > 0.0 && count[s] > 0 {
+                    1.0 / (norm.nonempty_sequences * count[s] as f64)
+                } else {
+                    0.0
+                }
+            }
+            Aggregation::FixedHorizon => {
+                if norm.sequences > 0.0 && norm.horizon > 0.0 {
+                    1.0 / (norm.sequences * norm.horizon)
+                } else {
+                    0.0
+                }
+            }
+        }
+    };
+    let mut total = 0.0;
+    let mut d_total = vec![0.0f64; n];
+    let mut d_seq_row = vec![0.0f64; tokens.sequences];
+    for i in (0..n).filter(|&i| active[i]) {
+        let w = weight(tokens.sequence[i]);
+        total += w * f64::from(value[i]);
+        d_total[i] += w * f64::from(d_lp[i]);
+        d_seq_row[tokens.sequence[i]] += w * f64::from(d_seq[i]);
+    }
+    for i in (0..n).filter(|&i| active[i]) {
+        d_total[i] += d_seq_row[tokens.sequence[i]] / count[tokens.sequence[i]] as f64;
+    }
+    let d_total: Vec<f32> = d_total.iter().map(|&d| d as f32).collect();
+    let d_h = upload(client, &d_total);
+    let grad_h = client.empty((n * vocab).max(1) * core::mem::size_of::<E>());
+    logprob_backward_kernel::launch::<E, R>(
+        client,
+        CubeCount::Static(n.max(1) as u32, 1, 1),
+        CubeDim::new_1d(BLOCK as u32),
+        array_arg::<R, E>(logits, n * vocab),
+        array_arg::<R, i32>(&targets_h, n),
+        array_arg::<R, f32>(&lse_h, n),
+        array_arg::<R, f32>(&d_h, n),
+        inv_t,
+        vocab as u32,
+        array_arg::<R, E>(&grad_h, n * vocab),
+        BLOCK,
+    );
+    Ok(DeviceLossResult {
+        loss: total,
+        grad_logits: grad_h,
+        logprobs,
+        entropy: read(client, entropy_h)?,
+        d_logprob_without_kl: d_lp0,
+        d_seq_without_kl: d_seq0,
+    })
+}
+
+/// Evaluates `loss` with `params` on `batch` on the device of `client` (f32), reading everything
+/// back: what `forge loss eval --device` runs.
+pub fn evaluate_on<R: LossRuntime>(
+    client: &ComputeClient<R>,
+    loss: &LossRegistration,
+    params: &serde_json::Map<String, serde_json::Value>,
+    aggregation: Aggregation,
+    batch: &LossBatch,
+    temperature: f64,
+    normalizer: Option<Normalizer>,
+) -> Result<LossOutput, DeviceLossError> {
+    batch.validate()?;
+    let (seq, vocab) = (batch.seq, batch.vocab);
+    let n = batch.batch * seq;
+    let norm = normalizer.unwrap_or_else(|| batch.normalizer());
+    let param_values = (loss.param_values)(params).map_err(DeviceLossError::Params)?;
+    let targets: Vec<i32> = (0..n)
+        .map(|i| {
+            if batch.is_active(i) {
+                batch.target_ids[i] as i32
+            } else {
+                -1
+            }
+        })
+        .collect();
+    let sequence: Vec<usize> = (0..n).map(|i| i / seq).collect();
+    let zeros = vec![0.0f32; n];
+    let tokens = TokenInputsHost {
+        targets: &targets,
+        sequence: &sequence,
+        sequences: batch.batch,
+        generator_logprobs: &batch.generator_logprobs,
+        ref_logprobs: batch.ref_logprobs.as_deref().unwrap_or(&zeros),
+        advantages: &batch.advantages,
+    };
+    let logits = upload(client, &batch.logits);
+    let result = forward_backward::<R, f32>(
+        client,
+        loss,
+        &param_values,
+        aggregation,
+        &logits,
+        vocab,
+        &tokens,
+        temperature,
+        norm,
+    )?;
+    let grad = read(client, result.grad_logits.clone())?;
+
+    let (mut ratio_sum, mut low, mut high, mut kl, mut ent, mut active) =
+        (0.0, 0usize, 0usize, 0.0, 0.0, 0usize);
+    for i in (0..n).filter(|&i| targets[i] >= 0) {
+        let lp = f64::from(result.logprobs[i]);
+        let ratio = (lp - f64::from(batch.generator_logprobs[i])).exp();
+        ratio_sum += ratio;
+        if result.d_logprob_without_kl[i] == 0.0
+            && result.d_seq_without_kl[i] == 0.0
+            && batch.advantages[i] != 0.0
+        {
+            if ratio < 1.0 { low += 1 } else { high += 1 }
+        }
+        if let Some(r) = &batch.ref_logprobs {
+            kl += k3(lp, f64::from(r[i]));
+        }
+        ent += f64::from(result.entropy[i]);
+        active += 1;
+    }
+    let per = |x: f64| if active > 0 { x / active as f64 } else { 0.0 };
+    let mut metrics = vec![
+        ("loss/ratio_mean".to_string(), per(ratio_sum)),
+        ("loss/clip_frac_low".to_string(), per(low as f64)),
+        ("loss/clip_frac_high".to_string(), per(high as f64)),
+        ("loss/entropy".to_string(), per(ent)),
+        (
+            "loss/active_frac".to_string(),
+            if n > 0 { active as f64 / n as f64 } else { 0.0 },
+        ),
+    ];
+    if batch.ref_logprobs.is_some() {
+        metrics.push(("loss/kl".to_string(), per(kl)));
+    }
+    Ok(LossOutput {
+        loss: result.loss,
+        grad_logits: grad.iter().take(n * vocab).map(|&g| f64::from(g)).collect(),
+        logprobs: result.logprobs.iter().map(|&l| f64::from(l)).collect(),
+        metrics,
+    })
+}
+
+/// [`evaluate_on`] on the default wgpu device (a GPU, or lavapipe on a CPU-only machine).
+pub fn evaluate_wgpu(
+    loss: &LossRegistration,
+    params: &serde_json::Map<String, serde_json::Value>,
+    aggregation: Aggregation,
+    batch: &LossBatch,
+    temperature: f64,
+    normalizer: Option<Normalizer>,
+) -> Result<LossOutput, DeviceLossError> {
+    let client = WgpuRuntime::client(&WgpuDevice::default());
+    evaluate_on(
+        &client,
+        loss,
+        params,
+        aggregation,
+        batch,
+        temperature,
+        normalizer,
+    )
+}
+
+/// [`evaluate_on`] on CUDA device 0.
+pub fn evaluate_cuda(
+    loss: &LossRegistration,
+    params: &serde_json::Map<String, serde_json::Value>,
+    aggregation: Aggregation,
+    batch: &LossBatch,
+    temperature: f64,
+    normalizer: Option<Normalizer>,
+) -> Result<LossOutput, DeviceLossError> {
+    let client = CudaRuntime::client(&CudaDevice::new(0));
+    evaluate_on(
+        &client,
+        loss,
+        params,
+        aggregation,
+        batch,
+        temperature,
+        normalizer,
+    )
+}

@@ -1,0 +1,8 @@
+//! Hand-written cubecl kernels for the vocabulary-sized work, the math helpers the macro-generated
+//! loss kernels call, and the device path that runs a whole loss batch. One kernel per file.
+
+pub mod args;
+pub mod device_loss;
+pub mod logprob_backward;
+pub mod logprob_forward;
+pub mod math;

@@ -1,0 +1,173 @@
+//! The loss kernels (the hand-written logprob kernels and every built-in's macro-generated
+//! per-token kernel) against the f64 reference, through wgpu: on a machine without a GPU that is
+//! Mesa's lavapipe (`apt-get install -y mesa-vulkan-drivers libvulkan1`), so CI runs them.
+//! f32 on the device, so the tolerance is 1e-5 relative to each tensor's largest entry.
+
+use std::path::Path;
+
+use forge::config::Aggregation;
+use forge::kernels::device_loss::evaluate_wgpu;
+use forge::loss::reference::{LossBatch, Normalizer, evaluate};
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fixtures/losses/builtin.safetensors"
+);
+
+fn assert_close(what: &str, got: &[f64], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0.0f64, |m, w| m.max(w.abs())).max(1e-30);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-5 * scale,
+            "{what}[{i}]: kernel {g} vs reference {w} (scale {scale})"
+        );
+    }
+}
+
+fn check(
+    batch: &LossBatch,
+    name: &str,
+    aggregation: Aggregation,
+    params: serde_json::Value,
+    temperature: f64,
+) {
+    let registration = forge::loss::registry::find(name).expect("registered");
+    let params = params.as_object().expect("object").clone();
+    let bound = (registration.bind)(&params).expect("binds");
+    let norm = Normalizer {
+        horizon: batch.seq as f64,
+        ..batch.normalizer()
+    };
+    let want = evaluate(&bound, aggregation, batch, temperature, Some(norm)).expect("reference");
+    let got = evaluate_wgpu(
+        registration,
+        &params,
+        aggregation,
+        batch,
+        temperature,
+        Some(norm),
+    )
+    .expect("kernels run");
+    let what = |t: &str| format!("{name} ({}) {t}", aggregation.as_str());
+    assert_close(&what("loss"), &[got.loss], &[want.loss]);
+    assert_close(&what("logprobs"), &got.logprobs, &want.logprobs);
+    assert_close(&what("grad_logits"), &got.grad_logits, &want.grad_logits);
+    for ((key, g), (_, w)) in got.metrics.iter().zip(&want.metrics) {
+        assert!(
+            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+            "{name}: metric {key}: {g} vs {w}"
+        );
+    }
+}
+
+#[test]
+fn every_builtin_loss_kernel_matches_the_reference_on_wgpu() {
+    let batch = forge::loss::batch_file::read_batch(Path::new(FIXTURE)).expect("fixture batch");
+    check(
+        &batch,
+        "grpo",
+        Aggregation::FixedHorizon,
+        serde_json::json!({}),
+        1.0,
+    );
+    check(
+        &batch,
+        "grpo",
+        Aggregation::TokenMean,
+        serde_json::json!({"clip_low": 0.05, "clip_high": 0.05, "beta": 0.2}),
+        0.7,
+    );
+    check(
+        &batch,
+        "dapo",
+        Aggregation::TokenMean,
+        serde_json::json!({"dual_clip_c": 1.5}),
+        1.0,
+    );
+    check(
+        &batch,
+        "cispo",
+        Aggregation::TokenMean,
+        serde_json::json!({"clip_high": 0.2}),
+        1.0,
+    );
+    check(
+        &batch,
+        "gspo",
+        Aggregation::SequenceMean,
+        serde_json::json!({"clip_low": 0.05, "clip_high": 0.05}),
+        1.0,
+    );
+    check(
+        &batch,
+        "sapo",
+        Aggregation::SequenceMean,
+        serde_json::json!({}),
+        1.3,
+    );
+}
+
+#[test]
+fn a_wider_vocabulary_than_the_block_reduces_correctly() {
+    // Rows longer than the 256 units of a cube, and a vocabulary that is not a multiple of it.
+    let (rows, seq, vocab) = (2, 3, 1000);
+    let n = rows * seq;
+    let mut state = 12345u64;
+    let mut uniform = || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let batch = LossBatch {
+        batch: rows,
+        seq,
+        vocab,
+        logits: (0..n * vocab)
+            .map(|_| (uniform() * 20.0 - 10.0) as f32)
+            .collect(),
+        target_ids: (0..n).map(|i| ((i * 337) % vocab) as i64).collect(),
+        generator_logprobs: (0..n).map(|_| (-uniform() * 8.0) as f32).collect(),
+        advantages: (0..n).map(|i| if i < seq { 1.0 } else { -0.5 }).collect(),
+        loss_mask: vec![1.0; n],
+        ref_logprobs: None,
+    };
+    check(
+        &batch,
+        "dapo",
+        Aggregation::TokenMean,
+        serde_json::json!({}),
+        1.0,
+    );
+}
+
+#[test]
+fn forge_loss_eval_on_wgpu_agrees_with_cpu() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let run = |device: &str| -> serde_json::Value {
+        let out = tmp.path().join(format!("{device}.safetensors"));
+        let args = [
+            "loss",
+            "eval",
+            "--loss",
+            "sapo",
+            "--input",
+            FIXTURE,
+            "--output",
+            out.to_str().expect("utf-8"),
+            "--device",
+            device,
+        ];
+        let output = forge_tests::forge(tmp.path(), &args);
+        let (stdout, stderr) = forge_tests::text(&output);
+        assert!(output.status.success(), "{device}: {stderr}");
+        serde_json::from_str(&stdout).expect("JSON summary")
+    };
+    let (cpu, wgpu) = (run("cpu"), run("wgpu"));
+    let (a, b) = (
+        cpu["loss"].as_f64().expect("loss"),
+        wgpu["loss"].as_f64().expect("loss"),
+    );
+    assert!((a - b).abs() <= 1e-5 * a.abs(), "cpu {a} vs wgpu {b}");
+}
