@@ -1,0 +1,107 @@
+//! Benchmark 1: fused logprob + GRPO loss, forward and backward, over bf16 logits [N, V] on CUDA.
+//!
+//! Reads the inputs `bench/pytorch_loss.py` wrote (same tensors PyTorch timed), runs Forge's
+//! kernels, checks the loss and sampled gradient rows against PyTorch's, times it, and prints one
+//! JSON object. Usage: `loss DIR` (DIR holds inputs.safetensors and torch.json).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use cubecl::cuda::{CudaDevice, CudaRuntime};
+use cubecl::prelude::*;
+use forge::config::Aggregation;
+use forge::kernels::device_loss::{TokenInputsHost, forward_backward};
+use forge::loss::reference::Normalizer;
+use half::bf16;
+use safetensors::SafeTensors;
+
+fn f32s(file: &SafeTensors<'_>, name: &str) -> anyhow::Result<Vec<f32>> {
+    let view = file.tensor(name).with_context(|| format!("tensor {name}"))?;
+    Ok(view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+}
+
+fn main() -> anyhow::Result<()> {
+    let dir = PathBuf::from(std::env::args().nth(1).context("usage: loss DIR")?);
+    let bytes = std::fs::read(dir.join("inputs.safetensors")).context("inputs.safetensors")?;
+    let file = SafeTensors::deserialize(&bytes)?;
+    let torch: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("torch.json"))?)?;
+
+    let logits = file.tensor("logits")?;
+    let (n, vocab) = (logits.shape()[0], logits.shape()[1]);
+    if logits.dtype() != safetensors::Dtype::BF16 {
+        bail!("logits must be bf16");
+    }
+    let targets: Vec<i32> = file.tensor("targets")?.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8")) as i32).collect();
+    let mask = f32s(&file, "mask")?;
+    let old = f32s(&file, "old")?;
+    let reference = f32s(&file, "ref")?;
+    let adv = f32s(&file, "adv")?;
+    // Masked tokens do not count: target -1.
+    let targets: Vec<i32> = targets.iter().zip(&mask).map(|(&t, &m)| if m > 0.0 { t } else { -1 }).collect();
+    let sequence = vec![0usize; n];
+    let active = targets.iter().filter(|&&t| t >= 0).count();
+
+    let client = CudaRuntime::client(&CudaDevice::new(0));
+    let logits_h = client.create_from_slice(logits.data());
+    let loss = forge::loss::registry::find("grpo").context("grpo")?;
+    let params = serde_json::json!({"clip_low": 0.2, "clip_high": 0.28, "beta": 0.1});
+    let param_values = (loss.param_values)(params.as_object().expect("object")).map_err(anyhow::Error::msg)?;
+    let tokens = TokenInputsHost {
+        targets: &targets,
+        sequence: &sequence,
+        sequences: 1,
+        generator_logprobs: &old,
+        ref_logprobs: &reference,
+        advantages: &adv,
+    };
+    let norm = Normalizer { tokens: active as f64, sequences: 1.0, nonempty_sequences: 1.0, horizon: n as f64 };
+    let run = || {
+        let result = forward_backward::<CudaRuntime, bf16>(&client, loss, &param_values, Aggregation::TokenMean, &logits_h, vocab, &tokens, 1.0, norm)
+            .expect("runs");
+        cubecl::future::block_on(client.sync()).expect("sync");
+        result
+    };
+
+    // Correctness against PyTorch on the same inputs.
+    let result = run();
+    let torch_loss = torch["loss"].as_f64().context("torch loss")?;
+    let loss_rel = (result.loss - torch_loss).abs() / torch_loss.abs();
+    let grad = client.read_one(result.grad_logits.clone()).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let grad: &[bf16] = bf16::from_bytes(&grad);
+    let rows: Vec<usize> = torch["grad_rows"].as_array().context("grad_rows")?.iter().filter_map(serde_json::Value::as_u64).map(|r| r as usize).collect();
+    let sample = f32s(&file, "grad_sample")?;
+    let (mut max_err, mut max_ref) = (0.0f32, 0.0f32);
+    for (k, &row) in rows.iter().enumerate() {
+        for j in 0..vocab {
+            let got = grad[row * vocab + j].to_f32();
+            let want = sample[k * vocab + j];
+            max_err = max_err.max((got - want).abs());
+            max_ref = max_ref.max(want.abs());
+        }
+    }
+
+    let ms = forge_bench::median_ms(3, 10, || {
+        let _ = run();
+    });
+    let floor_ms = torch["floor_ms"].as_f64().unwrap_or(f64::NAN);
+    let out = serde_json::json!({
+        "bench": "loss_fwd_bwd",
+        "shape": [n, vocab],
+        "dtype": "bf16",
+        "forge_ms": ms,
+        "torch_eager_ms": torch["eager_ms"],
+        "torch_compiled_ms": torch["compiled_ms"],
+        "floor_ms": floor_ms,
+        "forge_over_floor": ms / floor_ms,
+        "forge_extra_bytes": (n * vocab * 2) + n * 4 * 12,
+        "torch_eager_peak_extra_bytes": torch["eager_peak_extra_bytes"],
+        "loss_forge": result.loss,
+        "loss_torch": torch_loss,
+        "loss_rel_err": loss_rel,
+        "grad_rows_checked": rows.len(),
+        "grad_max_abs_err": max_err,
+        "grad_max_abs": max_ref,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! Shared pieces of the benchmark binaries: timing and reading the PyTorch side's files.
+
+use std::time::Instant;
+
+/// Median of `reps` timings (milliseconds) of `f` after `warmup` untimed calls; `f` must block
+/// until the device is done.
+pub fn median_ms(warmup: usize, reps: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warmup {
+        f();
+    }
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
