@@ -4,7 +4,7 @@
 set -euo pipefail
 fixture=tests/fixtures/losses/builtin.safetensors
 out=$(mktemp -d)
-for case in "grpo --aggregation fixed_horizon" "grpo --temperature 0.7 --set clip_low=0.05 --set clip_high=0.05" \
+for case in "grpo --aggregation fixed-horizon" "grpo --temperature 0.7 --set clip_low=0.05 --set clip_high=0.05" \
             "dapo --set dual_clip_c=1.5" "cispo --set clip_high=0.2" "gspo --set clip_low=0.05 --set clip_high=0.05" "sapo --temperature 1.3"; do
   name=${case%% *}
   for device in cpu cuda; do
