@@ -16,28 +16,44 @@ use half::bf16;
 use safetensors::SafeTensors;
 
 fn f32s(file: &SafeTensors<'_>, name: &str) -> anyhow::Result<Vec<f32>> {
-    let view = file.tensor(name).with_context(|| format!("tensor {name}"))?;
-    Ok(view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+    let view = file
+        .tensor(name)
+        .with_context(|| format!("tensor {name}"))?;
+    Ok(view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
 }
 
 fn main() -> anyhow::Result<()> {
     let dir = PathBuf::from(std::env::args().nth(1).context("usage: loss DIR")?);
     let bytes = std::fs::read(dir.join("inputs.safetensors")).context("inputs.safetensors")?;
     let file = SafeTensors::deserialize(&bytes)?;
-    let torch: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("torch.json"))?)?;
+    let torch: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("torch.json"))?)?;
 
     let logits = file.tensor("logits")?;
     let (n, vocab) = (logits.shape()[0], logits.shape()[1]);
     if logits.dtype() != safetensors::Dtype::BF16 {
         bail!("logits must be bf16");
     }
-    let targets: Vec<i32> = file.tensor("targets")?.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8")) as i32).collect();
+    let targets: Vec<i32> = file
+        .tensor("targets")?
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().expect("8")) as i32)
+        .collect();
     let mask = f32s(&file, "mask")?;
     let old = f32s(&file, "old")?;
     let reference = f32s(&file, "ref")?;
     let adv = f32s(&file, "adv")?;
     // Masked tokens do not count: target -1.
-    let targets: Vec<i32> = targets.iter().zip(&mask).map(|(&t, &m)| if m > 0.0 { t } else { -1 }).collect();
+    let targets: Vec<i32> = targets
+        .iter()
+        .zip(&mask)
+        .map(|(&t, &m)| if m > 0.0 { t } else { -1 })
+        .collect();
     let sequence = vec![0usize; n];
     let active = targets.iter().filter(|&&t| t >= 0).count();
 
@@ -45,7 +61,8 @@ fn main() -> anyhow::Result<()> {
     let logits_h = client.create_from_slice(logits.data());
     let loss = forge::loss::registry::find("grpo").context("grpo")?;
     let params = serde_json::json!({"clip_low": 0.2, "clip_high": 0.28, "beta": 0.1});
-    let param_values = (loss.param_values)(params.as_object().expect("object")).map_err(anyhow::Error::msg)?;
+    let param_values =
+        (loss.param_values)(params.as_object().expect("object")).map_err(anyhow::Error::msg)?;
     let tokens = TokenInputsHost {
         targets: &targets,
         sequence: &sequence,
@@ -54,10 +71,25 @@ fn main() -> anyhow::Result<()> {
         ref_logprobs: &reference,
         advantages: &adv,
     };
-    let norm = Normalizer { tokens: active as f64, sequences: 1.0, nonempty_sequences: 1.0, horizon: n as f64 };
+    let norm = Normalizer {
+        tokens: active as f64,
+        sequences: 1.0,
+        nonempty_sequences: 1.0,
+        horizon: n as f64,
+    };
     let run = || {
-        let result = forward_backward::<CudaRuntime, bf16>(&client, loss, &param_values, Aggregation::TokenMean, &logits_h, vocab, &tokens, 1.0, norm)
-            .expect("runs");
+        let result = forward_backward::<CudaRuntime, bf16>(
+            &client,
+            loss,
+            &param_values,
+            Aggregation::TokenMean,
+            &logits_h,
+            vocab,
+            &tokens,
+            1.0,
+            norm,
+        )
+        .expect("runs");
         cubecl::future::block_on(client.sync()).expect("sync");
         result
     };
@@ -66,9 +98,17 @@ fn main() -> anyhow::Result<()> {
     let result = run();
     let torch_loss = torch["loss"].as_f64().context("torch loss")?;
     let loss_rel = (result.loss - torch_loss).abs() / torch_loss.abs();
-    let grad = client.read_one(result.grad_logits.clone()).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let grad = client
+        .read_one(result.grad_logits.clone())
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let grad: &[bf16] = bf16::from_bytes(&grad);
-    let rows: Vec<usize> = torch["grad_rows"].as_array().context("grad_rows")?.iter().filter_map(serde_json::Value::as_u64).map(|r| r as usize).collect();
+    let rows: Vec<usize> = torch["grad_rows"]
+        .as_array()
+        .context("grad_rows")?
+        .iter()
+        .filter_map(serde_json::Value::as_u64)
+        .map(|r| r as usize)
+        .collect();
     let sample = f32s(&file, "grad_sample")?;
     let (mut max_err, mut max_ref) = (0.0f32, 0.0f32);
     for (k, &row) in rows.iter().enumerate() {

@@ -46,17 +46,24 @@ pub struct TokenLossIo {
 
 /// A runtime the loss kernels are built for.
 pub trait LossRuntime: Runtime {
+    /// Widest vector (elements) the row kernels load at once.
+    const MAX_VECTOR: usize;
+
     /// Launches `loss`'s per-token kernel.
     fn launch_token_loss(loss: &LossRegistration, client: &ComputeClient<Self>, io: &TokenLossIo);
 }
 
 impl LossRuntime for WgpuRuntime {
+    const MAX_VECTOR: usize = 4;
+
     fn launch_token_loss(loss: &LossRegistration, client: &ComputeClient<Self>, io: &TokenLossIo) {
         (loss.launch_wgpu)(client, io);
     }
 }
 
 impl LossRuntime for CudaRuntime {
+    const MAX_VECTOR: usize = 8;
+
     fn launch_token_loss(loss: &LossRegistration, client: &ComputeClient<Self>, io: &TokenLossIo) {
         (loss.launch_cuda)(client, io);
     }
@@ -155,6 +162,11 @@ pub fn forward_backward<R: LossRuntime, E: Float + CubeElement>(
         return Err(DeviceLossError::TooLarge(n, MAX_ROWS));
     }
     let inv_t = (1.0 / temperature) as f32;
+    // The widest vector that divides the row.
+    let vector = [8usize, 4, 2, 1]
+        .into_iter()
+        .find(|w| *w <= R::MAX_VECTOR && vocab.is_multiple_of(*w))
+        .unwrap_or(1);
     let active: Vec<bool> = tokens.targets.iter().map(|&t| t >= 0).collect();
     let targets_h = client.create_from_slice(i32::as_bytes(tokens.targets));
     let (logprob_h, entropy_h, lse_h) = (
@@ -166,6 +178,8 @@ pub fn forward_backward<R: LossRuntime, E: Float + CubeElement>(
         client,
         CubeCount::Static(n.max(1) as u32, 1, 1),
         CubeDim::new_1d(BLOCK as u32),
+        vector,
+        array_arg::<R, E>(logits, n * vocab),
         array_arg::<R, E>(logits, n * vocab),
         array_arg::<R, i32>(&targets_h, n),
         inv_t,
@@ -267,6 +281,7 @@ pub fn forward_backward<R: LossRuntime, E: Float + CubeElement>(
         client,
         CubeCount::Static(n.max(1) as u32, 1, 1),
         CubeDim::new_1d(BLOCK as u32),
+        vector,
         array_arg::<R, E>(logits, n * vocab),
         array_arg::<R, i32>(&targets_h, n),
         array_arg::<R, f32>(&lse_h, n),

@@ -12,9 +12,13 @@ pub const BLOCK: usize = 256;
 
 /// Per row `n` of `logits` [N, V] at temperature `1 / inv_temperature`: `lse[n]` = log Σ exp(x/T),
 /// `logprob[n]` = x[target]/T - lse (0 where the target is negative, i.e. ignored), `entropy[n]`.
+///
+/// `logits` is read as vectors of `N` elements (16-byte loads for bf16 x 8), so `V` must be a
+/// multiple of `N`; `logits_scalar` is the same buffer, for the one target element per row.
 #[cube(launch)]
-pub fn logprob_forward_kernel<F: Float>(
-    logits: &Array<F>,
+pub fn logprob_forward_kernel<F: Float, N: Size>(
+    logits: &Array<Vector<F, N>>,
+    logits_scalar: &Array<F>,
     targets: &Array<i32>,
     inv_temperature: f32,
     vocab: u32,
@@ -26,7 +30,8 @@ pub fn logprob_forward_kernel<F: Float>(
     let row = CUBE_POS;
     if row < targets.len() {
         let v = vocab as usize;
-        let base = row * v;
+        let vectors = v / N::value();
+        let base = row * vectors;
         let tid = UNIT_POS as usize;
 
         // Online: m = max, s = Σ exp(x - m), t = Σ exp(x - m)·x over this unit's columns.
@@ -34,17 +39,21 @@ pub fn logprob_forward_kernel<F: Float>(
         let mut s = 0.0f32;
         let mut t = 0.0f32;
         let mut j = tid;
-        while j < v {
-            let x = f32::cast_from(logits[base + j]) * inv_temperature;
-            if x > m {
-                let scale = (m - x).exp();
-                s = s * scale + 1.0;
-                t = t * scale + x;
-                m = x;
-            } else {
-                let e = (x - m).exp();
-                s += e;
-                t += e * x;
+        while j < vectors {
+            let packed = logits[base + j];
+            #[unroll]
+            for k in 0..N::value() {
+                let x = f32::cast_from(packed[k]) * inv_temperature;
+                if x > m {
+                    let scale = (m - x).exp();
+                    s = s * scale + 1.0;
+                    t = t * scale + x;
+                    m = x;
+                } else {
+                    let e = (x - m).exp();
+                    s += e;
+                    t += e * x;
+                }
             }
             j += block;
         }
@@ -81,7 +90,8 @@ pub fn logprob_forward_kernel<F: Float>(
             let target = targets[row];
             let mut lp = 0.0f32;
             if target >= 0 {
-                lp = f32::cast_from(logits[base + target as usize]) * inv_temperature - row_lse;
+                lp = f32::cast_from(logits_scalar[row * v + target as usize]) * inv_temperature
+                    - row_lse;
             }
             logprob[row] = lp;
         }
