@@ -50,12 +50,23 @@ pub fn text(output: &Output) -> (String, String) {
 /// Kernel tests call [`require_vulkan`]: without a driver they are skipped with a message on a
 /// developer machine, but fail under CI (`CI` set), where `.ci/run` installs Mesa's lavapipe.
 pub fn vulkan_available() -> bool {
-    let loader = ["/usr/lib/x86_64-linux-gnu/libvulkan.so.1", "/usr/lib/aarch64-linux-gnu/libvulkan.so.1", "/usr/lib/libvulkan.so.1", "/usr/lib64/libvulkan.so.1"]
+    let loader = [
+        "/usr/lib/x86_64-linux-gnu/libvulkan.so.1",
+        "/usr/lib/aarch64-linux-gnu/libvulkan.so.1",
+        "/usr/lib/libvulkan.so.1",
+        "/usr/lib64/libvulkan.so.1",
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists());
+    let icd = ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"]
         .iter()
-        .any(|p| Path::new(p).exists());
-    let icd = ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"].iter().any(|dir| {
-        std::fs::read_dir(dir).is_ok_and(|entries| entries.filter_map(Result::ok).any(|e| e.path().extension().is_some_and(|x| x == "json")))
-    });
+        .any(|dir| {
+            std::fs::read_dir(dir).is_ok_and(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .any(|e| e.path().extension().is_some_and(|x| x == "json"))
+            })
+        });
     loader && icd
 }
 
@@ -67,7 +78,12 @@ pub fn require_vulkan(test: &str) -> bool {
     if vulkan_available() {
         return true;
     }
-    assert!(std::env::var_os("CI").is_none(), "{test}: no Vulkan driver under CI; .ci/run installs mesa-vulkan-drivers libvulkan1");
-    eprintln!("{test}: SKIPPED, no Vulkan driver: `apt-get install -y mesa-vulkan-drivers libvulkan1` to run the kernel tests");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: no Vulkan driver under CI; .ci/run installs mesa-vulkan-drivers libvulkan1"
+    );
+    eprintln!(
+        "{test}: SKIPPED, no Vulkan driver: `apt-get install -y mesa-vulkan-drivers libvulkan1` to run the kernel tests"
+    );
     false
 }

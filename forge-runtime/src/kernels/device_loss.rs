@@ -99,10 +99,21 @@ fn read<R: Runtime>(
     client: &ComputeClient<R>,
     handle: Handle,
 ) -> Result<Vec<f32>, DeviceLossError> {
-    let bytes = client
-        .read_one(handle)
+    let [values] = read_all(client, [handle])?;
+    Ok(values)
+}
+
+/// Reads several f32 buffers with one synchronisation (each read waits for the device).
+fn read_all<R: Runtime, const K: usize>(
+    client: &ComputeClient<R>,
+    handles: [Handle; K],
+) -> Result<[Vec<f32>; K], DeviceLossError> {
+    let bytes = cubecl::future::block_on(client.read_async(handles.to_vec()))
         .map_err(|e| DeviceLossError::Read(format!("{e:?}")))?;
-    Ok(f32::from_bytes(&bytes).to_vec())
+    let values: Vec<Vec<f32>> = bytes.iter().map(|b| f32::from_bytes(b).to_vec()).collect();
+    values
+        .try_into()
+        .map_err(|_| DeviceLossError::Read("wrong number of buffers read".into()))
 }
 
 /// Most rows one launch handles (one cube per row along x).
@@ -189,7 +200,7 @@ pub fn forward_backward<R: LossRuntime, E: Float + CubeElement>(
         array_arg::<R, f32>(&lse_h, n),
         BLOCK,
     );
-    let logprobs = read(client, logprob_h.clone())?;
+    let [logprobs, entropy] = read_all(client, [logprob_h.clone(), entropy_h])?;
 
     // GSPO's per-sequence mean log-ratio, repeated on every token of the sequence.
     let mut count = vec![0usize; tokens.sequences];
@@ -212,7 +223,7 @@ pub fn forward_backward<R: LossRuntime, E: Float + CubeElement>(
     let adv_h = upload(client, tokens.advantages);
     let seq_h = upload(client, &seq_log_ratio);
     let params_h = upload(client, params);
-    let run_tokens = |reference: Handle| -> Result<[Vec<f32>; 3], DeviceLossError> {
+    let launch_tokens = |reference: Handle| -> [Handle; 3] {
         let io = TokenLossIo {
             len: n,
             logprob: logprob_h.clone(),
@@ -227,15 +238,13 @@ pub fn forward_backward<R: LossRuntime, E: Float + CubeElement>(
             d_seq_log_ratio: client.empty(n.max(1) * 4),
         };
         R::launch_token_loss(loss, client, &io);
-        Ok([
-            read(client, io.value)?,
-            read(client, io.d_logprob)?,
-            read(client, io.d_seq_log_ratio)?,
-        ])
+        [io.value, io.d_logprob, io.d_seq_log_ratio]
     };
-    let [value, d_lp, d_seq] = run_tokens(upload(client, tokens.ref_logprobs))?;
+    let [value_h, d_lp_h, d_seq_h] = launch_tokens(upload(client, tokens.ref_logprobs));
     // The clip metric takes the KL term at its minimum (reference = policy).
-    let [_, d_lp0, d_seq0] = run_tokens(logprob_h.clone())?;
+    let [_, d_lp0_h, d_seq0_h] = launch_tokens(logprob_h.clone());
+    let [value, d_lp, d_seq, d_lp0, d_seq0] =
+        read_all(client, [value_h, d_lp_h, d_seq_h, d_lp0_h, d_seq0_h])?;
 
     let weight = |s: usize| -> f64 {
         match aggregation {
@@ -295,7 +304,7 @@ pub fn forward_backward<R: LossRuntime, E: Float + CubeElement>(
         loss: total,
         grad_logits: grad_h,
         logprobs,
-        entropy: read(client, entropy_h)?,
+        entropy,
         d_logprob_without_kl: d_lp0,
         d_seq_without_kl: d_seq0,
     })
