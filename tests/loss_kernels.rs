@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use forge::config::Aggregation;
-use forge::kernels::device_loss::evaluate_wgpu;
+use forge::kernels::device_loss::{LossRequest, evaluate_wgpu};
 use forge::loss::reference::{LossBatch, Normalizer, evaluate};
 
 const FIXTURE: &str = concat!(
@@ -40,15 +40,15 @@ fn check(
         ..batch.normalizer()
     };
     let want = evaluate(&bound, aggregation, batch, temperature, Some(norm)).expect("reference");
-    let got = evaluate_wgpu(
-        registration,
-        &params,
+    let request = LossRequest {
+        loss: registration,
+        params: &params,
         aggregation,
         batch,
         temperature,
-        Some(norm),
-    )
-    .expect("kernels run");
+        normalizer: Some(norm),
+    };
+    let got = evaluate_wgpu(&request).expect("kernels run");
     let what = |t: &str| format!("{name} ({}) {t}", aggregation.as_str());
     assert_close(&what("loss"), &[got.loss], &[want.loss]);
     assert_close(&what("logprobs"), &got.logprobs, &want.logprobs);

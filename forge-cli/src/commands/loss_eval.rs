@@ -55,19 +55,25 @@ pub(crate) fn exec(args: &LossEvalArgs) -> anyhow::Result<ExitStatus> {
     if let Some(h) = args.horizon {
         normalizer.horizon = h;
     }
-    let (t, norm) = (args.temperature, Some(normalizer));
+    let request = device_loss::LossRequest {
+        loss: registration,
+        params: &params,
+        aggregation,
+        batch: &batch,
+        temperature: args.temperature,
+        normalizer: Some(normalizer),
+    };
     let output = match args.device {
-        DeviceArg::Cpu => {
-            reference::evaluate(&loss, aggregation, &batch, t, norm).map_err(|e| e.to_string())
-        }
-        DeviceArg::Wgpu => {
-            device_loss::evaluate_wgpu(registration, &params, aggregation, &batch, t, norm)
-                .map_err(|e| e.to_string())
-        }
-        DeviceArg::Cuda => {
-            device_loss::evaluate_cuda(registration, &params, aggregation, &batch, t, norm)
-                .map_err(|e| e.to_string())
-        }
+        DeviceArg::Cpu => reference::evaluate(
+            &loss,
+            aggregation,
+            &batch,
+            args.temperature,
+            Some(normalizer),
+        )
+        .map_err(|e| e.to_string()),
+        DeviceArg::Wgpu => device_loss::evaluate_wgpu(&request).map_err(|e| e.to_string()),
+        DeviceArg::Cuda => device_loss::evaluate_cuda(&request).map_err(|e| e.to_string()),
     };
     let output = match output {
         Ok(output) => output,

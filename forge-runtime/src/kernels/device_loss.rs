@@ -13,8 +13,7 @@ use super::args::array_arg;
 use super::logprob_backward::logprob_backward_kernel;
 use super::logprob_forward::{BLOCK, logprob_forward_kernel};
 use crate::config::Aggregation;
-use crate::loss::math::k3;
-use crate::loss::reference::{BatchError, LossBatch, LossOutput, Normalizer};
+use crate::loss::reference::{BatchError, LossBatch, LossOutput, Metrics, Normalizer};
 use crate::loss::registry::LossRegistration;
 
 /// Device buffers of the per-token kernel (all f32, `len` elements; `params` has `params_len`).
@@ -246,36 +245,11 @@ pub fn forward_backward<R: LossRuntime, E: Float + CubeElement>(
     let [value, d_lp, d_seq, d_lp0, d_seq0] =
         read_all(client, [value_h, d_lp_h, d_seq_h, d_lp0_h, d_seq0_h])?;
 
-    let weight = |s: usize| -> f64 {
-        match aggregation {
-            Aggregation::TokenMean => {
-                if norm.tokens > 0.0 {
-                    1.0 / norm.tokens
-                } else {
-                    0.0
-                }
-            }
-            Aggregation::SequenceMean => {
-                if norm.nonempty_sequences > 0.0 && count[s] > 0 {
-                    1.0 / (norm.nonempty_sequences * count[s] as f64)
-                } else {
-                    0.0
-                }
-            }
-            Aggregation::FixedHorizon => {
-                if norm.sequences > 0.0 && norm.horizon > 0.0 {
-                    1.0 / (norm.sequences * norm.horizon)
-                } else {
-                    0.0
-                }
-            }
-        }
-    };
     let mut total = 0.0;
     let mut d_total = vec![0.0f64; n];
     let mut d_seq_row = vec![0.0f64; tokens.sequences];
     for i in (0..n).filter(|&i| active[i]) {
-        let w = weight(tokens.sequence[i]);
+        let w = norm.weight(aggregation, count[tokens.sequence[i]]);
         total += w * f64::from(value[i]);
         d_total[i] += w * f64::from(d_lp[i]);
         d_seq_row[tokens.sequence[i]] += w * f64::from(d_seq[i]);
@@ -310,17 +284,37 @@ pub fn forward_backward<R: LossRuntime, E: Float + CubeElement>(
     })
 }
 
-/// Evaluates `loss` with `params` on `batch` on the device of `client` (f32), reading everything
-/// back: what `forge loss eval --device` runs.
+/// One loss evaluation: which loss, its parameters, how to aggregate, on what batch.
+#[derive(Debug, Clone, Copy)]
+pub struct LossRequest<'a> {
+    /// The registered loss.
+    pub loss: &'a LossRegistration,
+    /// Its parameters (the keys beside its name in YAML).
+    pub params: &'a serde_json::Map<String, serde_json::Value>,
+    /// Token aggregation.
+    pub aggregation: Aggregation,
+    /// The batch.
+    pub batch: &'a LossBatch,
+    /// Sampling temperature of the logits.
+    pub temperature: f64,
+    /// Global counts; default: the batch's own.
+    pub normalizer: Option<Normalizer>,
+}
+
+/// Evaluates a request on the device of `client` (f32), reading everything back: what
+/// `forge loss eval --device` runs.
 pub fn evaluate_on<R: LossRuntime>(
     client: &ComputeClient<R>,
-    loss: &LossRegistration,
-    params: &serde_json::Map<String, serde_json::Value>,
-    aggregation: Aggregation,
-    batch: &LossBatch,
-    temperature: f64,
-    normalizer: Option<Normalizer>,
+    request: &LossRequest<'_>,
 ) -> Result<LossOutput, DeviceLossError> {
+    let LossRequest {
+        loss,
+        params,
+        aggregation,
+        batch,
+        temperature,
+        normalizer,
+    } = *request;
     batch.validate()?;
     let (seq, vocab) = (batch.seq, batch.vocab);
     let n = batch.batch * seq;
@@ -359,38 +353,19 @@ pub fn evaluate_on<R: LossRuntime>(
     )?;
     let grad = read(client, result.grad_logits.clone())?;
 
-    let (mut ratio_sum, mut low, mut high, mut kl, mut ent, mut active) =
-        (0.0, 0usize, 0usize, 0.0, 0.0, 0usize);
+    let mut metrics = Metrics::default();
     for i in (0..n).filter(|&i| targets[i] >= 0) {
-        let lp = f64::from(result.logprobs[i]);
-        let ratio = (lp - f64::from(batch.generator_logprobs[i])).exp();
-        ratio_sum += ratio;
-        if result.d_logprob_without_kl[i] == 0.0
+        let clipped = result.d_logprob_without_kl[i] == 0.0
             && result.d_seq_without_kl[i] == 0.0
-            && batch.advantages[i] != 0.0
-        {
-            if ratio < 1.0 { low += 1 } else { high += 1 }
-        }
-        if let Some(r) = &batch.ref_logprobs {
-            kl += k3(lp, f64::from(r[i]));
-        }
-        ent += f64::from(result.entropy[i]);
-        active += 1;
+            && batch.advantages[i] != 0.0;
+        let reference = batch.ref_logprobs.as_ref().map(|r| f64::from(r[i]));
+        let (lp, old) = (
+            f64::from(result.logprobs[i]),
+            f64::from(batch.generator_logprobs[i]),
+        );
+        metrics.add(lp, old, reference, f64::from(result.entropy[i]), clipped);
     }
-    let per = |x: f64| if active > 0 { x / active as f64 } else { 0.0 };
-    let mut metrics = vec![
-        ("loss/ratio_mean".to_string(), per(ratio_sum)),
-        ("loss/clip_frac_low".to_string(), per(low as f64)),
-        ("loss/clip_frac_high".to_string(), per(high as f64)),
-        ("loss/entropy".to_string(), per(ent)),
-        (
-            "loss/active_frac".to_string(),
-            if n > 0 { active as f64 / n as f64 } else { 0.0 },
-        ),
-    ];
-    if batch.ref_logprobs.is_some() {
-        metrics.push(("loss/kl".to_string(), per(kl)));
-    }
+    let metrics = metrics.finish(n, batch.ref_logprobs.is_some());
     Ok(LossOutput {
         loss: result.loss,
         grad_logits: grad.iter().take(n * vocab).map(|&g| f64::from(g)).collect(),
@@ -400,43 +375,11 @@ pub fn evaluate_on<R: LossRuntime>(
 }
 
 /// [`evaluate_on`] on the default wgpu device (a GPU, or lavapipe on a CPU-only machine).
-pub fn evaluate_wgpu(
-    loss: &LossRegistration,
-    params: &serde_json::Map<String, serde_json::Value>,
-    aggregation: Aggregation,
-    batch: &LossBatch,
-    temperature: f64,
-    normalizer: Option<Normalizer>,
-) -> Result<LossOutput, DeviceLossError> {
-    let client = WgpuRuntime::client(&WgpuDevice::default());
-    evaluate_on(
-        &client,
-        loss,
-        params,
-        aggregation,
-        batch,
-        temperature,
-        normalizer,
-    )
+pub fn evaluate_wgpu(request: &LossRequest<'_>) -> Result<LossOutput, DeviceLossError> {
+    evaluate_on(&WgpuRuntime::client(&WgpuDevice::default()), request)
 }
 
 /// [`evaluate_on`] on CUDA device 0.
-pub fn evaluate_cuda(
-    loss: &LossRegistration,
-    params: &serde_json::Map<String, serde_json::Value>,
-    aggregation: Aggregation,
-    batch: &LossBatch,
-    temperature: f64,
-    normalizer: Option<Normalizer>,
-) -> Result<LossOutput, DeviceLossError> {
-    let client = CudaRuntime::client(&CudaDevice::new(0));
-    evaluate_on(
-        &client,
-        loss,
-        params,
-        aggregation,
-        batch,
-        temperature,
-        normalizer,
-    )
+pub fn evaluate_cuda(request: &LossRequest<'_>) -> Result<LossOutput, DeviceLossError> {
+    evaluate_on(&CudaRuntime::client(&CudaDevice::new(0)), request)
 }

@@ -54,6 +54,97 @@ pub struct Normalizer {
     pub horizon: f64,
 }
 
+impl Normalizer {
+    /// The aggregation's weight of one token's loss, d loss / d (per-token loss), for a token of
+    /// a sequence with `sequence_tokens` active tokens.
+    pub fn weight(&self, aggregation: Aggregation, sequence_tokens: usize) -> f64 {
+        let inverse = |d: f64| if d > 0.0 { 1.0 / d } else { 0.0 };
+        match aggregation {
+            Aggregation::TokenMean => inverse(self.tokens),
+            Aggregation::SequenceMean if sequence_tokens > 0 => {
+                inverse(self.nonempty_sequences * sequence_tokens as f64)
+            }
+            Aggregation::SequenceMean => 0.0,
+            Aggregation::FixedHorizon => inverse(self.sequences * self.horizon),
+        }
+    }
+}
+
+/// The loss metrics, accumulated token by token (the reference and the device paths share it).
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    ratio_sum: f64,
+    clipped_low: usize,
+    clipped_high: usize,
+    kl_sum: f64,
+    entropy_sum: f64,
+    active: usize,
+}
+
+impl Metrics {
+    /// One active token. `clipped`: the loss gives it no gradient (with the KL term at its
+    /// minimum, reference = policy, where k2 and k3 have zero slope, so the KL's own gradient does
+    /// not hide a clip) although its advantage is not zero.
+    pub(crate) fn add(
+        &mut self,
+        logprob: f64,
+        old_logprob: f64,
+        ref_logprob: Option<f64>,
+        entropy: f64,
+        clipped: bool,
+    ) {
+        let ratio = (logprob - old_logprob).exp();
+        self.ratio_sum += ratio;
+        if clipped {
+            if ratio < 1.0 {
+                self.clipped_low += 1
+            } else {
+                self.clipped_high += 1
+            }
+        }
+        if let Some(r) = ref_logprob {
+            self.kl_sum += k3(logprob, r);
+        }
+        self.entropy_sum += entropy;
+        self.active += 1;
+    }
+
+    /// `loss/...` metrics over `tokens` positions (active or not); `loss/kl` only with a reference.
+    pub(crate) fn finish(self, tokens: usize, with_reference: bool) -> Vec<(String, f64)> {
+        let per_active = |x: f64| {
+            if self.active > 0 {
+                x / self.active as f64
+            } else {
+                0.0
+            }
+        };
+        let mut metrics = vec![
+            ("loss/ratio_mean".to_string(), per_active(self.ratio_sum)),
+            (
+                "loss/clip_frac_low".to_string(),
+                per_active(self.clipped_low as f64),
+            ),
+            (
+                "loss/clip_frac_high".to_string(),
+                per_active(self.clipped_high as f64),
+            ),
+            ("loss/entropy".to_string(), per_active(self.entropy_sum)),
+            (
+                "loss/active_frac".to_string(),
+                if tokens > 0 {
+                    self.active as f64 / tokens as f64
+                } else {
+                    0.0
+                },
+            ),
+        ];
+        if with_reference {
+            metrics.push(("loss/kl".to_string(), per_active(self.kl_sum)));
+        }
+        metrics
+    }
+}
+
 /// The loss, its gradient and its metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LossOutput {
@@ -218,40 +309,12 @@ pub fn evaluate(
         }
     }
 
-    // Per-token weight of the aggregation: d loss / d (per-token loss).
-    let weight = |b: usize| -> f64 {
-        match aggregation {
-            Aggregation::TokenMean => {
-                if norm.tokens > 0.0 {
-                    1.0 / norm.tokens
-                } else {
-                    0.0
-                }
-            }
-            Aggregation::SequenceMean => {
-                if norm.nonempty_sequences > 0.0 && count[b] > 0 {
-                    1.0 / (norm.nonempty_sequences * count[b] as f64)
-                } else {
-                    0.0
-                }
-            }
-            Aggregation::FixedHorizon => {
-                if norm.sequences > 0.0 && norm.horizon > 0.0 {
-                    1.0 / (norm.sequences * norm.horizon)
-                } else {
-                    0.0
-                }
-            }
-        }
-    };
-
     let mut total = 0.0;
     let mut d_logprob = vec![0.0; n];
     let mut d_seq = vec![0.0; rows];
-    let (mut ratio_sum, mut clipped_low, mut clipped_high, mut kl_sum, mut entropy_sum, mut active) =
-        (0.0, 0, 0, 0.0, 0.0, 0);
+    let mut metrics = Metrics::default();
     for b in 0..rows {
-        let w = weight(b);
+        let w = norm.weight(aggregation, count[b]);
         for i in (b * seq..(b + 1) * seq).filter(|&i| batch.is_active(i)) {
             let inputs = TokenInputs {
                 logprob: logprobs[i],
@@ -265,27 +328,20 @@ pub fn evaluate(
             d_logprob[i] += w * g.d_logprob;
             d_seq[b] += w * g.d_seq_log_ratio;
 
-            let ratio = (inputs.logprob - inputs.old_logprob).exp();
-            ratio_sum += ratio;
-            // A token the loss gives no gradient although its advantage is not zero was clipped.
-            // The KL penalty is taken at its minimum (reference = policy, where k2 and k3 have
-            // zero slope), so its own gradient does not hide the clip.
             let g0 = loss(&TokenInputs {
                 ref_logprob: inputs.logprob,
                 ..inputs
             });
-            if g0.d_logprob == 0.0 && g0.d_seq_log_ratio == 0.0 && inputs.advantage != 0.0 {
-                if ratio < 1.0 {
-                    clipped_low += 1
-                } else {
-                    clipped_high += 1
-                }
-            }
-            if batch.ref_logprobs.is_some() {
-                kl_sum += k3(inputs.logprob, inputs.ref_logprob);
-            }
-            entropy_sum += entropy[i];
-            active += 1;
+            let clipped =
+                g0.d_logprob == 0.0 && g0.d_seq_log_ratio == 0.0 && inputs.advantage != 0.0;
+            let reference = batch.ref_logprobs.as_ref().map(|_| inputs.ref_logprob);
+            metrics.add(
+                inputs.logprob,
+                inputs.old_logprob,
+                reference,
+                entropy[i],
+                clipped,
+            );
         }
     }
     // seq_log_ratio = mean over the sequence's active tokens of (logprob - old): route its
@@ -310,26 +366,7 @@ pub fn evaluate(
         out[batch.target_ids[i] as usize] += g;
     }
 
-    let per_active = |x: f64| if active > 0 { x / active as f64 } else { 0.0 };
-    let mut metrics = vec![
-        ("loss/ratio_mean".to_string(), per_active(ratio_sum)),
-        (
-            "loss/clip_frac_low".to_string(),
-            per_active(f64::from(clipped_low)),
-        ),
-        (
-            "loss/clip_frac_high".to_string(),
-            per_active(f64::from(clipped_high)),
-        ),
-        ("loss/entropy".to_string(), per_active(entropy_sum)),
-        (
-            "loss/active_frac".to_string(),
-            if n > 0 { active as f64 / n as f64 } else { 0.0 },
-        ),
-    ];
-    if batch.ref_logprobs.is_some() {
-        metrics.push(("loss/kl".to_string(), per_active(kl_sum)));
-    }
+    let metrics = metrics.finish(n, batch.ref_logprobs.is_some());
     Ok(LossOutput {
         loss: total,
         grad_logits,

@@ -46,6 +46,14 @@ pub struct LossRegistration {
 
 inventory::collect!(LossRegistration);
 
+impl std::fmt::Debug for LossRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LossRegistration")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Every registered loss, sorted by name.
 pub fn all() -> impl Iterator<Item = &'static LossRegistration> {
     let mut all: Vec<_> = inventory::iter::<LossRegistration>.into_iter().collect();
