@@ -10,7 +10,10 @@ use anyhow::{Context, bail};
 use cubecl::cuda::{CudaDevice, CudaRuntime};
 use cubecl::prelude::*;
 use forge::config::Aggregation;
+use forge::kernels::args::array_arg;
 use forge::kernels::device_loss::{TokenInputsHost, forward_backward};
+use forge::kernels::logprob_backward::logprob_backward_kernel;
+use forge::kernels::logprob_forward::{BLOCK, logprob_forward_kernel};
 use forge::loss::reference::Normalizer;
 use half::bf16;
 use safetensors::SafeTensors;
@@ -123,6 +126,57 @@ fn main() -> anyhow::Result<()> {
     let ms = forge_bench::median_ms(3, 10, || {
         let _ = run();
     });
+    // Each row kernel alone, device-synchronised, to split the total.
+    let vector = if vocab.is_multiple_of(8) { 8 } else { 1 };
+    let n_u32 = n as u32;
+    let targets_h = client.create_from_slice(i32::as_bytes(&targets));
+    let per_token = || client.empty(n * 4);
+    let (lp_h, ent_h, lse_h, d_h) = (
+        per_token(),
+        per_token(),
+        per_token(),
+        client.create_from_slice(f32::as_bytes(&vec![1e-4f32; n])),
+    );
+    let grad_h = client.empty(n * vocab * 2);
+    let sync = || cubecl::future::block_on(client.sync()).expect("sync");
+    let forward_ms = forge_bench::median_ms(3, 10, || {
+        logprob_forward_kernel::launch::<bf16, CudaRuntime>(
+            &client,
+            CubeCount::Static(n_u32, 1, 1),
+            CubeDim::new_1d(BLOCK as u32),
+            vector,
+            array_arg::<CudaRuntime, bf16>(&logits_h, n * vocab),
+            array_arg::<CudaRuntime, bf16>(&logits_h, n * vocab),
+            array_arg::<CudaRuntime, i32>(&targets_h, n),
+            1.0,
+            vocab as u32,
+            array_arg::<CudaRuntime, f32>(&lp_h, n),
+            array_arg::<CudaRuntime, f32>(&ent_h, n),
+            array_arg::<CudaRuntime, f32>(&lse_h, n),
+            BLOCK,
+        );
+        sync();
+    });
+    let backward_ms = forge_bench::median_ms(3, 10, || {
+        logprob_backward_kernel::launch::<bf16, CudaRuntime>(
+            &client,
+            CubeCount::Static(n_u32, 1, 1),
+            CubeDim::new_1d(BLOCK as u32),
+            vector,
+            array_arg::<CudaRuntime, bf16>(&logits_h, n * vocab),
+            array_arg::<CudaRuntime, i32>(&targets_h, n),
+            array_arg::<CudaRuntime, f32>(&lse_h, n),
+            array_arg::<CudaRuntime, f32>(&d_h, n),
+            1.0,
+            vocab as u32,
+            array_arg::<CudaRuntime, bf16>(&grad_h, n * vocab),
+            BLOCK,
+        );
+        sync();
+    });
+    let copy_tbps = torch["copy_TBps"].as_f64().unwrap_or(f64::NAN);
+    let row_bytes = (n * vocab * 2) as f64;
+
     let floor_ms = torch["floor_ms"].as_f64().unwrap_or(f64::NAN);
     let out = serde_json::json!({
         "bench": "loss_fwd_bwd",
@@ -133,6 +187,11 @@ fn main() -> anyhow::Result<()> {
         "torch_compiled_ms": torch["compiled_ms"],
         "floor_ms": floor_ms,
         "forge_over_floor": ms / floor_ms,
+        "forward_kernel_ms": forward_ms,
+        "forward_kernel_TBps": row_bytes / forward_ms / 1e9,
+        "backward_kernel_ms": backward_ms,
+        "backward_kernel_TBps": 2.0 * row_bytes / backward_ms / 1e9,
+        "copy_TBps": copy_tbps,
         "forge_extra_bytes": (n * vocab * 2) + n * 4 * 12,
         "torch_eager_peak_extra_bytes": torch["eager_peak_extra_bytes"],
         "loss_forge": result.loss,
