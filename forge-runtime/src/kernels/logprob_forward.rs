@@ -41,20 +41,25 @@ pub fn logprob_forward_kernel<F: Float, N: Size>(
         let mut j = tid;
         while j < vectors {
             let packed = logits[base + j];
+            // The vector's max first: one rescale per vector and a branch-free sum per element
+            // (a per-element `if x > m` rescale diverges and ran at half the copy bandwidth).
+            let mut vmax = f32::cast_from(packed[0]) * inv_temperature;
+            #[unroll]
+            for k in 1..N::value() {
+                vmax = f32::max(vmax, f32::cast_from(packed[k]) * inv_temperature);
+            }
+            let new_m = f32::max(m, vmax);
+            let scale = (m - new_m).exp();
+            s *= scale;
+            t *= scale;
             #[unroll]
             for k in 0..N::value() {
                 let x = f32::cast_from(packed[k]) * inv_temperature;
-                if x > m {
-                    let scale = (m - x).exp();
-                    s = s * scale + 1.0;
-                    t = t * scale + x;
-                    m = x;
-                } else {
-                    let e = (x - m).exp();
-                    s += e;
-                    t += e * x;
-                }
+                let e = (x - new_m).exp();
+                s += e;
+                t += e * x;
             }
+            m = new_m;
             j += block;
         }
 
