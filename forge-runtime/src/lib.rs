@@ -11,9 +11,12 @@ extern crate self as forge;
 pub mod build;
 pub mod config;
 pub mod entry;
+pub mod generate;
 pub mod kernels;
 pub mod loss;
+pub mod model;
 pub mod reward;
+pub mod tokenizer;
 
 pub use forge_macros::{loss, reward};
 

@@ -1,0 +1,297 @@
+//! Batched generation: every prompt's prefill is computed once and its KV cache copied to each of
+//! its samples; all samples of all prompts then decode together, left-padded to a common length.
+
+use burn::prelude::*;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use super::sampling::{SamplingParams, mix_seed, sample};
+use crate::model::{CausalLm, KvCache, attention_bias};
+use crate::tokenizer::{Tokenizer, TokenizerError};
+
+/// Why a completion ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// A stop token or stop string.
+    Stop,
+    /// `max_new_tokens` was reached.
+    Length,
+}
+
+/// One sampled completion.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Completion {
+    /// The completion's text (special tokens left out).
+    pub text: String,
+    /// The prompt it continues.
+    pub prompt_ids: Vec<u32>,
+    /// The sampled tokens, including the stop token when there is one.
+    pub token_ids: Vec<u32>,
+    /// log softmax(logits / temperature) of each sampled token over the whole vocabulary, under
+    /// the policy that sampled it (see [`sample`]).
+    pub logprobs: Vec<f32>,
+    /// Why it ended.
+    pub stop_reason: StopReason,
+    /// The version of the weights that generated it.
+    pub policy_version: u64,
+}
+
+/// What can go wrong while generating.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    /// A prompt has no tokens.
+    #[error("prompt {0} is empty")]
+    EmptyPrompt(usize),
+    /// A prompt id is outside the vocabulary.
+    #[error("prompt {prompt} holds token id {id}, outside the model's vocabulary of {vocab}")]
+    BadToken {
+        /// Which prompt.
+        prompt: usize,
+        /// The id.
+        id: u32,
+        /// The model's vocabulary size.
+        vocab: usize,
+    },
+    /// Prompt plus completion would not fit the model's positions.
+    #[error(
+        "prompt {prompt} has {len} tokens; with {new} new tokens that exceeds the model's {max} positions"
+    )]
+    TooLong {
+        /// Which prompt.
+        prompt: usize,
+        /// Its length.
+        len: usize,
+        /// `max_new_tokens`.
+        new: usize,
+        /// The model's limit.
+        max: usize,
+    },
+    /// Decoding the sampled tokens failed.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+}
+
+/// One sample being decoded.
+struct Row {
+    prompt: usize,
+    sample: usize,
+    rng: StdRng,
+    tokens: Vec<u32>,
+    logprobs: Vec<f32>,
+    /// Keys this row must not attend to (its left padding), then `false` for each new position.
+    padding: Vec<bool>,
+}
+
+/// Logits of the last position of `hidden` `[batch, seq, hidden]`, one host row per batch row.
+fn last_logits<B: Backend>(model: &CausalLm<B>, hidden: Tensor<B, 3>) -> Vec<Vec<f32>> {
+    let [b, s, _] = hidden.dims();
+    let logits = model.logits(hidden.narrow(1, s - 1, 1));
+    let vocab = logits.dims()[2];
+    let flat: Vec<f32> = logits
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .expect("converted to f32");
+    (0..b)
+        .map(|r| flat[r * vocab..(r + 1) * vocab].to_vec())
+        .collect()
+}
+
+fn int_tensor<B: Backend>(
+    values: Vec<i64>,
+    shape: [usize; 2],
+    device: &B::Device,
+) -> Tensor<B, 2, Int> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// What to generate: `n` samples of each prompt.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest<'a> {
+    /// Prompt token ids.
+    pub prompts: &'a [Vec<u32>],
+    /// Samples per prompt.
+    pub n: usize,
+    /// How tokens are drawn.
+    pub params: &'a SamplingParams,
+    /// First random stream: sample `j` of prompt `i` draws from stream `seed_offset + i * n + j`
+    /// of `params.seed`, so results do not depend on how prompts are batched.
+    pub seed_offset: u64,
+    /// Recorded on each completion.
+    pub policy_version: u64,
+}
+
+/// Samples `request.n` completions of each prompt. `stop_token_ids` in the parameters are used
+/// together with the tokenizer's and the model config's end-of-sequence ids.
+pub fn generate<B: Backend>(
+    model: &CausalLm<B>,
+    tokenizer: &Tokenizer,
+    request: &GenerateRequest<'_>,
+    device: &B::Device,
+) -> Result<Vec<Vec<Completion>>, GenerateError> {
+    let GenerateRequest {
+        prompts,
+        n,
+        params,
+        seed_offset,
+        policy_version,
+    } = *request;
+    let vocab = model.spec.vocab_size;
+    for (i, p) in prompts.iter().enumerate() {
+        if p.is_empty() {
+            return Err(GenerateError::EmptyPrompt(i));
+        }
+        if let Some(&id) = p.iter().find(|&&id| id as usize >= vocab) {
+            return Err(GenerateError::BadToken {
+                prompt: i,
+                id,
+                vocab,
+            });
+        }
+        if p.len() + params.max_new_tokens > model.max_positions() {
+            return Err(GenerateError::TooLong {
+                prompt: i,
+                len: p.len(),
+                new: params.max_new_tokens,
+                max: model.max_positions(),
+            });
+        }
+    }
+    let mut stop_ids: Vec<u32> = tokenizer.eos_token_ids().to_vec();
+    stop_ids.extend(&params.stop_token_ids);
+    stop_ids.extend(&model.spec.eos_token_ids);
+    let mut out: Vec<Vec<Option<Completion>>> = prompts.iter().map(|_| vec![None; n]).collect();
+    if prompts.is_empty() || n == 0 || params.max_new_tokens == 0 {
+        return Ok(prompts.iter().map(|_| Vec::new()).collect());
+    }
+
+    // Prefill each prompt once.
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let mut caches = Vec::with_capacity(prompts.len());
+    let mut rows = Vec::with_capacity(prompts.len() * n);
+    let mut logits = Vec::with_capacity(prompts.len() * n);
+    for (i, prompt) in prompts.iter().enumerate() {
+        let len = prompt.len();
+        let ids = int_tensor::<B>(
+            prompt.iter().map(|&t| i64::from(t)).collect(),
+            [1, len],
+            device,
+        );
+        let positions = int_tensor::<B>((0..len as i64).collect(), [1, len], device);
+        let bias = attention_bias::<B>(1, len, 0, None, device);
+        let mut cache = KvCache::new(model.spec.num_layers);
+        let hidden = model.hidden(ids, &positions, &bias, Some(&mut cache));
+        let last = last_logits(model, hidden).remove(0);
+        caches.push(
+            cache
+                .left_pad(longest - len)
+                .select_rows(&vec![0; n], device),
+        );
+        for j in 0..n {
+            let stream = seed_offset + (i * n + j) as u64;
+            let mut padding = vec![true; longest - len];
+            padding.resize(longest, false);
+            rows.push(Row {
+                prompt: i,
+                sample: j,
+                rng: StdRng::seed_from_u64(mix_seed(params.seed, stream)),
+                tokens: Vec::new(),
+                logprobs: Vec::new(),
+                padding,
+            });
+            logits.push(last.clone());
+        }
+    }
+    let mut cache = KvCache::concat(caches);
+
+    loop {
+        // Sample one token per live row; finished rows leave the batch.
+        let mut keep = Vec::with_capacity(rows.len());
+        let mut live = Vec::with_capacity(rows.len());
+        for (r, mut row) in rows.drain(..).enumerate() {
+            let (token, logprob) = sample(&logits[r], params, &mut row.rng);
+            row.tokens.push(token);
+            row.logprobs.push(logprob as f32);
+            let stop = if stop_ids.contains(&token)
+                || (!params.stop_strings.is_empty()
+                    && stop_string_hit(tokenizer, &row.tokens, &params.stop_strings)?)
+            {
+                Some(StopReason::Stop)
+            } else if row.tokens.len() >= params.max_new_tokens {
+                Some(StopReason::Length)
+            } else {
+                None
+            };
+            match stop {
+                Some(reason) => {
+                    let prompt_ids = prompts[row.prompt].clone();
+                    out[row.prompt][row.sample] = Some(Completion {
+                        text: tokenizer.decode(&row.tokens, true)?,
+                        prompt_ids,
+                        token_ids: row.tokens,
+                        logprobs: row.logprobs,
+                        stop_reason: reason,
+                        policy_version,
+                    });
+                }
+                None => {
+                    keep.push(r);
+                    live.push(row);
+                }
+            }
+        }
+        if live.is_empty() {
+            break;
+        }
+        if keep.len() < cache.batch() {
+            cache = cache.select_rows(&keep, device);
+        }
+        rows = live;
+        // Feed the sampled tokens.
+        let batch = rows.len();
+        let past = cache.len();
+        let ids: Vec<i64> = rows
+            .iter()
+            .map(|r| i64::from(*r.tokens.last().expect("one token sampled")))
+            .collect();
+        let positions: Vec<i64> = rows
+            .iter()
+            .map(|r| (prompts[r.prompt].len() + r.tokens.len() - 1) as i64)
+            .collect();
+        let mut padding = Vec::with_capacity(batch * (past + 1));
+        for row in &mut rows {
+            row.padding.push(false);
+            padding.extend_from_slice(&row.padding);
+        }
+        let bias = attention_bias::<B>(batch, 1, past, Some(&padding), device);
+        let hidden = model.hidden(
+            int_tensor::<B>(ids, [batch, 1], device),
+            &int_tensor::<B>(positions, [batch, 1], device),
+            &bias,
+            Some(&mut cache),
+        );
+        logits = last_logits(model, hidden);
+    }
+    // Completions finish in any order; each went to its sample's slot.
+    Ok(out
+        .into_iter()
+        .map(|samples| samples.into_iter().flatten().collect())
+        .collect())
+}
+
+/// Whether the decoded tail of `tokens` contains a stop string. Only the text the last token
+/// could have completed is searched.
+fn stop_string_hit(
+    tokenizer: &Tokenizer,
+    tokens: &[u32],
+    stops: &[String],
+) -> Result<bool, TokenizerError> {
+    let longest = stops.iter().map(String::len).max().unwrap_or(0);
+    // A token spans at least one byte, so `longest` tokens back covers any match ending now.
+    let from = tokens.len().saturating_sub(longest + 1);
+    let text = tokenizer.decode(&tokens[from..], false)?;
+    Ok(stops
+        .iter()
+        .any(|s| !s.is_empty() && text.contains(s.as_str())))
+}
