@@ -31,6 +31,64 @@ pub(crate) enum Command {
     /// Work with losses on recorded batches.
     #[command(subcommand)]
     Loss(LossCommand),
+    /// Sample completions from a Hugging Face checkpoint, with their tokens and log-probabilities.
+    Generate(GenerateArgs),
+    /// Draw a run's metrics as PNG curves (`RUN_DIR/curves.png`).
+    Plot(PlotArgs),
+}
+
+/// `forge plot`.
+#[derive(Debug, Args)]
+pub(crate) struct PlotArgs {
+    /// The run directory (holding metrics.jsonl).
+    pub run_dir: PathBuf,
+    /// Metrics to draw (repeatable); default: every numeric metric, up to 12.
+    #[arg(long = "key")]
+    pub keys: Vec<String>,
+    /// Output file; default `RUN_DIR/curves.png`.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// `forge generate`.
+#[derive(Debug, Args)]
+pub(crate) struct GenerateArgs {
+    /// Hugging Face checkpoint directory (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The prompt text.
+    #[arg(long, conflicts_with = "prompt_ids", required_unless_present = "prompt_ids")]
+    pub prompt: Option<String>,
+    /// The prompt as token ids, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub prompt_ids: Option<Vec<u32>>,
+    /// Wrap the prompt in the chat template as a user turn, with the generation prompt.
+    #[arg(long)]
+    pub chat: bool,
+    /// Completions to sample.
+    #[arg(long, default_value_t = 1)]
+    pub n: usize,
+    /// Most new tokens per completion.
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// Softmax temperature; 0 decodes greedily.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Nucleus sampling threshold (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    /// Keep the k most likely tokens (0: off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Strings that end a completion (repeatable).
+    #[arg(long = "stop")]
+    pub stop: Vec<String>,
+    /// Print one JSON object per completion.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -231,8 +231,26 @@ fn run(loaded: &Loaded, selection: &CompiledSelection) -> ExitCode {
             .collect::<Vec<_>>()
             .join(", "),
     );
-    eprintln!(
-        "error: this Forge build has no training runtime yet: the model (issue 4) and the GRPO/SFT loop (issue 5) are not implemented; `--print-config` and `--check` work"
-    );
-    ExitCode::FAILURE
+    let result = match (selection.backend, exp.recipe) {
+        (Backend::Cpu, Recipe::Grpo) => {
+            crate::recipes::run_grpo::<crate::recipes::CpuBackend>(loaded.clone(), Default::default())
+        }
+        (Backend::Cpu, Recipe::Sft) => {
+            crate::recipes::run_sft::<crate::recipes::CpuBackend>(loaded.clone(), Default::default())
+        }
+        (backend, _) => {
+            eprintln!(
+                "error: training on `backend: {}` is not in this Forge build yet (the CPU runtime is; the CUDA model path is tracked in the model/rollout issue)",
+                backend.as_str()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -10,13 +10,19 @@ extern crate self as forge;
 
 pub mod build;
 pub mod config;
+pub mod data;
 pub mod entry;
 pub mod generate;
 pub mod kernels;
 pub mod loss;
+pub mod metrics;
 pub mod model;
+pub mod recipes;
 pub mod reward;
+pub mod rl;
+pub mod tasks;
 pub mod tokenizer;
+pub mod train;
 
 pub use forge_macros::{loss, reward};
 

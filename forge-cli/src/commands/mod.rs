@@ -1,8 +1,10 @@
 //! One file per subcommand; each `exec` reads its arguments and calls the `forge` library.
 
 mod build;
+mod generate;
 mod init;
 mod loss_eval;
+mod plot;
 mod run;
 mod schema;
 mod validate;
@@ -25,6 +27,8 @@ pub(crate) fn dispatch(
         Command::Run(args) => run::exec(&args, dotted),
         Command::Init(args) => init::exec(&args),
         Command::Loss(crate::args::LossCommand::Eval(args)) => loss_eval::exec(&args),
+        Command::Generate(args) => generate::exec(&args),
+        Command::Plot(args) => plot::exec(&args),
     }
 }
 

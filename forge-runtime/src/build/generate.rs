@@ -98,7 +98,8 @@ fn architecture(loaded: &Loaded) -> Result<Architecture, BuildError> {
     if model.architecture != Architecture::Auto {
         return Ok(model.architecture);
     }
-    let config_path = loaded.resolve(&model.path).join("config.json");
+    let source = loaded.model_source().map_err(BuildError::Experiment)?;
+    let config_path = source.config_dir().join("config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|e| {
         BuildError::Experiment(format!(
             "`model.architecture: auto` needs `{}`: {e}",

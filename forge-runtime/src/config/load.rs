@@ -8,7 +8,10 @@ use serde_json::Value;
 
 use super::semantic::{self, Context, Finding};
 use super::source;
-use super::{Diagnostic, Diagnostics, Experiment, Origin, Override, Severity, Span};
+use super::{
+    Diagnostic, Diagnostics, Experiment, ModelSource, Origin, Override, Severity, Span,
+    is_experiment_file,
+};
 
 /// How to load an experiment.
 #[derive(Debug, Clone)]
@@ -46,6 +49,48 @@ impl Loaded {
     /// `path` resolved against the experiment file's directory.
     pub fn resolve(&self, path: impl AsRef<Path>) -> PathBuf {
         self.base_dir.join(path)
+    }
+
+    /// This run's directory: `<metrics.dir>/<name>`.
+    pub fn run_dir(&self) -> PathBuf {
+        self.resolve(&self.experiment.metrics.dir)
+            .join(&self.experiment.name)
+    }
+
+    /// Where the starting model is. An experiment file named by `model.path` is loaded (without
+    /// its own file checks) to find its run directory, following chains of them.
+    pub fn model_source(&self) -> Result<ModelSource, String> {
+        let path = self.resolve(&self.experiment.model.path);
+        if !is_experiment_file(&path) {
+            return Ok(ModelSource::Checkpoint(path));
+        }
+        let mut seen = vec![path.clone()];
+        let mut current = path.clone();
+        let mut first: Option<PathBuf> = None;
+        loop {
+            let options = LoadOptions {
+                check_files: false,
+                ..LoadOptions::default()
+            };
+            let loaded = load_file(&current, &options).map_err(|d| {
+                format!("`model.path` names experiment `{}`, which does not load: {}", current.display(), d.items.first().map_or(String::new(), |i| i.message.clone()))
+            })?;
+            let final_dir = loaded.run_dir().join("final");
+            let first_dir = first.get_or_insert(final_dir).clone();
+            let next = loaded.resolve(&loaded.experiment.model.path);
+            if !is_experiment_file(&next) {
+                return Ok(ModelSource::Experiment {
+                    file: path,
+                    final_dir: first_dir,
+                    origin: next,
+                });
+            }
+            if seen.contains(&next) {
+                return Err(format!("experiments name each other in `model.path`: {}", next.display()));
+            }
+            seen.push(next.clone());
+            current = next;
+        }
     }
 
     /// The experiment with every file path made absolute, as a generated binary embeds it.

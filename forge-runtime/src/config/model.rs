@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -8,14 +8,73 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// Hugging Face checkpoint directory: `config.json`, `model.safetensors` (or a sharded index),
-    /// `tokenizer.json`. Relative paths are relative to the experiment file.
+    /// `tokenizer.json`. Or another experiment file (`.yaml`): start from the final model of that
+    /// experiment's run; `forge run` runs it first if it has not finished. Relative paths are
+    /// relative to the experiment file.
     pub path: PathBuf,
+    /// Where the starting weights come from: the checkpoint's (`pretrained`), or fresh random
+    /// weights of the shape `config.json` describes (`random`, seeded by `training.seed`).
+    #[serde(default)]
+    pub init: ModelInit,
     /// Model architecture; `auto` reads `model_type` from the checkpoint's `config.json`.
     #[serde(default)]
     pub architecture: Architecture,
     /// Precision of weights and activations. Optimiser state stays in f32.
     #[serde(default)]
     pub dtype: DType,
+}
+
+/// Where a model's starting weights come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelInit {
+    /// The checkpoint's weights.
+    #[default]
+    Pretrained,
+    /// Random weights (normal, std 0.02; unit norms), as transformers initialises a new model.
+    Random,
+}
+
+/// Where the policy's starting model is, once `model.path` is resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A Hugging Face checkpoint directory.
+    Checkpoint(PathBuf),
+    /// The final model of another experiment's run.
+    Experiment {
+        /// That experiment's file.
+        file: PathBuf,
+        /// Its final model directory (`<metrics.dir>/<name>/final`).
+        final_dir: PathBuf,
+        /// The checkpoint directory that experiment itself starts from (for its config.json).
+        origin: PathBuf,
+    },
+}
+
+impl ModelSource {
+    /// The directory whose weights the run loads.
+    pub fn dir(&self) -> &Path {
+        match self {
+            ModelSource::Checkpoint(dir) => dir,
+            ModelSource::Experiment { final_dir, .. } => final_dir,
+        }
+    }
+
+    /// A directory holding a `config.json` of the right architecture, available before any run.
+    pub fn config_dir(&self) -> &Path {
+        match self {
+            ModelSource::Checkpoint(dir) => dir,
+            ModelSource::Experiment { origin, .. } => origin,
+        }
+    }
+}
+
+/// Whether `path` names an experiment file rather than a checkpoint directory.
+pub fn is_experiment_file(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
 }
 
 /// Decoder-only transformer families Forge implements.

@@ -99,14 +99,28 @@ fn recipe_sections(exp: &Experiment, c: &mut Checks<'_>) {
             }
         }
         Recipe::Sft => {
+            // Rewards and sampling score SFT's held-out evaluation, so they count when there is one.
+            let evaluates = exp.dataset.eval.is_some();
             for key in ["loss", "rewards", "sampling", "advantages", "replay_buffer"] {
-                if c.written(&format!("/{key}")) {
+                let used = evaluates && matches!(key, "rewards" | "sampling");
+                if c.written(&format!("/{key}")) && !used {
+                    let (message, hint) = if matches!(key, "rewards" | "sampling") {
+                        (
+                            format!("`{key}` has no effect in an SFT experiment without `dataset.eval`"),
+                            format!("remove `{key}`, add `dataset.eval` to score held-out prompts with it, or set `recipe: grpo`"),
+                        )
+                    } else {
+                        (
+                            format!("`{key}` has no effect in an SFT experiment"),
+                            format!("remove `{key}`, or set `recipe: grpo`"),
+                        )
+                    };
                     c.out.push(Finding {
                         severity: Severity::Error,
                         pointer: format!("/{key}"),
                         at_key: true,
-                        message: format!("`{key}` has no effect in an SFT experiment"),
-                        hint: Some(format!("remove `{key}`, or set `recipe: grpo`")),
+                        message,
+                        hint: Some(hint),
                     });
                 }
             }
@@ -355,7 +369,15 @@ fn services(exp: &Experiment, c: &mut Checks<'_>) {
 fn files(exp: &Experiment, ctx: &Context<'_>, c: &mut Checks<'_>) {
     let base = ctx.base_dir;
     let model = base.join(&exp.model.path);
-    if !model.is_dir() {
+    if super::is_experiment_file(&model) {
+        if !model.is_file() {
+            c.error(
+                "/model/path",
+                format!("experiment file `{}` does not exist", model.display()),
+                Some("`model.path` is a checkpoint directory, or an experiment whose final model this one starts from".into()),
+            );
+        }
+    } else if !model.is_dir() {
         c.error("/model/path", format!("model directory `{}` does not exist", model.display()), Some("`model.path` is a Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json)".into()));
     } else if !model.join("config.json").is_file() {
         c.error(

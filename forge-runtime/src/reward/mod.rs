@@ -5,7 +5,8 @@ mod builtin;
 pub mod registry;
 
 mod input;
+pub mod math_answer;
 
-pub use builtin::exact_match;
+pub use builtin::{exact_match, math, think_format};
 pub use input::{RewardFn, RewardInput, Sample};
 pub use registry::RewardRegistration;

@@ -5,3 +5,8 @@
 mod exact_match_def;
 
 pub use exact_match_def::exact_match;
+
+#[path = "math.rs"]
+mod math_def;
+
+pub use math_def::{math, think_format};

@@ -1,0 +1,32 @@
+//! The recipes a generated binary runs: GRPO (and its successors, by loss) and SFT. Each is a
+//! loop over the pieces in `data`, `generate`, `rl`, `train`, `metrics` and `checkpoint`.
+//!
+//! Services here run in one process, one after another per step (generate, score, train), on the
+//! backend the binary was compiled for; the generator reads the trainer's weights without a copy.
+
+mod checkpoint;
+mod eval;
+mod grpo;
+mod session;
+mod sft;
+
+pub use checkpoint::{Checkpoint, RunState};
+pub use eval::{EvalItem, EvalResult, evaluate};
+pub use grpo::run_grpo;
+pub use session::{RunError, Session};
+pub use sft::run_sft;
+
+use burn::backend::{Autodiff, NdArray};
+
+/// The CPU training backend: burn's ndarray with autodiff.
+pub type CpuBackend = Autodiff<NdArray<f32>>;
+
+/// Draws `curves.png` next to the metrics; a failure is reported, never fatal (the metrics are
+/// already written, and `forge plot` can retry).
+fn draw_curves(jsonl: &std::path::Path, run_dir: &std::path::Path, keys: &[&str]) {
+    let png = run_dir.join("curves.png");
+    match crate::metrics::plot::plot_metrics(jsonl, &png, keys) {
+        Ok(_) => eprintln!("forge: curves in {}", png.display()),
+        Err(e) => eprintln!("forge: warning: could not draw {}: {e}", png.display()),
+    }
+}

@@ -1,0 +1,166 @@
+//! AdamW with the schedule, global gradient-norm clipping, and skipping of non-finite steps.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer as _};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+
+use super::schedule::learning_rate;
+use crate::config::TrainingConfig;
+use crate::model::CausalLm;
+
+/// What one optimiser step did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepOutcome {
+    /// Learning rate used.
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// The gradients were not finite: weights were left as they were.
+    pub skipped: bool,
+}
+
+/// AdamW over the policy's parameters (f32 state, as torch's AdamW; decoupled weight decay).
+pub struct Optimizer<B: AutodiffBackend> {
+    adam: OptimizerAdaptor<AdamW, CausalLm<B>, B>,
+    config: TrainingConfig,
+    /// Optimiser steps taken (skipped ones included, so the schedule follows the step count).
+    pub step: u64,
+}
+
+impl<B: AutodiffBackend> std::fmt::Debug for Optimizer<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Optimizer").field("step", &self.step).finish_non_exhaustive()
+    }
+}
+
+/// Sums the squares of all gradients.
+struct SquaredNorm<'a, B: AutodiffBackend> {
+    grads: &'a GradientsParams,
+    total: f64,
+    _backend: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+            let s: f32 = g.square().sum().into_scalar().elem();
+            self.total += f64::from(s);
+        }
+    }
+}
+
+/// Multiplies all gradients by `factor`.
+struct Scale<'a, B: AutodiffBackend> {
+    grads: &'a mut GradientsParams,
+    factor: f32,
+    _backend: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+            self.grads
+                .register::<B::InnerBackend, D>(param.id, g.mul_scalar(self.factor));
+        }
+    }
+}
+
+/// The global L2 norm of `grads` over `model`'s parameters.
+pub fn gradient_norm<B: AutodiffBackend>(model: &CausalLm<B>, grads: &GradientsParams) -> f64 {
+    let mut visitor = SquaredNorm::<B> {
+        grads,
+        total: 0.0,
+        _backend: std::marker::PhantomData,
+    };
+    model.visit(&mut visitor);
+    visitor.total.sqrt()
+}
+
+impl<B: AutodiffBackend> Optimizer<B> {
+    /// An optimiser configured by the `training` section.
+    pub fn new(config: &TrainingConfig) -> Self {
+        let adam = AdamWConfig::new()
+            .with_beta_1(config.adam_beta1 as f32)
+            .with_beta_2(config.adam_beta2 as f32)
+            .with_epsilon(config.adam_eps as f32)
+            .with_weight_decay(config.weight_decay as f32)
+            .init();
+        Self {
+            adam,
+            config: config.clone(),
+            step: 0,
+        }
+    }
+
+    /// One step: clip to `max_norm` (the global norm, like `torch.nn.utils.clip_grad_norm_`),
+    /// then AdamW at the scheduled learning rate. Non-finite gradients skip the update.
+    pub fn step(
+        &mut self,
+        model: CausalLm<B>,
+        mut grads: GradientsParams,
+    ) -> (CausalLm<B>, StepOutcome) {
+        let lr = learning_rate(&self.config, self.step);
+        self.step += 1;
+        let grad_norm = gradient_norm(&model, &grads);
+        if !grad_norm.is_finite() {
+            return (
+                model,
+                StepOutcome {
+                    lr,
+                    grad_norm,
+                    skipped: true,
+                },
+            );
+        }
+        let max = self.config.max_norm;
+        if max > 0.0 && grad_norm > max {
+            let mut scale = Scale::<B> {
+                grads: &mut grads,
+                factor: (max / (grad_norm + 1e-6)) as f32,
+                _backend: std::marker::PhantomData,
+            };
+            model.visit(&mut scale);
+        }
+        let model = self.adam.step(lr, model, grads);
+        (
+            model,
+            StepOutcome {
+                lr,
+                grad_norm,
+                skipped: false,
+            },
+        )
+    }
+
+    /// Counts a step whose loss was not finite, leaving the weights as they are.
+    pub fn step_skipped(&mut self, model: CausalLm<B>) -> (CausalLm<B>, StepOutcome) {
+        let lr = learning_rate(&self.config, self.step);
+        self.step += 1;
+        (
+            model,
+            StepOutcome {
+                lr,
+                grad_norm: f64::NAN,
+                skipped: true,
+            },
+        )
+    }
+
+    /// The optimiser state (moments per parameter id), for checkpoints.
+    pub fn record(&self) -> <OptimizerAdaptor<AdamW, CausalLm<B>, B> as burn::optim::Optimizer<CausalLm<B>, B>>::Record {
+        self.adam.to_record()
+    }
+
+    /// Restores the state saved by [`Optimizer::record`].
+    pub fn load_record(
+        mut self,
+        record: <OptimizerAdaptor<AdamW, CausalLm<B>, B> as burn::optim::Optimizer<CausalLm<B>, B>>::Record,
+        step: u64,
+    ) -> Self {
+        self.adam = self.adam.load_record(record);
+        self.step = step;
+        self
+    }
+}
