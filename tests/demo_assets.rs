@@ -13,7 +13,9 @@ fn demo_assets_are_in_sync() {
         return;
     }
     let fresh = tempfile::tempdir().expect("temp dir");
-    ArithmeticTask::default().write(fresh.path()).expect("writes");
+    ArithmeticTask::default()
+        .write(fresh.path())
+        .expect("writes");
     for entry in std::fs::read_dir(fresh.path()).expect("listed") {
         let name = entry.expect("entry").file_name();
         let want = std::fs::read(fresh.path().join(&name)).expect("read");

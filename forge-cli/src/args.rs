@@ -57,7 +57,11 @@ pub(crate) struct GenerateArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// The prompt text.
-    #[arg(long, conflicts_with = "prompt_ids", required_unless_present = "prompt_ids")]
+    #[arg(
+        long,
+        conflicts_with = "prompt_ids",
+        required_unless_present = "prompt_ids"
+    )]
     pub prompt: Option<String>,
     /// The prompt as token ids, comma-separated.
     #[arg(long, value_delimiter = ',')]

@@ -232,12 +232,14 @@ fn run(loaded: &Loaded, selection: &CompiledSelection) -> ExitCode {
             .join(", "),
     );
     let result = match (selection.backend, exp.recipe) {
-        (Backend::Cpu, Recipe::Grpo) => {
-            crate::recipes::run_grpo::<crate::recipes::CpuBackend>(loaded.clone(), Default::default())
-        }
-        (Backend::Cpu, Recipe::Sft) => {
-            crate::recipes::run_sft::<crate::recipes::CpuBackend>(loaded.clone(), Default::default())
-        }
+        (Backend::Cpu, Recipe::Grpo) => crate::recipes::run_grpo::<crate::recipes::CpuBackend>(
+            loaded.clone(),
+            Default::default(),
+        ),
+        (Backend::Cpu, Recipe::Sft) => crate::recipes::run_sft::<crate::recipes::CpuBackend>(
+            loaded.clone(),
+            Default::default(),
+        ),
         (backend, _) => {
             eprintln!(
                 "error: training on `backend: {}` is not in this Forge build yet (the CPU runtime is; the CUDA model path is tracked in the model/rollout issue)",

@@ -53,7 +53,11 @@ pub(crate) fn exec(args: &GenerateArgs) -> anyhow::Result<ExitStatus> {
             println!("{}", serde_json::to_string(&c)?);
             continue;
         }
-        println!("--- completion {i} ({:?}, {} tokens)", c.stop_reason, c.token_ids.len());
+        println!(
+            "--- completion {i} ({:?}, {} tokens)",
+            c.stop_reason,
+            c.token_ids.len()
+        );
         println!("{}", c.text);
         let pieces: Vec<String> = c
             .token_ids

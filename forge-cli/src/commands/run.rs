@@ -45,7 +45,10 @@ fn run_prerequisite(args: &RunArgs) -> anyhow::Result<Option<ExitStatus>> {
         Ok(source) => source,
         Err(message) => anyhow::bail!(message),
     };
-    let forge::config::ModelSource::Experiment { file, final_dir, .. } = source else {
+    let forge::config::ModelSource::Experiment {
+        file, final_dir, ..
+    } = source
+    else {
         return Ok(None);
     };
     if final_dir.join("config.json").is_file() {
@@ -56,7 +59,10 @@ fn run_prerequisite(args: &RunArgs) -> anyhow::Result<Option<ExitStatus>> {
         );
         return Ok(None);
     }
-    eprintln!("forge: `model.path` names {}: running it first", file.display());
+    eprintln!(
+        "forge: `model.path` names {}: running it first",
+        file.display()
+    );
     let stage = RunArgs {
         build: BuildArgs {
             experiment: ExperimentArgs {

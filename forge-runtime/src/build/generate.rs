@@ -229,12 +229,12 @@ pub(super) fn generate(
     for c in &crates {
         hasher.update(c.dir.display().to_string().as_bytes());
     }
-    let crate_dir = toolchain.target_dir.join("forge").join(format!(
-        "{}-{}",
-        exp.name,
-        hex(&hasher.finalize()[..6])
-    ));
-    let binary_name = exp.name.clone();
+    let dir_name = format!("{}-{}", exp.name, hex(&hasher.finalize()[..6]));
+    let crate_dir = toolchain.target_dir.join("forge").join(&dir_name);
+    // Binaries of all generated crates land in the shared `target/<profile>/`: the hash keeps two
+    // copies of one experiment (say, in two directories) from overwriting each other's binary
+    // behind the up-to-date check.
+    let binary_name = dir_name;
 
     let manifest = cargo_toml(&package_name(&exp.name), &binary_name, toolchain, &crates);
     let main = main_rs(
@@ -329,9 +329,10 @@ path = "src/main.rs"
 [profile.dev.package."*"]
 opt-level = 3
 
-# Forge's own crates are workspace members there, so `"*"` does not reach them.
+# Forge's own crates are workspace members there, so `"*"` does not reach them; the runtime gets
+# the same level as in Forge's workspace (it instantiates burn's generic code).
 [profile.dev.package.forge-runtime]
-opt-level = 0
+opt-level = 1
 
 [profile.dev.package.forge-macros]
 opt-level = 0

@@ -73,7 +73,11 @@ impl Loaded {
                 ..LoadOptions::default()
             };
             let loaded = load_file(&current, &options).map_err(|d| {
-                format!("`model.path` names experiment `{}`, which does not load: {}", current.display(), d.items.first().map_or(String::new(), |i| i.message.clone()))
+                format!(
+                    "`model.path` names experiment `{}`, which does not load: {}",
+                    current.display(),
+                    d.items.first().map_or(String::new(), |i| i.message.clone())
+                )
             })?;
             let final_dir = loaded.run_dir().join("final");
             let first_dir = first.get_or_insert(final_dir).clone();
@@ -86,7 +90,10 @@ impl Loaded {
                 });
             }
             if seen.contains(&next) {
-                return Err(format!("experiments name each other in `model.path`: {}", next.display()));
+                return Err(format!(
+                    "experiments name each other in `model.path`: {}",
+                    next.display()
+                ));
             }
             seen.push(next.clone());
             current = next;

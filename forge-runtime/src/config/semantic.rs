@@ -106,8 +106,12 @@ fn recipe_sections(exp: &Experiment, c: &mut Checks<'_>) {
                 if c.written(&format!("/{key}")) && !used {
                     let (message, hint) = if matches!(key, "rewards" | "sampling") {
                         (
-                            format!("`{key}` has no effect in an SFT experiment without `dataset.eval`"),
-                            format!("remove `{key}`, add `dataset.eval` to score held-out prompts with it, or set `recipe: grpo`"),
+                            format!(
+                                "`{key}` has no effect in an SFT experiment without `dataset.eval`"
+                            ),
+                            format!(
+                                "remove `{key}`, add `dataset.eval` to score held-out prompts with it, or set `recipe: grpo`"
+                            ),
                         )
                     } else {
                         (

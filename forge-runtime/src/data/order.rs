@@ -40,7 +40,8 @@ impl DataOrder {
     fn permute(&mut self) {
         self.permutation = (0..self.len).collect();
         if self.shuffle {
-            let mut rng = StdRng::seed_from_u64(crate::generate::mix_seed(self.seed, self.position.epoch));
+            let mut rng =
+                StdRng::seed_from_u64(crate::generate::mix_seed(self.seed, self.position.epoch));
             self.permutation.shuffle(&mut rng);
         }
     }
@@ -89,6 +90,9 @@ mod tests {
         let again: Vec<usize> = (0..10).map(|_| b.next_index()).collect();
         assert_eq!(rest, again);
         let mut plain = DataOrder::new(3, 3, false);
-        assert_eq!((0..4).map(|_| plain.next_index()).collect::<Vec<_>>(), vec![0, 1, 2, 0]);
+        assert_eq!(
+            (0..4).map(|_| plain.next_index()).collect::<Vec<_>>(),
+            vec![0, 1, 2, 0]
+        );
     }
 }

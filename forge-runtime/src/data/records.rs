@@ -74,12 +74,12 @@ pub fn load_records(
                 serde_json::Value::Object(fields) => Ok(fields),
                 _ => Err("not a JSON object".to_string()),
             })
-            .and_then(|fields| {
-                match required.iter().find(|f| !fields.contains_key(**f)) {
+            .and_then(
+                |fields| match required.iter().find(|f| !fields.contains_key(**f)) {
                     Some(missing) => Err(format!("no field `{missing}`")),
                     None => Ok(fields),
-                }
-            });
+                },
+            );
         match parsed {
             Ok(fields) => records.push(Record {
                 line: line_no,
@@ -164,7 +164,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("d.jsonl:3: not JSON"), "{e}");
-        let d = load_records(&path, &config(BadRecordPolicy::Skip), &["question"], Some(1)).unwrap();
+        let d = load_records(
+            &path,
+            &config(BadRecordPolicy::Skip),
+            &["question"],
+            Some(1),
+        )
+        .unwrap();
         assert_eq!(d.records.len(), 1);
     }
 }

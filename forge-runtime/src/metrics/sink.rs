@@ -51,26 +51,31 @@ pub struct MetricsWriter {
 }
 
 impl MetricsWriter {
-    /// Opens the sinks of `config` in `run_dir` (appending to an existing `metrics.jsonl`, so a
-    /// resumed run continues it).
+    /// Opens the sinks of `config` in `run_dir`. A resumed run (`resume`) appends to its
+    /// `metrics.jsonl`; a fresh one starts it anew.
     pub fn open(
         config: &MetricsConfig,
         run_dir: &Path,
         console_keys: Vec<&'static str>,
+        resume: bool,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(run_dir)?;
         let jsonl = if config.sinks.contains(&MetricsSink::Jsonl) {
             let path = run_dir.join("metrics.jsonl");
             let file = std::fs::OpenOptions::new()
                 .create(true)
-                .append(true)
+                .append(resume)
+                .write(true)
+                .truncate(!resume)
                 .open(&path)?;
             Some((path, BufWriter::new(file)))
         } else {
             None
         };
         let tensorboard = if config.sinks.contains(&MetricsSink::Tensorboard) {
-            Some(super::tensorboard::EventWriter::create(&run_dir.join("tensorboard"))?)
+            Some(super::tensorboard::EventWriter::create(
+                &run_dir.join("tensorboard"),
+            )?)
         } else {
             None
         };
@@ -106,7 +111,11 @@ impl MetricsWriter {
         if self.console {
             let mut line = format!(
                 "[{} {:>4}]",
-                metrics.as_json().get("stage").and_then(Value::as_str).unwrap_or(""),
+                metrics
+                    .as_json()
+                    .get("stage")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
                 metrics.get("step").unwrap_or(0.0)
             );
             for key in &self.console_keys {

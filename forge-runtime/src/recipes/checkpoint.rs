@@ -41,7 +41,10 @@ impl Checkpoint {
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().to_string();
                 let step: u64 = name.strip_prefix("step-")?.parse().ok()?;
-                e.path().join("state.json").is_file().then_some((step, e.path()))
+                e.path()
+                    .join("state.json")
+                    .is_file()
+                    .then_some((step, e.path()))
             })
             .max_by_key(|(step, _)| *step)
             .map(|(_, dir)| Checkpoint { dir })

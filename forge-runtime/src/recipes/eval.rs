@@ -76,7 +76,11 @@ pub fn evaluate<B: Backend>(
             seed_offset: (c * CHUNK) as u64,
             policy_version: 0,
         };
-        completions.extend(generate(model, tokenizer, &request, device)?.into_iter().flatten());
+        completions.extend(
+            generate(model, tokenizer, &request, device)?
+                .into_iter()
+                .flatten(),
+        );
     }
     let scored: Vec<ScoredCompletion> = items
         .iter()
@@ -90,13 +94,16 @@ pub fn evaluate<B: Backend>(
         .collect();
     let report = scorer.score(&scored);
     let n = items.len() as f64;
-    let accuracy = report
-        .per_reward
-        .first()
-        .map_or(0.0, |(_, s)| s.iter().filter(|&&x| x >= 1.0).count() as f64 / n);
+    let accuracy = report.per_reward.first().map_or(0.0, |(_, s)| {
+        s.iter().filter(|&&x| x >= 1.0).count() as f64 / n
+    });
     Ok(EvalResult {
         accuracy,
         reward_mean: report.totals.iter().map(|&t| f64::from(t)).sum::<f64>() / n,
-        mean_tokens: completions.iter().map(|c| c.token_ids.len() as f64).sum::<f64>() / n,
+        mean_tokens: completions
+            .iter()
+            .map(|c| c.token_ids.len() as f64)
+            .sum::<f64>()
+            / n,
     })
 }

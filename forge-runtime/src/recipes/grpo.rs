@@ -78,7 +78,8 @@ fn completion_logprobs<B: Backend>(
             .map(|e| (e.prompt_ids.as_slice(), e.completion_ids.as_slice())),
     );
     let (b, s) = (tokens.batch, tokens.seq);
-    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.input_ids.clone(), [b, s]), device);
+    let ids =
+        Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.input_ids.clone(), [b, s]), device);
     let logits = model.forward(ids);
     let v = logits.dims()[2];
     let host: Vec<f32> = logits.into_data().convert::<f32>().to_vec().expect("f32");
@@ -87,7 +88,10 @@ fn completion_logprobs<B: Backend>(
         .map(|e| vec![0.0; e.completion_ids.len()])
         .collect();
     for i in 0..b * s {
-        if let (Some(k), Ok(target)) = (tokens.completion_index[i], usize::try_from(tokens.target_ids[i])) {
+        if let (Some(k), Ok(target)) = (
+            tokens.completion_index[i],
+            usize::try_from(tokens.target_ids[i]),
+        ) {
             out[i / s][k] = logprob_of(&host[i * v..(i + 1) * v], target, temperature) as f32;
         }
     }
@@ -109,7 +113,10 @@ pub fn run_grpo<B: AutodiffBackend>(
     let kl = (registration.kl_coef)(&exp.loss.params).map_err(RunError::Other)?;
     let policy_loss = PolicyLoss {
         loss: bound,
-        aggregation: exp.loss.aggregation.unwrap_or(registration.default_aggregation),
+        aggregation: exp
+            .loss
+            .aggregation
+            .unwrap_or(registration.default_aggregation),
         temperature: exp.sampling.temperature,
         entropy_coef: exp.training.entropy_coef,
         mask_truncated: exp.advantages.mask_truncated,
@@ -136,7 +143,10 @@ pub fn run_grpo<B: AutodiffBackend>(
                 optimizer = restored;
                 order.restore(state.data);
                 start = state.step;
-                eprintln!("forge: resumed from {} (step {start})", checkpoint.dir.display());
+                eprintln!(
+                    "forge: resumed from {} (step {start})",
+                    checkpoint.dir.display()
+                );
             }
             None if exp.checkpoint.resume == ResumeMode::Always => {
                 return Err(RunError::Other(format!(
@@ -147,23 +157,46 @@ pub fn run_grpo<B: AutodiffBackend>(
             None => {}
         }
     }
-    let mut writer = MetricsWriter::open(&exp.metrics, &session.run_dir, CONSOLE.to_vec())
-        .map_err(RunError::io(&session.run_dir))?;
+    let mut writer =
+        MetricsWriter::open(&exp.metrics, &session.run_dir, CONSOLE.to_vec(), start > 0)
+            .map_err(RunError::io(&session.run_dir))?;
     if !session.dataset.skipped.is_empty() {
         for s in &session.dataset.skipped {
-            eprintln!("forge: {}:{}: skipped: {}", session.dataset.path.display(), s.line, s.message);
+            eprintln!(
+                "forge: {}:{}: skipped: {}",
+                session.dataset.path.display(),
+                s.line,
+                s.message
+            );
         }
     }
     let eval_interval = exp.dataset.eval.as_ref().map_or(0, |e| e.interval);
-    let run_eval = |session: &Session<B>, step: u64, writer: &mut MetricsWriter| -> Result<Option<f64>, RunError> {
+    let run_eval = |session: &Session<B>,
+                    step: u64,
+                    writer: &mut MetricsWriter|
+     -> Result<Option<f64>, RunError> {
         if session.eval.is_empty() {
             return Ok(None);
         }
         let model = session.model.valid();
-        let greedy_result = evaluate(&model, &session.tokenizer, &session.eval, &session.scorer, &greedy, &session.device)
-            .map_err(|e| RunError::Other(e.to_string()))?;
-        let sampled = evaluate(&model, &session.tokenizer, &session.eval, &session.scorer, &sampling, &session.device)
-            .map_err(|e| RunError::Other(e.to_string()))?;
+        let greedy_result = evaluate(
+            &model,
+            &session.tokenizer,
+            &session.eval,
+            &session.scorer,
+            &greedy,
+            &session.device,
+        )
+        .map_err(|e| RunError::Other(e.to_string()))?;
+        let sampled = evaluate(
+            &model,
+            &session.tokenizer,
+            &session.eval,
+            &session.scorer,
+            &sampling,
+            &session.device,
+        )
+        .map_err(|e| RunError::Other(e.to_string()))?;
         let mut m = StepMetrics::new("eval", step);
         m.set("eval/accuracy", greedy_result.accuracy)
             .set("eval/accuracy_sampled", sampled.accuracy)
@@ -173,7 +206,11 @@ pub fn run_grpo<B: AutodiffBackend>(
         writer.write(&m).map_err(RunError::io(&session.run_dir))?;
         Ok(Some(greedy_result.accuracy))
     };
-    let first_accuracy = if start == 0 { run_eval(&session, 0, &mut writer)? } else { None };
+    let first_accuracy = if start == 0 {
+        run_eval(&session, 0, &mut writer)?
+    } else {
+        None
+    };
 
     for step in start..exp.training.steps {
         let t_step = Instant::now();
@@ -183,7 +220,8 @@ pub fn run_grpo<B: AutodiffBackend>(
         let mut episodes: Vec<Episode> = Vec::new();
         let mut all_rewards: Vec<f32> = Vec::new();
         let mut per_reward: Vec<(String, Vec<f32>)> = Vec::new();
-        let (mut panics, mut timeouts, mut dropped, mut truncated, mut lengths) = (0, 0, 0, 0usize, Vec::new());
+        let (mut panics, mut timeouts, mut dropped, mut truncated, mut lengths) =
+            (0, 0, 0, 0usize, Vec::new());
         let (mut t_generate, mut t_reward) = (0.0, 0.0);
         let mut attempts = 0;
         while episodes.len() / n < groups_per_step && attempts < 4 {
@@ -192,7 +230,11 @@ pub fn run_grpo<B: AutodiffBackend>(
             let picked: Vec<usize> = (0..wanted).map(|_| order.next_index()).collect();
             let mut prompts = Vec::with_capacity(picked.len());
             for &i in &picked {
-                prompts.push(session.prompts.build(&session.dataset.records[i].fields, &session.tokenizer)?);
+                prompts.push(
+                    session
+                        .prompts
+                        .build(&session.dataset.records[i].fields, &session.tokenizer)?,
+                );
             }
             let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
             let t = Instant::now();
@@ -226,7 +268,11 @@ pub fn run_grpo<B: AutodiffBackend>(
             panics += report.panics;
             timeouts += report.timeouts;
             if per_reward.is_empty() {
-                per_reward = report.per_reward.iter().map(|(k, _)| (k.clone(), Vec::new())).collect();
+                per_reward = report
+                    .per_reward
+                    .iter()
+                    .map(|(k, _)| (k.clone(), Vec::new()))
+                    .collect();
             }
             for (acc, (_, scores)) in per_reward.iter_mut().zip(&report.per_reward) {
                 acc.1.extend(scores);
@@ -240,7 +286,8 @@ pub fn run_grpo<B: AutodiffBackend>(
                     dropped += 1;
                     continue;
                 }
-                let advantages = group_advantages(rewards, exp.advantages.estimator, exp.advantages.eps);
+                let advantages =
+                    group_advantages(rewards, exp.advantages.estimator, exp.advantages.eps);
                 for (k, c) in group.into_iter().enumerate() {
                     lengths.push(c.token_ids.len() as f64);
                     let is_truncated = c.stop_reason == StopReason::Length;
@@ -282,12 +329,20 @@ pub fn run_grpo<B: AutodiffBackend>(
         let outcome = if episodes.is_empty() {
             None
         } else {
-            let normalizer = batch_normalizer(&episodes, exp.sampling.max_tokens as usize, policy_loss.mask_truncated);
-            let micro = episodes.len().div_ceil(exp.training.gradient_accumulation_steps as usize).max(1);
+            let normalizer = batch_normalizer(
+                &episodes,
+                exp.sampling.max_tokens as usize,
+                policy_loss.mask_truncated,
+            );
+            let micro = episodes
+                .len()
+                .div_ceil(exp.training.gradient_accumulation_steps as usize)
+                .max(1);
             let mut accumulator = GradientsAccumulator::new();
             for chunk in episodes.chunks(micro) {
-                let (grads, stats) = policy_gradients(&session.model, chunk, &policy_loss, normalizer, &device)
-                    .map_err(|e| RunError::Other(e.to_string()))?;
+                let (grads, stats) =
+                    policy_gradients(&session.model, chunk, &policy_loss, normalizer, &device)
+                        .map_err(|e| RunError::Other(e.to_string()))?;
                 accumulator.accumulate(&session.model, grads);
                 loss_value += stats.loss;
                 max_gap = max_gap.max(stats.max_logprob_gap);
@@ -312,11 +367,25 @@ pub fn run_grpo<B: AutodiffBackend>(
         let t_train = t.elapsed().as_secs_f64();
 
         // 6. Metrics.
-        let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
+        let mean = |v: &[f64]| {
+            if v.is_empty() {
+                0.0
+            } else {
+                v.iter().sum::<f64>() / v.len() as f64
+            }
+        };
         let rewards: Vec<f64> = all_rewards.iter().map(|&r| f64::from(r)).collect();
         let reward_mean = mean(&rewards);
-        let reward_std = (mean(&rewards.iter().map(|r| (r - reward_mean).powi(2)).collect::<Vec<_>>())).sqrt();
-        metrics.set("reward/mean", reward_mean).set("reward/std", reward_std);
+        let reward_std = (mean(
+            &rewards
+                .iter()
+                .map(|r| (r - reward_mean).powi(2))
+                .collect::<Vec<_>>(),
+        ))
+        .sqrt();
+        metrics
+            .set("reward/mean", reward_mean)
+            .set("reward/std", reward_std);
         for (name, scores) in &per_reward {
             let s: Vec<f64> = scores.iter().map(|&x| f64::from(x)).collect();
             metrics.set(&format!("reward/{name}/mean"), mean(&s));
@@ -324,15 +393,32 @@ pub fn run_grpo<B: AutodiffBackend>(
         let advantages: Vec<f64> = episodes.iter().map(|e| f64::from(e.advantage)).collect();
         metrics
             .set("advantage/mean", mean(&advantages))
-            .set("advantage/abs_mean", mean(&advantages.iter().map(|a| a.abs()).collect::<Vec<_>>()))
+            .set(
+                "advantage/abs_mean",
+                mean(&advantages.iter().map(|a| a.abs()).collect::<Vec<_>>()),
+            )
             .set("loss/value", loss_value);
         for (k, v) in &weighted {
-            metrics.set(k, if active_total > 0 { v / active_total as f64 } else { 0.0 });
+            metrics.set(
+                k,
+                if active_total > 0 {
+                    v / active_total as f64
+                } else {
+                    0.0
+                },
+            );
         }
         metrics
             .set("loss/logprob_gap_max", max_gap)
             .set("response/length_mean", mean(&lengths))
-            .set("response/truncated_frac", if lengths.is_empty() { 0.0 } else { truncated as f64 / lengths.len() as f64 })
+            .set(
+                "response/truncated_frac",
+                if lengths.is_empty() {
+                    0.0
+                } else {
+                    truncated as f64 / lengths.len() as f64
+                },
+            )
             .set("rollout/dropped_groups", dropped as f64)
             .set("rollout/policy_age", 0.0)
             .set("reward/failures_panic", panics as f64)
@@ -343,28 +429,48 @@ pub fn run_grpo<B: AutodiffBackend>(
             .set("time/reward_s", t_reward)
             .set("time/reference_s", t_reference)
             .set("time/train_s", t_train)
-            .set("throughput/generate_tok_s", lengths.iter().sum::<f64>() / t_generate.max(1e-9))
-            .set("throughput/train_tok_s", active_total as f64 / t_train.max(1e-9));
+            .set(
+                "throughput/generate_tok_s",
+                lengths.iter().sum::<f64>() / t_generate.max(1e-9),
+            )
+            .set(
+                "throughput/train_tok_s",
+                active_total as f64 / t_train.max(1e-9),
+            );
         if let Some(o) = outcome {
             metrics
                 .set("train/lr", o.lr)
                 .set("train/grad_norm", o.grad_norm)
                 .set("train/skipped", f64::from(u8::from(o.skipped)));
             if o.skipped {
-                eprintln!("forge: step {}: non-finite loss or gradients; update skipped, weights kept", step + 1);
+                eprintln!(
+                    "forge: step {}: non-finite loss or gradients; update skipped, weights kept",
+                    step + 1
+                );
             }
         }
         metrics.set("time/step_s", t_step.elapsed().as_secs_f64());
         if (step + 1) % exp.metrics.log_interval == 0 || step + 1 == exp.training.steps {
-            writer.write(&metrics).map_err(RunError::io(&session.run_dir))?;
+            writer
+                .write(&metrics)
+                .map_err(RunError::io(&session.run_dir))?;
         }
         if eval_interval > 0 && (step + 1) % eval_interval == 0 && step + 1 < exp.training.steps {
             run_eval(&session, step + 1, &mut writer)?;
         }
         let interval = exp.checkpoint.interval;
         if interval > 0 && (step + 1) % interval == 0 {
-            let state = RunState { step: step + 1, data: order.position() };
-            Checkpoint::write(&checkpoints, &session, &optimizer, &state, exp.checkpoint.keep)?;
+            let state = RunState {
+                step: step + 1,
+                data: order.position(),
+            };
+            Checkpoint::write(
+                &checkpoints,
+                &session,
+                &optimizer,
+                &state,
+                exp.checkpoint.keep,
+            )?;
         }
     }
     let last = run_eval(&session, exp.training.steps, &mut writer)?;

@@ -76,7 +76,9 @@ impl<B: AutodiffBackend> Session<B> {
         B::seed(&device, exp.training.seed);
         let source = loaded.model_source().map_err(RunError::Other)?;
         let model_dir = source.dir().to_path_buf();
-        if let ModelSource::Experiment { file, final_dir, .. } = &source
+        if let ModelSource::Experiment {
+            file, final_dir, ..
+        } = &source
             && !final_dir.join("config.json").is_file()
         {
             return Err(RunError::Other(format!(
@@ -97,7 +99,11 @@ impl<B: AutodiffBackend> Session<B> {
             .path
             .as_ref()
             .map_or(model_dir.clone(), |p| loaded.resolve(p));
-        let template = exp.tokenizer.chat_template_file.as_ref().map(|p| loaded.resolve(p));
+        let template = exp
+            .tokenizer
+            .chat_template_file
+            .as_ref()
+            .map(|p| loaded.resolve(p));
         let tokenizer = Tokenizer::from_dir(&tokenizer_dir, template.as_deref())?;
         if tokenizer.vocab_size() > model.spec.vocab_size {
             return Err(RunError::Other(format!(

@@ -69,7 +69,9 @@ pub fn run_sft<B: AutodiffBackend>(
         });
     }
     if examples.is_empty() {
-        return Err(RunError::Other("no SFT example fits training.seq_len".into()));
+        return Err(RunError::Other(
+            "no SFT example fits training.seq_len".into(),
+        ));
     }
     let batch = exp.training.batch_size as usize;
     let epoch_steps = examples.len().div_ceil(batch) as u64;
@@ -90,28 +92,40 @@ pub fn run_sft<B: AutodiffBackend>(
         order.restore(state.data);
         start = state.step;
     }
-    let mut writer = MetricsWriter::open(&exp.metrics, &session.run_dir, CONSOLE.to_vec())
-        .map_err(RunError::io(&session.run_dir))?;
+    let mut writer =
+        MetricsWriter::open(&exp.metrics, &session.run_dir, CONSOLE.to_vec(), start > 0)
+            .map_err(RunError::io(&session.run_dir))?;
     let greedy = greedy_params(&session.loaded);
     let eval_interval = exp.dataset.eval.as_ref().map_or(0, |e| e.interval);
-    let run_eval = |session: &Session<B>, step: u64, writer: &mut MetricsWriter| -> Result<(), RunError> {
-        if session.eval.is_empty() || session.scorer.names().is_empty() {
-            return Ok(());
-        }
-        let r = evaluate(&session.model.valid(), &session.tokenizer, &session.eval, &session.scorer, &greedy, &session.device)
+    let run_eval =
+        |session: &Session<B>, step: u64, writer: &mut MetricsWriter| -> Result<(), RunError> {
+            if session.eval.is_empty() || session.scorer.names().is_empty() {
+                return Ok(());
+            }
+            let r = evaluate(
+                &session.model.valid(),
+                &session.tokenizer,
+                &session.eval,
+                &session.scorer,
+                &greedy,
+                &session.device,
+            )
             .map_err(|e| RunError::Other(e.to_string()))?;
-        let mut m = StepMetrics::new("eval", step);
-        m.set("eval/accuracy", r.accuracy)
-            .set("eval/reward_mean", r.reward_mean)
-            .set("eval/length_mean", r.mean_tokens);
-        writer.write(&m).map_err(RunError::io(&session.run_dir))?;
-        Ok(())
-    };
+            let mut m = StepMetrics::new("eval", step);
+            m.set("eval/accuracy", r.accuracy)
+                .set("eval/reward_mean", r.reward_mean)
+                .set("eval/length_mean", r.mean_tokens);
+            writer.write(&m).map_err(RunError::io(&session.run_dir))?;
+            Ok(())
+        };
     for step in start..steps {
         let t = Instant::now();
         let picked: Vec<&SftExample> = (0..batch).map(|_| &examples[order.next_index()]).collect();
         let total_tokens: usize = picked.iter().map(|e| e.completion_ids.len()).sum();
-        let micro = picked.len().div_ceil(exp.training.gradient_accumulation_steps as usize).max(1);
+        let micro = picked
+            .len()
+            .div_ceil(exp.training.gradient_accumulation_steps as usize)
+            .max(1);
         let mut accumulator = GradientsAccumulator::new();
         let mut loss = 0.0;
         for chunk in picked.chunks(micro) {
@@ -142,15 +156,28 @@ pub fn run_sft<B: AutodiffBackend>(
         }
         let interval = exp.checkpoint.interval;
         if interval > 0 && (step + 1) % interval == 0 {
-            let state = RunState { step: step + 1, data: order.position() };
-            Checkpoint::write(&checkpoints, &session, &optimizer, &state, exp.checkpoint.keep)?;
+            let state = RunState {
+                step: step + 1,
+                data: order.position(),
+            };
+            Checkpoint::write(
+                &checkpoints,
+                &session,
+                &optimizer,
+                &state,
+                exp.checkpoint.keep,
+            )?;
         }
     }
     run_eval(&session, steps, &mut writer)?;
     let final_dir = session.run_dir.join("final");
     session.save_model(&final_dir)?;
     if let Some(path) = writer.jsonl_path() {
-        super::draw_curves(path, &session.run_dir, &["loss/value", "eval/accuracy", "train/lr", "train/grad_norm"]);
+        super::draw_curves(
+            path,
+            &session.run_dir,
+            &["loss/value", "eval/accuracy", "train/lr", "train/grad_norm"],
+        );
     }
     eprintln!("forge: final model in {}", final_dir.display());
     Ok(final_dir)

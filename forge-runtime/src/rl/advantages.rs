@@ -43,7 +43,12 @@ mod tests {
     fn estimators_match_their_definitions() {
         let r = [1.0f32, 0.0, 0.5, 0.25];
         let mean = 0.4375f64;
-        let std = (r.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / 3.0).sqrt();
+        let std = (r
+            .iter()
+            .map(|&x| (f64::from(x) - mean).powi(2))
+            .sum::<f64>()
+            / 3.0)
+            .sqrt();
         let g = group_advantages(&r, AdvantageEstimator::GroupNormalized, 1e-6);
         let d = group_advantages(&r, AdvantageEstimator::DrGrpo, 1e-6);
         let l = group_advantages(&r, AdvantageEstimator::Rloo, 1e-6);
@@ -55,9 +60,14 @@ mod tests {
             assert!((f64::from(l[i]) - (x - others)).abs() < 1e-6);
         }
         // Equal rewards carry no signal.
-        assert!(group_advantages(&[0.7; 5], AdvantageEstimator::GroupNormalized, 1e-6)
-            .iter()
-            .all(|&a| a == 0.0));
-        assert_eq!(group_advantages(&[1.0], AdvantageEstimator::Rloo, 0.0), vec![0.0]);
+        assert!(
+            group_advantages(&[0.7; 5], AdvantageEstimator::GroupNormalized, 1e-6)
+                .iter()
+                .all(|&a| a == 0.0)
+        );
+        assert_eq!(
+            group_advantages(&[1.0], AdvantageEstimator::Rloo, 0.0),
+            vec![0.0]
+        );
     }
 }

@@ -51,7 +51,9 @@ pub struct RewardScorer {
 impl std::fmt::Debug for RewardScorer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<&str> = self.rewards.iter().map(|r| r.name.as_str()).collect();
-        f.debug_struct("RewardScorer").field("rewards", &names).finish()
+        f.debug_struct("RewardScorer")
+            .field("rewards", &names)
+            .finish()
     }
 }
 
@@ -62,8 +64,8 @@ impl RewardScorer {
         for c in configs {
             let registration = registry::find(&c.name)
                 .ok_or_else(|| format!("reward `{}` is not registered in this binary", c.name))?;
-            let function = (registration.build)(&c.params)
-                .map_err(|e| format!("reward `{}`: {e}", c.name))?;
+            let function =
+                (registration.build)(&c.params).map_err(|e| format!("reward `{}`: {e}", c.name))?;
             rewards.push(BoundReward {
                 name: c.name.clone(),
                 weight: c.weight as f32,

@@ -85,7 +85,8 @@ impl ArithmeticTask {
             let path = dir.join(name);
             std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
         };
-        let tokenizer = train_char_tokenizer(ALPHABET, &SPECIAL_TOKENS).map_err(|e| e.to_string())?;
+        let tokenizer =
+            train_char_tokenizer(ALPHABET, &SPECIAL_TOKENS).map_err(|e| e.to_string())?;
         let json = tokenizer.to_string(true).map_err(|e| e.to_string())?;
         write("tokenizer.json", json + "\n")?;
         write(
@@ -149,7 +150,10 @@ mod tests {
                 .map(|l| serde_json::from_str(l).unwrap())
                 .collect()
         };
-        let eval: BTreeSet<String> = read("eval.jsonl").iter().map(|v| v["prompt"].to_string()).collect();
+        let eval: BTreeSet<String> = read("eval.jsonl")
+            .iter()
+            .map(|v| v["prompt"].to_string())
+            .collect();
         assert_eq!(eval.len(), 30);
         for name in ["sft.jsonl", "train.jsonl"] {
             for v in read(name) {
@@ -163,7 +167,11 @@ mod tests {
         assert_eq!(read("train.jsonl").len(), 21 * 21 - 30);
         let tok = crate::tokenizer::Tokenizer::from_dir(dir.path(), None).unwrap();
         assert_eq!(tok.eos_token_ids(), &[1]);
-        assert_eq!(tok.decode(&tok.encode("12+7=19", false).unwrap(), false).unwrap(), "12+7=19");
+        assert_eq!(
+            tok.decode(&tok.encode("12+7=19", false).unwrap(), false)
+                .unwrap(),
+            "12+7=19"
+        );
         let spec = crate::model::ModelSpec::from_dir(dir.path()).unwrap();
         assert_eq!(spec.vocab_size, tok.vocab_size());
     }

@@ -12,8 +12,8 @@ mod schedule;
 mod sft;
 mod token_batch;
 
-pub use optimizer::{Optimizer, StepOutcome};
 pub use optimizer::gradient_norm;
+pub use optimizer::{Optimizer, StepOutcome};
 pub use policy::{PolicyLoss, PolicyStats, batch_normalizer, policy_gradients};
 pub use schedule::learning_rate;
 pub use sft::{SftExample, sft_gradients};

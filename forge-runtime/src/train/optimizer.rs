@@ -31,7 +31,9 @@ pub struct Optimizer<B: AutodiffBackend> {
 
 impl<B: AutodiffBackend> std::fmt::Debug for Optimizer<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Optimizer").field("step", &self.step).finish_non_exhaustive()
+        f.debug_struct("Optimizer")
+            .field("step", &self.step)
+            .finish_non_exhaustive()
     }
 }
 
@@ -149,14 +151,20 @@ impl<B: AutodiffBackend> Optimizer<B> {
     }
 
     /// The optimiser state (moments per parameter id), for checkpoints.
-    pub fn record(&self) -> <OptimizerAdaptor<AdamW, CausalLm<B>, B> as burn::optim::Optimizer<CausalLm<B>, B>>::Record {
+    pub fn record(
+        &self,
+    ) -> <OptimizerAdaptor<AdamW, CausalLm<B>, B> as burn::optim::Optimizer<CausalLm<B>, B>>::Record
+    {
         self.adam.to_record()
     }
 
     /// Restores the state saved by [`Optimizer::record`].
     pub fn load_record(
         mut self,
-        record: <OptimizerAdaptor<AdamW, CausalLm<B>, B> as burn::optim::Optimizer<CausalLm<B>, B>>::Record,
+        record: <OptimizerAdaptor<AdamW, CausalLm<B>, B> as burn::optim::Optimizer<
+            CausalLm<B>,
+            B,
+        >>::Record,
         step: u64,
     ) -> Self {
         self.adam = self.adam.load_record(record);

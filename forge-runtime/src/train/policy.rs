@@ -83,7 +83,8 @@ pub fn policy_gradients<B: AutodiffBackend>(
             .map(|e| (e.prompt_ids.as_slice(), e.completion_ids.as_slice())),
     );
     let (b, s) = (tokens.batch, tokens.seq);
-    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.input_ids.clone(), [b, s]), device);
+    let ids =
+        Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.input_ids.clone(), [b, s]), device);
     let logits = model.forward(ids);
     let vocab = logits.dims()[2];
     let host: Vec<f32> = logits
@@ -112,13 +113,22 @@ pub fn policy_gradients<B: AutodiffBackend>(
         generator_logprobs: per_position(&|e, k| e.generator_logprobs[k]),
         advantages: per_position(&|e, _| e.advantage),
         loss_mask: per_position(&|e, _| {
-            if loss.mask_truncated && e.truncated { 0.0 } else { 1.0 }
+            if loss.mask_truncated && e.truncated {
+                0.0
+            } else {
+                1.0
+            }
         }),
-        ref_logprobs: with_reference.then(|| {
-            per_position(&|e, k| e.ref_logprobs.as_ref().map_or(0.0, |r| r[k]))
-        }),
+        ref_logprobs: with_reference
+            .then(|| per_position(&|e, k| e.ref_logprobs.as_ref().map_or(0.0, |r| r[k]))),
     };
-    let out = evaluate(&loss.loss, loss.aggregation, &batch, loss.temperature, Some(normalizer))?;
+    let out = evaluate(
+        &loss.loss,
+        loss.aggregation,
+        &batch,
+        loss.temperature,
+        Some(normalizer),
+    )?;
     let mut grad = out.grad_logits;
     let mut value = out.loss;
     let active: Vec<usize> = (0..b * s).filter(|&i| batch.is_active(i)).collect();
@@ -161,8 +171,14 @@ fn entropy_bonus(
     let mut value = 0.0;
     for &i in active {
         let row = &batch.logits[i * v..(i + 1) * v];
-        let max = row.iter().map(|&x| f64::from(x) / t).fold(f64::NEG_INFINITY, f64::max);
-        let exps: Vec<f64> = row.iter().map(|&x| (f64::from(x) / t - max).exp()).collect();
+        let max = row
+            .iter()
+            .map(|&x| f64::from(x) / t)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let exps: Vec<f64> = row
+            .iter()
+            .map(|&x| (f64::from(x) / t - max).exp())
+            .collect();
         let sum: f64 = exps.iter().sum();
         let logp: Vec<f64> = exps.iter().map(|e| (e / sum).ln()).collect();
         let h: f64 = -logp.iter().map(|&l| l.exp() * l).sum::<f64>();

@@ -31,7 +31,8 @@ pub fn sft_gradients<B: AutodiffBackend>(
             .map(|e| (e.prompt_ids.as_slice(), e.completion_ids.as_slice())),
     );
     let (b, s) = (tokens.batch, tokens.seq);
-    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.input_ids.clone(), [b, s]), device);
+    let ids =
+        Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.input_ids.clone(), [b, s]), device);
     let logits = model.forward(ids);
     let v = logits.dims()[2];
     let host: Vec<f32> = logits

@@ -3,7 +3,7 @@
 //! (policy loss), on a tiny random model.
 
 use burn::backend::{Autodiff, NdArray};
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
@@ -32,11 +32,18 @@ fn flat_grads(model: &CausalLm<B>, grads: &GradientsParams) -> Vec<f32> {
     }
     impl ModuleVisitor<B> for Collect<'_> {
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
-            let g = self.grads.get::<Inner, D>(p.id).expect("every parameter has a gradient");
-            self.out.extend(g.into_data().convert::<f32>().to_vec::<f32>().unwrap());
+            let g = self
+                .grads
+                .get::<Inner, D>(p.id)
+                .expect("every parameter has a gradient");
+            self.out
+                .extend(g.into_data().convert::<f32>().to_vec::<f32>().unwrap());
         }
     }
-    let mut c = Collect { grads, out: Vec::new() };
+    let mut c = Collect {
+        grads,
+        out: Vec::new(),
+    };
     model.visit(&mut c);
     c.out
 }
@@ -46,31 +53,55 @@ fn sft_gradients_match_burn_autodiff_of_cross_entropy() {
     let device = Default::default();
     let model = model(21);
     let examples = vec![
-        SftExample { prompt_ids: vec![3, 4, 5], completion_ids: vec![6, 7] },
-        SftExample { prompt_ids: vec![8], completion_ids: vec![9, 10, 11, 1] },
+        SftExample {
+            prompt_ids: vec![3, 4, 5],
+            completion_ids: vec![6, 7],
+        },
+        SftExample {
+            prompt_ids: vec![8],
+            completion_ids: vec![9, 10, 11, 1],
+        },
     ];
     let total = 6;
     let (grads, loss) = sft_gradients(&model, &examples, total, &device);
     let ours = flat_grads(&model, &grads);
 
     // Reference: log_softmax + gather with burn's autodiff, masked mean.
-    let batch = TokenBatch::new(examples.iter().map(|e| (e.prompt_ids.as_slice(), e.completion_ids.as_slice())));
+    let batch = TokenBatch::new(
+        examples
+            .iter()
+            .map(|e| (e.prompt_ids.as_slice(), e.completion_ids.as_slice())),
+    );
     let (b, s) = (batch.batch, batch.seq);
-    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(batch.input_ids.clone(), [b, s]), &device);
+    let ids =
+        Tensor::<B, 2, Int>::from_data(TensorData::new(batch.input_ids.clone(), [b, s]), &device);
     let logp = log_softmax(model.forward(ids), 2);
     let targets: Vec<i64> = batch.target_ids.iter().map(|&t| t.max(0)).collect();
-    let mask: Vec<f32> = batch.target_ids.iter().map(|&t| if t >= 0 { 1.0 } else { 0.0 }).collect();
+    let mask: Vec<f32> = batch
+        .target_ids
+        .iter()
+        .map(|&t| if t >= 0 { 1.0 } else { 0.0 })
+        .collect();
     let targets = Tensor::<B, 3, Int>::from_data(TensorData::new(targets, [b, s, 1]), &device);
     let mask = Tensor::<B, 3>::from_data(TensorData::new(mask, [b, s, 1]), &device);
     let reference_loss = -(logp.gather(2, targets) * mask).sum() / total as f64;
     let reference_value: f32 = reference_loss.clone().into_scalar().elem();
-    let reference = flat_grads(&model, &GradientsParams::from_grads(reference_loss.backward(), &model));
+    let reference = flat_grads(
+        &model,
+        &GradientsParams::from_grads(reference_loss.backward(), &model),
+    );
 
-    assert!((loss - f64::from(reference_value)).abs() < 1e-5, "{loss} vs {reference_value}");
+    assert!(
+        (loss - f64::from(reference_value)).abs() < 1e-5,
+        "{loss} vs {reference_value}"
+    );
     let scale = reference.iter().fold(0f32, |m, g| m.max(g.abs()));
     assert!(scale > 1e-4);
     for (i, (a, r)) in ours.iter().zip(&reference).enumerate() {
-        assert!((a - r).abs() <= 1e-4 * scale, "parameter element {i}: {a} vs {r}");
+        assert!(
+            (a - r).abs() <= 1e-4 * scale,
+            "parameter element {i}: {a} vs {r}"
+        );
     }
 }
 
@@ -95,12 +126,26 @@ fn episodes() -> Vec<Episode> {
 
 /// The loss of `episodes` under `model`, by the f64 reference path.
 fn reference_loss(model: &CausalLm<Inner>, episodes: &[Episode], loss: &PolicyLoss) -> f64 {
-    let batch = TokenBatch::new(episodes.iter().map(|e| (e.prompt_ids.as_slice(), e.completion_ids.as_slice())));
+    let batch = TokenBatch::new(
+        episodes
+            .iter()
+            .map(|e| (e.prompt_ids.as_slice(), e.completion_ids.as_slice())),
+    );
     let (b, s) = (batch.batch, batch.seq);
-    let ids = Tensor::<Inner, 2, Int>::from_data(TensorData::new(batch.input_ids.clone(), [b, s]), &Default::default());
-    let logits: Vec<f32> = model.forward(ids).into_data().convert::<f32>().to_vec().unwrap();
+    let ids = Tensor::<Inner, 2, Int>::from_data(
+        TensorData::new(batch.input_ids.clone(), [b, s]),
+        &Default::default(),
+    );
+    let logits: Vec<f32> = model
+        .forward(ids)
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .unwrap();
     let per = |f: &dyn Fn(&Episode, usize) -> f32| -> Vec<f32> {
-        (0..b * s).map(|i| batch.completion_index[i].map_or(0.0, |k| f(&episodes[i / s], k))).collect()
+        (0..b * s)
+            .map(|i| batch.completion_index[i].map_or(0.0, |k| f(&episodes[i / s], k)))
+            .collect()
     };
     let lb = LossBatch {
         batch: b,
@@ -114,7 +159,15 @@ fn reference_loss(model: &CausalLm<Inner>, episodes: &[Episode], loss: &PolicyLo
         ref_logprobs: None,
     };
     let normalizer = batch_normalizer(episodes, 8, false);
-    evaluate(&loss.loss, loss.aggregation, &lb, loss.temperature, Some(normalizer)).unwrap().loss
+    evaluate(
+        &loss.loss,
+        loss.aggregation,
+        &lb,
+        loss.temperature,
+        Some(normalizer),
+    )
+    .unwrap()
+    .loss
 }
 
 #[test]
@@ -137,14 +190,26 @@ fn policy_gradients_match_finite_differences_and_split_into_micro_batches() {
     let (g1, s1) = policy_gradients(&model, &eps[..1], &loss, normalizer, &device).unwrap();
     let (g2, s2) = policy_gradients(&model, &eps[1..], &loss, normalizer, &device).unwrap();
     assert!((s1.loss + s2.loss - stats.loss).abs() < 1e-9);
-    let parts: Vec<f32> = flat_grads(&model, &g1).iter().zip(flat_grads(&model, &g2)).map(|(a, b)| a + b).collect();
+    let parts: Vec<f32> = flat_grads(&model, &g1)
+        .iter()
+        .zip(flat_grads(&model, &g2))
+        .map(|(a, b)| a + b)
+        .collect();
     let scale = whole.iter().fold(0f32, |m, g| m.max(g.abs()));
     for (a, b) in whole.iter().zip(&parts) {
-        assert!((a - b).abs() <= 1e-5 * scale);
+        assert!((a - b).abs() <= 1e-4 * scale, "{a} vs {b} (scale {scale})");
     }
     // Finite differences on the final norm's weights (they touch every logit).
     let inner = model.valid();
-    let base = inner.model.norm.weight.val().into_data().convert::<f32>().to_vec::<f32>().unwrap();
+    let base = inner
+        .model
+        .norm
+        .weight
+        .val()
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap();
     let analytic = grads
         .get::<Inner, 1>(model.model.norm.weight.id)
         .unwrap()
@@ -167,7 +232,10 @@ fn policy_gradients_match_finite_differences_and_split_into_micro_batches() {
         };
         let numeric = (shifted(h) - shifted(-h)) / (2.0 * f64::from(h));
         let a = f64::from(analytic[j]);
-        assert!((a - numeric).abs() <= 2e-3 * a.abs().max(1e-2), "weight {j}: {a} vs {numeric}");
+        assert!(
+            (a - numeric).abs() <= 2e-3 * a.abs().max(1e-2),
+            "weight {j}: {a} vs {numeric}"
+        );
         checked += 1;
     }
     assert_eq!(checked, 4);

@@ -64,9 +64,12 @@ mod tests {
 
     #[test]
     fn targets_are_the_completion_shifted_by_one() {
-        let b = TokenBatch::new([(&[5u32, 6][..], &[7u32, 8, 9][..]), (&[1u32][..], &[2u32][..])]);
+        let b = TokenBatch::new([
+            (&[5u32, 6][..], &[7u32, 8, 9][..]),
+            (&[1u32][..], &[2u32][..]),
+        ]);
         assert_eq!((b.batch, b.seq), (2, 4));
-        assert_eq!(b.input_ids, vec![5, 6, 7, 8, 1, 0, 0, 0]);
+        assert_eq!(b.input_ids, vec![5, 6, 7, 8, 1, 2, 0, 0]);
         let i = IGNORE_INDEX;
         assert_eq!(b.target_ids, vec![i, 7, 8, 9, 2, i, i, i]);
         assert_eq!(b.completion_index[1..4], [Some(0), Some(1), Some(2)]);

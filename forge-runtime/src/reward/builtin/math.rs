@@ -18,5 +18,9 @@ pub fn math(completion: &str, answer: &str) -> f32 {
 /// answer, else 0.
 #[crate::reward]
 pub fn think_format(completion: &str) -> f32 {
-    if think_format_ok(completion) { 1.0 } else { 0.0 }
+    if think_format_ok(completion) {
+        1.0
+    } else {
+        0.0
+    }
 }
