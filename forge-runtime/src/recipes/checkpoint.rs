@@ -94,6 +94,20 @@ impl Checkpoint {
         Ok(Checkpoint { dir: final_dir })
     }
 
+    /// Writes a checkpoint after step `state.step` when `config.interval` says one is due.
+    pub fn write_if_due<B: AutodiffBackend>(
+        root: &Path,
+        session: &Session<B>,
+        optimizer: &Optimizer<B>,
+        state: &RunState,
+        config: &crate::config::CheckpointConfig,
+    ) -> Result<(), RunError> {
+        if config.interval > 0 && state.step.is_multiple_of(config.interval) {
+            Self::write(root, session, optimizer, state, config.keep)?;
+        }
+        Ok(())
+    }
+
     /// Restores the model, optimiser and run state into `session` and `optimizer`.
     pub fn restore<B: AutodiffBackend>(
         &self,

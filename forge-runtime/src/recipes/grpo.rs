@@ -78,11 +78,8 @@ fn completion_logprobs<B: Backend>(
             .map(|e| (e.prompt_ids.as_slice(), e.completion_ids.as_slice())),
     );
     let (b, s) = (tokens.batch, tokens.seq);
-    let ids =
-        Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.input_ids.clone(), [b, s]), device);
-    let logits = model.forward(ids);
+    let (logits, host) = tokens.logits(model, device);
     let v = logits.dims()[2];
-    let host: Vec<f32> = logits.into_data().convert::<f32>().to_vec().expect("f32");
     let mut out: Vec<Vec<f32>> = episodes
         .iter()
         .map(|e| vec![0.0; e.completion_ids.len()])
@@ -458,20 +455,11 @@ pub fn run_grpo<B: AutodiffBackend>(
         if eval_interval > 0 && (step + 1) % eval_interval == 0 && step + 1 < exp.training.steps {
             run_eval(&session, step + 1, &mut writer)?;
         }
-        let interval = exp.checkpoint.interval;
-        if interval > 0 && (step + 1) % interval == 0 {
-            let state = RunState {
-                step: step + 1,
-                data: order.position(),
-            };
-            Checkpoint::write(
-                &checkpoints,
-                &session,
-                &optimizer,
-                &state,
-                exp.checkpoint.keep,
-            )?;
-        }
+        let state = RunState {
+            step: step + 1,
+            data: order.position(),
+        };
+        Checkpoint::write_if_due(&checkpoints, &session, &optimizer, &state, &exp.checkpoint)?;
     }
     let last = run_eval(&session, exp.training.steps, &mut writer)?;
     let final_dir = session.run_dir.join("final");

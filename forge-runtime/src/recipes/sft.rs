@@ -154,20 +154,11 @@ pub fn run_sft<B: AutodiffBackend>(
         if eval_interval > 0 && (step + 1) % eval_interval == 0 && step + 1 < steps {
             run_eval(&session, step + 1, &mut writer)?;
         }
-        let interval = exp.checkpoint.interval;
-        if interval > 0 && (step + 1) % interval == 0 {
-            let state = RunState {
-                step: step + 1,
-                data: order.position(),
-            };
-            Checkpoint::write(
-                &checkpoints,
-                &session,
-                &optimizer,
-                &state,
-                exp.checkpoint.keep,
-            )?;
-        }
+        let state = RunState {
+            step: step + 1,
+            data: order.position(),
+        };
+        Checkpoint::write_if_due(&checkpoints, &session, &optimizer, &state, &exp.checkpoint)?;
     }
     run_eval(&session, steps, &mut writer)?;
     let final_dir = session.run_dir.join("final");

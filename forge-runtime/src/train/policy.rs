@@ -83,17 +83,8 @@ pub fn policy_gradients<B: AutodiffBackend>(
             .map(|e| (e.prompt_ids.as_slice(), e.completion_ids.as_slice())),
     );
     let (b, s) = (tokens.batch, tokens.seq);
-    let ids =
-        Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.input_ids.clone(), [b, s]), device);
-    let logits = model.forward(ids);
+    let (logits, host) = tokens.logits(model, device);
     let vocab = logits.dims()[2];
-    let host: Vec<f32> = logits
-        .clone()
-        .detach()
-        .into_data()
-        .convert::<f32>()
-        .to_vec()
-        .expect("converted to f32");
 
     let per_position = |value: &dyn Fn(&Episode, usize) -> f32| -> Vec<f32> {
         (0..b * s)

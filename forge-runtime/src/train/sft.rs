@@ -31,17 +31,8 @@ pub fn sft_gradients<B: AutodiffBackend>(
             .map(|e| (e.prompt_ids.as_slice(), e.completion_ids.as_slice())),
     );
     let (b, s) = (tokens.batch, tokens.seq);
-    let ids =
-        Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.input_ids.clone(), [b, s]), device);
-    let logits = model.forward(ids);
+    let (logits, host) = tokens.logits(model, device);
     let v = logits.dims()[2];
-    let host: Vec<f32> = logits
-        .clone()
-        .detach()
-        .into_data()
-        .convert::<f32>()
-        .to_vec()
-        .expect("converted to f32");
     let w = 1.0 / total_tokens.max(1) as f64;
     let mut grad = vec![0f32; b * s * v];
     let mut loss = 0.0;

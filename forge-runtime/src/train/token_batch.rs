@@ -1,6 +1,9 @@
 //! Prompt + completion sequences laid out for one forward pass.
 
+use burn::prelude::*;
+
 use crate::loss::reference::IGNORE_INDEX;
+use crate::model::CausalLm;
 
 /// Sequences right-padded to a common length. Position `t` predicts token `t + 1`; only completion
 /// tokens are targets.
@@ -55,6 +58,30 @@ impl TokenBatch {
             target_ids,
             completion_index,
         }
+    }
+}
+
+impl TokenBatch {
+    /// Runs `model` over the batch: the logits `[batch, seq, vocab]` (in the graph, for a
+    /// backward pass) and a host copy of them (f32, row-major) for the loss.
+    pub fn logits<B: Backend>(
+        &self,
+        model: &CausalLm<B>,
+        device: &B::Device,
+    ) -> (Tensor<B, 3>, Vec<f32>) {
+        let ids = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(self.input_ids.clone(), [self.batch, self.seq]),
+            device,
+        );
+        let logits = model.forward(ids);
+        let host = logits
+            .clone()
+            .detach()
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("converted to f32");
+        (logits, host)
     }
 }
 
