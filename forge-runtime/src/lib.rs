@@ -37,6 +37,7 @@ pub mod __private {
 
     pub use crate::kernels;
     pub use crate::loss::math;
+    pub use crate::{__launcher_cuda as launcher_cuda, __launcher_wgpu as launcher_wgpu};
 
     /// Whether `module_path` is inside this crate (registrations of built-ins say so).
     pub const fn is_forge_module(module_path: &str) -> bool {

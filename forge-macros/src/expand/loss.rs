@@ -103,8 +103,8 @@ pub(super) fn expand(loss: &LossDef) -> syn::Result<TokenStream> {
                             as ::forge::loss::registry::BoundLoss
                     }),
                     param_values: |map| Params::from_map(map).map(|p| ::std::vec![#(p.#params_idents),*]),
-                    launch_wgpu: kernel::launch::<#private::cubecl::wgpu::WgpuRuntime>,
-                    launch_cuda: kernel::launch::<#private::cubecl::cuda::CudaRuntime>,
+                    launch_wgpu: #private::launcher_wgpu!(kernel::launch),
+                    launch_cuda: #private::launcher_cuda!(kernel::launch),
                     builtin: #private::is_forge_module(::core::module_path!()),
                 }
             }

@@ -236,7 +236,13 @@ pub(super) fn generate(
     // behind the up-to-date check.
     let binary_name = dir_name;
 
-    let manifest = cargo_toml(&package_name(&exp.name), &binary_name, toolchain, &crates);
+    let manifest = cargo_toml(
+        &package_name(&exp.name),
+        &binary_name,
+        selection.backend,
+        toolchain,
+        &crates,
+    );
     let main = main_rs(
         &selection,
         &file_abs,
@@ -296,9 +302,20 @@ fn collect_sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-fn cargo_toml(package: &str, binary: &str, toolchain: &Toolchain, crates: &[UserCrate]) -> String {
+fn cargo_toml(
+    package: &str,
+    binary: &str,
+    backend: Backend,
+    toolchain: &Toolchain,
+    crates: &[UserCrate],
+) -> String {
+    // Only the runtime the backend needs: a CPU binary builds no GPU runtime at all.
+    let features = backend
+        .runtime_feature()
+        .map(|f| format!(", features = [{}]", toml_string(f)))
+        .unwrap_or_default();
     let mut deps = format!(
-        "forge = {{ package = \"forge-runtime\", path = {} }}\n",
+        "forge = {{ package = \"forge-runtime\", path = {}, default-features = false{features} }}\n",
         toml_string(&toolchain.runtime_dir.display().to_string())
     );
     for c in crates {

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
-    /// The CPU (burn's ndarray backend; kernels through wgpu on a software Vulkan driver).
+    /// The CPU (burn's ndarray backend; the loss through its f64 twin).
     #[default]
     Cpu,
     /// NVIDIA GPUs through CUDA (kernels compiled at run time with NVRTC, GEMMs through cuBLAS).
@@ -18,6 +18,15 @@ impl Backend {
     /// Whether this backend runs on GPUs (and so may be given `with_gpus` services).
     pub fn uses_gpus(self) -> bool {
         !matches!(self, Backend::Cpu)
+    }
+
+    /// The cargo feature of `forge-runtime` a binary for this backend needs, if any.
+    pub fn runtime_feature(self) -> Option<&'static str> {
+        match self {
+            Backend::Cpu => None,
+            Backend::Cuda => Some("cuda"),
+            Backend::Wgpu => Some("wgpu"),
+        }
     }
 
     /// The name used in YAML.

@@ -4,9 +4,11 @@
 //! Per-token vectors (N floats) go through the host for the aggregation weights and GSPO's
 //! sequence means; the vocabulary-sized work (N x V) stays on the device.
 
+#[cfg(feature = "cuda")]
 use cubecl::cuda::{CudaDevice, CudaRuntime};
 use cubecl::prelude::*;
 use cubecl::server::Handle;
+#[cfg(feature = "wgpu")]
 use cubecl::wgpu::{WgpuDevice, WgpuRuntime};
 
 use super::args::array_arg;
@@ -52,6 +54,7 @@ pub trait LossRuntime: Runtime {
     fn launch_token_loss(loss: &LossRegistration, client: &ComputeClient<Self>, io: &TokenLossIo);
 }
 
+#[cfg(feature = "wgpu")]
 impl LossRuntime for WgpuRuntime {
     const MAX_VECTOR: usize = 4;
 
@@ -60,6 +63,7 @@ impl LossRuntime for WgpuRuntime {
     }
 }
 
+#[cfg(feature = "cuda")]
 impl LossRuntime for CudaRuntime {
     const MAX_VECTOR: usize = 8;
 
@@ -80,6 +84,11 @@ pub enum DeviceLossError {
     /// Reading a result back failed.
     #[error("reading results from the device: {0}")]
     Read(String),
+    /// This build of Forge left the runtime out (cargo feature off).
+    #[error(
+        "this build of Forge has no {0} runtime: rebuild it with `--features {0}` (for the CLI: `cargo build --release -p forge-cli --features {0}`)"
+    )]
+    NotBuilt(&'static str),
     /// The batch has more rows than one launch dimension allows.
     #[error("{0} tokens exceed the kernel grid ({1} at most)")]
     TooLarge(usize, usize),
@@ -376,10 +385,22 @@ pub fn evaluate_on<R: LossRuntime>(
 
 /// [`evaluate_on`] on the default wgpu device (a GPU, or lavapipe on a CPU-only machine).
 pub fn evaluate_wgpu(request: &LossRequest<'_>) -> Result<LossOutput, DeviceLossError> {
-    evaluate_on(&WgpuRuntime::client(&WgpuDevice::default()), request)
+    #[cfg(feature = "wgpu")]
+    return evaluate_on(&WgpuRuntime::client(&WgpuDevice::default()), request);
+    #[cfg(not(feature = "wgpu"))]
+    {
+        let _ = request;
+        Err(DeviceLossError::NotBuilt("wgpu"))
+    }
 }
 
 /// [`evaluate_on`] on CUDA device 0.
 pub fn evaluate_cuda(request: &LossRequest<'_>) -> Result<LossOutput, DeviceLossError> {
-    evaluate_on(&CudaRuntime::client(&CudaDevice::new(0)), request)
+    #[cfg(feature = "cuda")]
+    return evaluate_on(&CudaRuntime::client(&CudaDevice::new(0)), request);
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = request;
+        Err(DeviceLossError::NotBuilt("cuda"))
+    }
 }

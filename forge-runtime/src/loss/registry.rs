@@ -3,9 +3,7 @@
 use schemars::Schema;
 use serde_json::{Map, Value};
 
-use cubecl::cuda::CudaRuntime;
 use cubecl::prelude::ComputeClient;
-use cubecl::wgpu::WgpuRuntime;
 
 use super::{TokenGrad, TokenInputs};
 use crate::config::Aggregation;
@@ -16,6 +14,54 @@ pub type Params = Map<String, Value>;
 
 /// A loss with its parameters bound: per-token value and derivatives (the f64 reference).
 pub type BoundLoss = Box<dyn Fn(&TokenInputs) -> TokenGrad + Send + Sync>;
+
+/// Launches a generated per-token kernel on runtime `R`.
+pub type TokenLossLauncher<R> = fn(&ComputeClient<R>, &TokenLossIo);
+
+/// The wgpu launcher (`()` in a build without the `wgpu` feature).
+#[cfg(feature = "wgpu")]
+pub type WgpuLauncher = TokenLossLauncher<cubecl::wgpu::WgpuRuntime>;
+/// The wgpu launcher (`()` in a build without the `wgpu` feature).
+#[cfg(not(feature = "wgpu"))]
+pub type WgpuLauncher = ();
+
+/// The CUDA launcher (`()` in a build without the `cuda` feature).
+#[cfg(feature = "cuda")]
+pub type CudaLauncher = TokenLossLauncher<cubecl::cuda::CudaRuntime>;
+/// The CUDA launcher (`()` in a build without the `cuda` feature).
+#[cfg(not(feature = "cuda"))]
+pub type CudaLauncher = ();
+
+// The macros' expansions name a runtime only through these, so the runtimes' cargo features are
+// decided by Forge's build, not by the user crate the expansion lands in.
+#[cfg(feature = "wgpu")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __launcher_wgpu {
+    ($($launch:tt)*) => { $($launch)*::<$crate::__private::cubecl::wgpu::WgpuRuntime> };
+}
+#[cfg(not(feature = "wgpu"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __launcher_wgpu {
+    ($($launch:tt)*) => {
+        ()
+    };
+}
+#[cfg(feature = "cuda")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __launcher_cuda {
+    ($($launch:tt)*) => { $($launch)*::<$crate::__private::cubecl::cuda::CudaRuntime> };
+}
+#[cfg(not(feature = "cuda"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __launcher_cuda {
+    ($($launch:tt)*) => {
+        ()
+    };
+}
 
 /// What `#[forge::loss]` records about a loss.
 pub struct LossRegistration {
@@ -37,9 +83,9 @@ pub struct LossRegistration {
     /// The parameters as the kernel reads them: f32, in declaration order.
     pub param_values: fn(&Params) -> Result<Vec<f32>, String>,
     /// Launches the generated per-token kernel through wgpu.
-    pub launch_wgpu: fn(&ComputeClient<WgpuRuntime>, &TokenLossIo),
+    pub launch_wgpu: WgpuLauncher,
     /// Launches the generated per-token kernel through CUDA.
-    pub launch_cuda: fn(&ComputeClient<CudaRuntime>, &TokenLossIo),
+    pub launch_cuda: CudaLauncher,
     /// Whether Forge itself defines it (as opposed to user code).
     pub builtin: bool,
 }
