@@ -302,6 +302,46 @@ fn collect_sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The profile settings of Forge's workspace `Cargo.toml` (less the CLI's own), repeated in every
+/// generated crate: the same settings give the same artifacts, so a generated crate compiles only
+/// itself. A test keeps the two in step.
+const PROFILES: &str = r#"
+[profile.dev.package."*"]
+opt-level = 3
+
+# Forge's own crates are workspace members there, so `"*"` does not reach them; the runtime gets
+# the same level as in Forge's workspace (it instantiates burn's generic code).
+[profile.dev.package.forge-runtime]
+opt-level = 1
+
+[profile.dev.package.forge-macros]
+opt-level = 0
+
+[profile.release]
+debug = false
+
+[profile.release.package.jsonschema]
+opt-level = 1
+[profile.release.package.referencing]
+opt-level = 1
+[profile.release.package.fancy-regex]
+opt-level = 1
+[profile.release.package.minijinja]
+opt-level = 1
+[profile.release.package.minijinja-contrib]
+opt-level = 1
+[profile.release.package.clap_builder]
+opt-level = 1
+[profile.release.package.annotate-snippets]
+opt-level = 1
+[profile.release.package.ttf-parser]
+opt-level = 1
+[profile.release.package.tokenizers]
+opt-level = 1
+[profile.release.package.onig_sys]
+opt-level = 1
+"#;
+
 fn cargo_toml(
     package: &str,
     binary: &str,
@@ -342,22 +382,9 @@ path = "src/main.rs"
 {deps}
 # Its own workspace, with Forge's profiles, so the Forge workspace's compiled dependencies are reused.
 [workspace]
-
-[profile.dev.package."*"]
-opt-level = 3
-
-# Forge's own crates are workspace members there, so `"*"` does not reach them; the runtime gets
-# the same level as in Forge's workspace (it instantiates burn's generic code).
-[profile.dev.package.forge-runtime]
-opt-level = 1
-
-[profile.dev.package.forge-macros]
-opt-level = 0
-
-[profile.release]
-debug = false
-"#,
+{PROFILES}"#,
         binary = toml_string(binary),
+        PROFILES = PROFILES,
     )
 }
 
@@ -426,4 +453,57 @@ fn main() -> ::std::process::ExitCode {{
         loss = rust_string(&selection.loss),
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The generated crates' profiles are Forge's own, or they would rebuild every dependency.
+    #[test]
+    fn generated_profiles_match_the_workspace() {
+        let workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+        let text = std::fs::read_to_string(workspace).expect("workspace Cargo.toml");
+        let ours: toml::Table = toml::from_str(&text).expect("TOML");
+        let generated: toml::Table = toml::from_str(PROFILES).expect("TOML");
+        let mut ours = ours["profile"].clone();
+        let mut generated = generated["profile"].clone();
+        // The CLI is not in a generated crate's graph; forge-macros' level 0 is the default that
+        // members of Forge's workspace get.
+        let packages = |p: &mut toml::Value, profile: &str| -> toml::Table {
+            p[profile]
+                .as_table_mut()
+                .and_then(|t| t.remove("package"))
+                .and_then(|v| v.as_table().cloned())
+                .unwrap_or_default()
+        };
+        for profile in ["dev", "release"] {
+            let mut ours_packages = packages(&mut ours, profile);
+            let mut generated_packages = packages(&mut generated, profile);
+            ours_packages.remove("forge-cli");
+            generated_packages.remove("forge-macros");
+            assert_eq!(
+                ours_packages, generated_packages,
+                "[profile.{profile}.package]"
+            );
+        }
+        assert_eq!(ours, generated);
+        let manifest = cargo_toml(
+            "forge-exp-x",
+            "x-0",
+            Backend::Cuda,
+            &Toolchain {
+                cargo: "cargo".into(),
+                target_dir: "/t".into(),
+                runtime_dir: "/forge/forge-runtime".into(),
+                lockfile: None,
+            },
+            &[],
+        );
+        let manifest: toml::Table = toml::from_str(&manifest).expect("generated TOML");
+        assert_eq!(
+            manifest["dependencies"]["forge"]["features"],
+            toml::Value::Array(vec!["cuda".into()])
+        );
+    }
 }

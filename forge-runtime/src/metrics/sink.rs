@@ -41,6 +41,29 @@ impl StepMetrics {
     }
 }
 
+/// Rewrites `path` (atomically) with only its lines of steps up to `step`; a line cut short by a
+/// kill is dropped too.
+fn keep_lines_up_to(path: &Path, step: u64) -> std::io::Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<Value>(line)
+                .ok()
+                .and_then(|v| v.get("step").and_then(Value::as_u64))
+                .is_some_and(|s| s <= step)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let tmp = path.with_extension("jsonl.tmp");
+    std::fs::write(&tmp, kept)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Writes step metrics to the configured sinks.
 #[derive(Debug)]
 pub struct MetricsWriter {
@@ -51,22 +74,27 @@ pub struct MetricsWriter {
 }
 
 impl MetricsWriter {
-    /// Opens the sinks of `config` in `run_dir`. A resumed run (`resume`) appends to its
-    /// `metrics.jsonl`; a fresh one starts it anew.
+    /// Opens the sinks of `config` in `run_dir`. A run resumed from step `resumed_from` keeps the
+    /// lines of its `metrics.jsonl` up to that step and appends after them (lines a killed run
+    /// wrote after its last checkpoint are dropped: the resumed run writes those steps again); a
+    /// fresh run starts the file anew.
     pub fn open(
         config: &MetricsConfig,
         run_dir: &Path,
         console_keys: Vec<&'static str>,
-        resume: bool,
+        resumed_from: Option<u64>,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(run_dir)?;
         let jsonl = if config.sinks.contains(&MetricsSink::Jsonl) {
             let path = run_dir.join("metrics.jsonl");
+            if let Some(step) = resumed_from {
+                keep_lines_up_to(&path, step)?;
+            }
             let file = std::fs::OpenOptions::new()
                 .create(true)
-                .append(resume)
+                .append(resumed_from.is_some())
                 .write(true)
-                .truncate(!resume)
+                .truncate(resumed_from.is_none())
                 .open(&path)?;
             Some((path, BufWriter::new(file)))
         } else {
@@ -135,5 +163,49 @@ fn short(v: f64) -> String {
         format!("{v:.2e}")
     } else {
         format!("{v:.4}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resumed_run_drops_the_lines_after_its_checkpoint() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = MetricsConfig {
+            sinks: vec![MetricsSink::Jsonl],
+            ..MetricsConfig::default()
+        };
+        let mut writer = MetricsWriter::open(&config, dir.path(), vec![], None).expect("opens");
+        for step in 1..=5 {
+            let mut m = StepMetrics::new("grpo", step);
+            m.set("loss/value", step as f64 * 0.5);
+            writer.write(&m).expect("writes");
+        }
+        drop(writer);
+        let path = dir.path().join("metrics.jsonl");
+        // A kill mid-line leaves a fragment at the end.
+        let mut text = std::fs::read_to_string(&path).expect("written");
+        text.push_str("{\"stage\":\"grpo\",\"st");
+        std::fs::write(&path, text).expect("rewritten");
+
+        let mut writer = MetricsWriter::open(&config, dir.path(), vec![], Some(3)).expect("opens");
+        writer.write(&StepMetrics::new("grpo", 4)).expect("writes");
+        drop(writer);
+        let steps: Vec<u64> = std::fs::read_to_string(&path)
+            .expect("readable")
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).expect("JSON")["step"]
+                    .as_u64()
+                    .expect("step")
+            })
+            .collect();
+        assert_eq!(steps, [1, 2, 3, 4]);
+
+        // A fresh run starts the file anew.
+        drop(MetricsWriter::open(&config, dir.path(), vec![], None).expect("opens"));
+        assert_eq!(std::fs::read_to_string(&path).expect("readable"), "");
     }
 }

@@ -154,9 +154,13 @@ pub fn run_grpo<B: AutodiffBackend>(
             None => {}
         }
     }
-    let mut writer =
-        MetricsWriter::open(&exp.metrics, &session.run_dir, CONSOLE.to_vec(), start > 0)
-            .map_err(RunError::io(&session.run_dir))?;
+    let mut writer = MetricsWriter::open(
+        &exp.metrics,
+        &session.run_dir,
+        CONSOLE.to_vec(),
+        (start > 0).then_some(start),
+    )
+    .map_err(RunError::io(&session.run_dir))?;
     if !session.dataset.skipped.is_empty() {
         for s in &session.dataset.skipped {
             eprintln!(

@@ -92,9 +92,13 @@ pub fn run_sft<B: AutodiffBackend>(
         order.restore(state.data);
         start = state.step;
     }
-    let mut writer =
-        MetricsWriter::open(&exp.metrics, &session.run_dir, CONSOLE.to_vec(), start > 0)
-            .map_err(RunError::io(&session.run_dir))?;
+    let mut writer = MetricsWriter::open(
+        &exp.metrics,
+        &session.run_dir,
+        CONSOLE.to_vec(),
+        (start > 0).then_some(start),
+    )
+    .map_err(RunError::io(&session.run_dir))?;
     let greedy = greedy_params(&session.loaded);
     let eval_interval = exp.dataset.eval.as_ref().map_or(0, |e| e.interval);
     let run_eval =
