@@ -11,6 +11,9 @@ extern crate self as forge;
 pub mod build;
 pub mod config;
 pub mod data;
+// The `main` of generated binaries. It instantiates the recipes for a backend (the bulk of a
+// compile), so only generated binaries turn it on: the CLI's build of this crate skips that work.
+#[cfg(feature = "entry")]
 pub mod entry;
 pub mod generate;
 pub mod kernels;

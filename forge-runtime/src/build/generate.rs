@@ -349,14 +349,15 @@ fn cargo_toml(
     toolchain: &Toolchain,
     crates: &[UserCrate],
 ) -> String {
-    // Only the runtime the backend needs: a CPU binary builds no GPU runtime at all.
-    let features = backend
-        .runtime_feature()
-        .map(|f| format!(", features = [{}]", toml_string(f)))
-        .unwrap_or_default();
+    // `entry` and only the runtime the backend needs: a CPU binary builds no GPU runtime at all.
+    let features: Vec<String> = std::iter::once("entry")
+        .chain(backend.runtime_feature())
+        .map(toml_string)
+        .collect();
     let mut deps = format!(
-        "forge = {{ package = \"forge-runtime\", path = {}, default-features = false{features} }}\n",
-        toml_string(&toolchain.runtime_dir.display().to_string())
+        "forge = {{ package = \"forge-runtime\", path = {}, features = [{}] }}\n",
+        toml_string(&toolchain.runtime_dir.display().to_string()),
+        features.join(", ")
     );
     for c in crates {
         let _ = writeln!(
@@ -503,7 +504,7 @@ mod tests {
         let manifest: toml::Table = toml::from_str(&manifest).expect("generated TOML");
         assert_eq!(
             manifest["dependencies"]["forge"]["features"],
-            toml::Value::Array(vec!["cuda".into()])
+            toml::Value::Array(vec!["entry".into(), "cuda".into()])
         );
     }
 }

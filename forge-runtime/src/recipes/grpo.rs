@@ -420,6 +420,7 @@ pub fn run_grpo<B: AutodiffBackend>(
                     truncated as f64 / lengths.len() as f64
                 },
             )
+            .set("data/skipped_records", session.dataset.skipped.len() as f64)
             .set("rollout/dropped_groups", dropped as f64)
             .set("rollout/policy_age", 0.0)
             .set("reward/failures_panic", panics as f64)
