@@ -1,0 +1,271 @@
+//! Benchmarks 2 and 3 on the model: bf16 parity with transformers, rollout decode throughput, and
+//! a train step (forward + backward + AdamW), on a random Qwen3-0.6B-shaped checkpoint that
+//! `bench/pytorch_model.py` wrote and timed with PyTorch in the same run.
+//!
+//! Usage: `model DIR` (DIR holds `model/`, `parity.safetensors` and `torch.json`). Prints one JSON
+//! object: the Forge side, next to the PyTorch numbers it read.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use burn::backend::Autodiff;
+use burn::backend::cuda::{Cuda, CudaDevice};
+use burn::module::{AutodiffModule, Module};
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData, activation};
+use forge::generate::{GenerateRequest, SamplingParams, generate};
+use forge::model::CausalLm;
+use forge::tokenizer::Tokenizer;
+use half::bf16;
+use safetensors::SafeTensors;
+use serde_json::json;
+
+type Gpu = Cuda<bf16, i32>;
+type GpuTrain = Autodiff<Gpu>;
+
+fn f32s(file: &SafeTensors<'_>, name: &str) -> anyhow::Result<(Vec<usize>, Vec<f32>)> {
+    let view = file
+        .tensor(name)
+        .with_context(|| format!("tensor {name}"))?;
+    let values = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok((view.shape().to_vec(), values))
+}
+
+fn i64s(file: &SafeTensors<'_>, name: &str) -> anyhow::Result<(Vec<usize>, Vec<i64>)> {
+    let view = file
+        .tensor(name)
+        .with_context(|| format!("tensor {name}"))?;
+    let values = view
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect();
+    Ok((view.shape().to_vec(), values))
+}
+
+fn ids<B: Backend>(values: Vec<i64>, shape: [usize; 2], device: &B::Device) -> Tensor<B, 2, Int> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// A deterministic stream of token ids (the prompts need not match PyTorch's: both sides are
+/// timed on random tokens of the same shape).
+fn random_ids(count: usize, vocab: usize, seed: u64) -> Vec<i64> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..count)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % vocab as u64) as i64
+        })
+        .collect()
+}
+
+/// Logits of the parity batch: max |Forge - HF bf16|, max |Forge - HF f32|, max |HF bf16 - HF
+/// f32|, and how often Forge's argmax equals HF f32's.
+fn parity(
+    model: &CausalLm<Gpu>,
+    dir: &std::path::Path,
+    device: &CudaDevice,
+) -> anyhow::Result<serde_json::Value> {
+    let bytes = std::fs::read(dir.join("parity.safetensors")).context("parity.safetensors")?;
+    let file = SafeTensors::deserialize(&bytes)?;
+    let (shape, input) = i64s(&file, "input_ids")?;
+    let (_, hf_bf16) = f32s(&file, "logits_bf16")?;
+    let (_, hf_f32) = f32s(&file, "logits_f32")?;
+    let logits = model.forward(ids::<Gpu>(input, [shape[0], shape[1]], device));
+    let vocab = logits.dims()[2];
+    let ours: Vec<f32> = logits
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    if ours.len() != hf_f32.len() {
+        bail!("logit count {} vs {}", ours.len(), hf_f32.len());
+    }
+    let max_diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    };
+    let argmax = |row: &[f32]| {
+        row.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i)
+            .unwrap_or(0)
+    };
+    let rows = ours.len() / vocab;
+    let agree = (0..rows)
+        .filter(|&r| {
+            argmax(&ours[r * vocab..(r + 1) * vocab]) == argmax(&hf_f32[r * vocab..(r + 1) * vocab])
+        })
+        .count();
+    let hf_agree = (0..rows)
+        .filter(|&r| {
+            argmax(&hf_bf16[r * vocab..(r + 1) * vocab])
+                == argmax(&hf_f32[r * vocab..(r + 1) * vocab])
+        })
+        .count();
+    Ok(json!({
+        "rows": rows,
+        "max_abs_logit_f32": hf_f32.iter().fold(0.0f32, |m, x| m.max(x.abs())),
+        "forge_bf16_vs_hf_bf16": max_diff(&ours, &hf_bf16),
+        "forge_bf16_vs_hf_f32": max_diff(&ours, &hf_f32),
+        "hf_bf16_vs_hf_f32": max_diff(&hf_bf16, &hf_f32),
+        "argmax_agree_forge_vs_f32": agree as f64 / rows as f64,
+        "argmax_agree_hf_bf16_vs_f32": hf_agree as f64 / rows as f64,
+    }))
+}
+
+/// Rollout decode: `batch` prompts of `prompt_len` random tokens, `new_tokens` sampled each at
+/// temperature 1 with no stop tokens (every row runs to the end, as HF's `min_new_tokens`).
+fn decode(
+    model: &CausalLm<Gpu>,
+    tokenizer: &Tokenizer,
+    device: &CudaDevice,
+    (batch, prompt_len, new_tokens): (usize, usize, usize),
+) -> anyhow::Result<serde_json::Value> {
+    let vocab = model.spec.vocab_size;
+    let prompts: Vec<Vec<u32>> = (0..batch)
+        .map(|i| {
+            random_ids(prompt_len, vocab, i as u64 + 1)
+                .into_iter()
+                .map(|t| t as u32)
+                .collect()
+        })
+        .collect();
+    let run = |max_new_tokens: usize| -> anyhow::Result<(f64, usize)> {
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            max_new_tokens,
+            stop_token_ids: Vec::new(),
+            stop_strings: Vec::new(),
+            seed: 3,
+        };
+        let request = GenerateRequest {
+            prompts: &prompts,
+            n: 1,
+            params: &params,
+            seed_offset: 0,
+            policy_version: 0,
+        };
+        let start = Instant::now();
+        let out = generate(model, tokenizer, &request, device)?;
+        let elapsed = start.elapsed().as_secs_f64();
+        let tokens = out.iter().flatten().map(|c| c.token_ids.len()).sum();
+        Ok((elapsed, tokens))
+    };
+    // Warm-up: compiles the kernels and tunes the GEMMs for the cache lengths met.
+    let mut warm_s = Vec::new();
+    for warm in [8, 64, new_tokens] {
+        let (s, _) = run(warm)?;
+        eprintln!("decode warm-up, {warm} new tokens: {s:.2} s");
+        warm_s.push(s);
+    }
+    let (seconds, tokens) = run(new_tokens)?;
+    Ok(json!({
+        "batch": batch,
+        "prompt_len": prompt_len,
+        "new_tokens": new_tokens,
+        "tokens": tokens,
+        "seconds": seconds,
+        "tok_s": tokens as f64 / seconds,
+        "warm_up_seconds": warm_s,
+    }))
+}
+
+/// One train step: forward over [batch, seq] tokens, mean next-token cross-entropy, backward,
+/// AdamW. Median of `reps` after one warm-up step.
+fn train_step(
+    dir: &std::path::Path,
+    device: &CudaDevice,
+    (batch, seq): (usize, usize),
+    reps: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let mut model = forge::model::load::<GpuTrain>(dir, device)?;
+    let vocab = model.spec.vocab_size;
+    let params: usize = model.valid().num_params();
+    let input = random_ids(batch * seq, vocab, 99);
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(0.0)
+        .init::<GpuTrain, CausalLm<GpuTrain>>();
+    let mut times = Vec::new();
+    let mut loss_value = 0.0;
+    for rep in 0..=reps {
+        let start = Instant::now();
+        let tokens = ids::<GpuTrain>(input.clone(), [batch, seq], device);
+        let logits = model.forward(tokens.clone());
+        let logprobs = activation::log_softmax(logits.slice([0..batch, 0..seq - 1]), 2);
+        let targets = tokens.slice([0..batch, 1..seq]).unsqueeze_dim::<3>(2);
+        let loss = logprobs.gather(2, targets).mean().neg();
+        let grads = loss.backward();
+        let grads = GradientsParams::from_grads(grads, &model);
+        model = optim.step(1e-6, model, grads);
+        // Reading the loss waits for the whole step.
+        loss_value = loss
+            .into_scalar()
+            .to_string()
+            .parse::<f64>()
+            .unwrap_or(f64::NAN);
+        let elapsed = start.elapsed().as_secs_f64();
+        eprintln!("train step {rep}: {elapsed:.3} s (loss {loss_value:.4})");
+        if rep > 0 {
+            times.push(elapsed);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let seconds = times[times.len() / 2];
+    let tokens = (batch * seq) as f64;
+    Ok(json!({
+        "batch": batch,
+        "seq": seq,
+        "params": params,
+        "step_ms": seconds * 1e3,
+        "tok_s": tokens / seconds,
+        "mfu_vs_800TF": 6.0 * params as f64 * tokens / seconds / 800e12,
+        "loss": loss_value,
+    }))
+}
+
+fn main() -> anyhow::Result<()> {
+    let dir = PathBuf::from(std::env::args().nth(1).context("usage: model DIR")?);
+    let what: Vec<String> = std::env::args().skip(2).collect();
+    let wants = |part: &str| what.is_empty() || what.iter().any(|w| w == part);
+    let device = CudaDevice::new(0);
+    let model_dir = dir.join("model");
+    let torch: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("torch.json")).context("torch.json")?,
+    )?;
+    let mut out = json!({ "torch": torch });
+    {
+        let t = Instant::now();
+        let model = forge::model::load::<Gpu>(&model_dir, &device)?;
+        out["load_s"] = json!(t.elapsed().as_secs_f64());
+        eprintln!("loaded in {:.1} s", t.elapsed().as_secs_f64());
+        if wants("parity") {
+            out["parity"] = parity(&model, &dir, &device)?;
+            eprintln!("parity: {}", out["parity"]);
+        }
+        if wants("decode") {
+            let tokenizer = Tokenizer::from_dir(&model_dir, None)?;
+            out["decode"] = decode(&model, &tokenizer, &device, (64, 128, 256))?;
+            eprintln!("decode: {}", out["decode"]);
+        }
+    }
+    if wants("train") {
+        out["train"] = train_step(&model_dir, &device, (8, 1024), 3)?;
+        eprintln!("train: {}", out["train"]);
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
