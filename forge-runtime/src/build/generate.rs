@@ -306,8 +306,12 @@ fn collect_sources(dir: &Path, out: &mut Vec<PathBuf>) {
 /// generated crate: the same settings give the same artifacts, so a generated crate compiles only
 /// itself. A test keeps the two in step.
 const PROFILES: &str = r#"
+[profile.dev]
+debug = "line-tables-only"
+
 [profile.dev.package."*"]
 opt-level = 3
+debug = false
 
 # Forge's own crates are workspace members there, so `"*"` does not reach them; the runtime gets
 # the same level as in Forge's workspace (it instantiates burn's generic code).
