@@ -13,11 +13,9 @@ pub(crate) fn discover() -> Toolchain {
     let home = home.canonicalize().unwrap_or(home);
     let target_dir =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| home.join("target"), PathBuf::from);
-    let lockfile = Some(home.join("Cargo.lock")).filter(|p| p.is_file());
     let cargo = std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
     Toolchain {
-        runtime_dir: home.join("forge-runtime"),
-        lockfile,
+        home,
         target_dir,
         cargo,
     }

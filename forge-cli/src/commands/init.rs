@@ -61,8 +61,8 @@ pub(crate) fn exec(args: &InitArgs) -> anyhow::Result<ExitStatus> {
         return Ok(ExitStatus::Invalid);
     }
     let schema = crate::toolchain::discover()
-        .runtime_dir
-        .join("../schemas/experiment.schema.json");
+        .home
+        .join("schemas/experiment.schema.json");
     let schema = schema.canonicalize().unwrap_or(schema);
     for (path, template) in FILES {
         let target = dir.join(path);

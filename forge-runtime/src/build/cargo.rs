@@ -15,6 +15,8 @@ pub(super) fn compile(
         .arg("build")
         .arg("--manifest-path")
         .arg(&manifest)
+        .arg("--package")
+        .arg(&generated.package)
         .arg("--target-dir")
         .arg(&toolchain.target_dir)
         .arg("--profile")

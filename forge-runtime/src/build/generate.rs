@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::workspace::{self, EXPERIMENT_DIR};
 use super::{BuildError, BuildOptions, Toolchain, io};
 use crate::config::{Architecture, Backend, DType, Loaded, Override, Recipe};
 
@@ -28,8 +29,10 @@ pub struct Selection {
 /// A crate written by `forge build`.
 #[derive(Debug, Clone)]
 pub struct GeneratedCrate {
-    /// Its directory, `<target>/forge/<name>-<hash>`.
+    /// Its workspace directory, `<target>/forge/<name>-<hash>` (the crate is in `experiment/`).
     pub crate_dir: PathBuf,
+    /// Its package name.
+    pub package: String,
     /// Name of the binary (the experiment's name).
     pub binary_name: String,
     /// The selection `main.rs` names.
@@ -236,13 +239,8 @@ pub(super) fn generate(
     // behind the up-to-date check.
     let binary_name = dir_name;
 
-    let manifest = cargo_toml(
-        &package_name(&exp.name),
-        &binary_name,
-        selection.backend,
-        toolchain,
-        &crates,
-    );
+    let package = package_name(&exp.name);
+    let manifest = cargo_toml(&package, &binary_name, selection.backend, &crates);
     let main = main_rs(
         &selection,
         &file_abs,
@@ -251,21 +249,22 @@ pub(super) fn generate(
         &code_files,
         &crates,
     );
-    write_if_changed(&crate_dir.join("Cargo.toml"), &manifest)?;
-    write_if_changed(&crate_dir.join("src/main.rs"), &main)?;
-    write_if_changed(&crate_dir.join("src/experiment.yaml"), source)?;
-    let lock = crate_dir.join("Cargo.lock");
-    if let Some(forge_lock) = &toolchain.lockfile
-        && !lock.exists()
-    {
-        std::fs::copy(forge_lock, &lock)
-            .map_err(io(format!("copying {}", forge_lock.display())))?;
-    }
+    let mirror = workspace::mirror(toolchain, !crates.is_empty())?;
+    workspace::link_crates(toolchain, &crate_dir, &mirror.linked)?;
+    let experiment = crate_dir.join(EXPERIMENT_DIR);
+    // Generated crates used to sit at the top of this directory.
+    let _ = std::fs::remove_dir_all(crate_dir.join("src"));
+    write_if_changed(&crate_dir.join("Cargo.toml"), &mirror.manifest)?;
+    write_if_changed(&experiment.join("Cargo.toml"), &manifest)?;
+    write_if_changed(&experiment.join("src/main.rs"), &main)?;
+    write_if_changed(&experiment.join("src/experiment.yaml"), source)?;
+    copy_lockfile(toolchain, &crate_dir)?;
 
     let mut inputs = vec![
         crate_dir.join("Cargo.toml"),
-        crate_dir.join("src/main.rs"),
-        crate_dir.join("src/experiment.yaml"),
+        experiment.join("Cargo.toml"),
+        experiment.join("src/main.rs"),
+        experiment.join("src/experiment.yaml"),
     ];
     inputs.extend(code_files.iter().cloned());
     for c in &crates {
@@ -273,6 +272,7 @@ pub(super) fn generate(
     }
     Ok(GeneratedCrate {
         crate_dir,
+        package,
         binary_name,
         selection,
         inputs,
@@ -302,65 +302,32 @@ fn collect_sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The profile settings of Forge's workspace `Cargo.toml` (less the CLI's own), repeated in every
-/// generated crate: the same settings give the same artifacts, so a generated crate compiles only
-/// itself. A test keeps the two in step.
-const PROFILES: &str = r#"
-[profile.dev]
-debug = "line-tables-only"
+/// Forge's `Cargo.lock`, so the generated workspace resolves the versions Forge compiled. Copied
+/// again when Forge's changes (a snapshot beside it tells); cargo adds the experiment's own
+/// packages to the copy.
+fn copy_lockfile(toolchain: &Toolchain, root: &Path) -> Result<(), BuildError> {
+    let forge_lock = toolchain.home.join("Cargo.lock");
+    let Ok(forge) = std::fs::read(&forge_lock) else {
+        return Ok(());
+    };
+    let snapshot = root.join("forge.lock");
+    let lock = root.join("Cargo.lock");
+    if lock.is_file() && std::fs::read(&snapshot).is_ok_and(|s| s == forge) {
+        return Ok(());
+    }
+    std::fs::write(&lock, &forge).map_err(io(format!("writing {}", lock.display())))?;
+    std::fs::write(&snapshot, &forge).map_err(io(format!("writing {}", snapshot.display())))
+}
 
-[profile.dev.package."*"]
-opt-level = 3
-debug = false
-
-# Forge's own crates are workspace members there, so `"*"` does not reach them; the runtime gets
-# the same level as in Forge's workspace (it instantiates burn's generic code).
-[profile.dev.package.forge-runtime]
-opt-level = 1
-
-[profile.dev.package.forge-macros]
-opt-level = 0
-
-[profile.release]
-debug = false
-
-[profile.release.package.jsonschema]
-opt-level = 1
-[profile.release.package.referencing]
-opt-level = 1
-[profile.release.package.fancy-regex]
-opt-level = 1
-[profile.release.package.minijinja]
-opt-level = 1
-[profile.release.package.minijinja-contrib]
-opt-level = 1
-[profile.release.package.clap_builder]
-opt-level = 1
-[profile.release.package.annotate-snippets]
-opt-level = 1
-[profile.release.package.ttf-parser]
-opt-level = 1
-[profile.release.package.tokenizers]
-opt-level = 1
-[profile.release.package.onig_sys]
-opt-level = 1
-"#;
-
-fn cargo_toml(
-    package: &str,
-    binary: &str,
-    backend: Backend,
-    toolchain: &Toolchain,
-    crates: &[UserCrate],
-) -> String {
-    // `entry` and only the runtime the backend needs: a CPU binary builds no GPU runtime at all.
+fn cargo_toml(package: &str, binary: &str, backend: Backend, crates: &[UserCrate]) -> String {
+    // `entry` and only the runtime the backend needs: a CPU binary builds no GPU runtime at all,
+    // and its runtime is the one the CLI was built with (forge-cli enables `entry` for that).
     let features: Vec<String> = std::iter::once("entry")
         .chain(backend.runtime_feature())
         .map(toml_string)
         .collect();
     let mut deps = format!(
-        "forge = {{ package = \"forge-runtime\", path = {}, features = [{}] }}\n",
-        toml_string(&toolchain.runtime_dir.display().to_string()),
+        "forge = {{ workspace = true, features = [{}] }}\n",
         features.join(", ")
     );
     for c in crates {
@@ -384,12 +351,8 @@ name = {binary}
 path = "src/main.rs"
 
 [dependencies]
-{deps}
-# Its own workspace, with Forge's profiles, so the Forge workspace's compiled dependencies are reused.
-[workspace]
-{PROFILES}"#,
+{deps}"#,
         binary = toml_string(binary),
-        PROFILES = PROFILES,
     )
 }
 
@@ -464,51 +427,28 @@ fn main() -> ::std::process::ExitCode {{
 mod tests {
     use super::*;
 
-    /// The generated crates' profiles are Forge's own, or they would rebuild every dependency.
+    fn forge_features(manifest: &str) -> toml::Value {
+        let manifest: toml::Table = toml::from_str(manifest).expect("TOML");
+        manifest["dependencies"]["forge"]["features"].clone()
+    }
+
+    /// A GPU backend adds its runtime to `entry`.
     #[test]
-    fn generated_profiles_match_the_workspace() {
-        let workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
-        let text = std::fs::read_to_string(workspace).expect("workspace Cargo.toml");
-        let ours: toml::Table = toml::from_str(&text).expect("TOML");
-        let generated: toml::Table = toml::from_str(PROFILES).expect("TOML");
-        let mut ours = ours["profile"].clone();
-        let mut generated = generated["profile"].clone();
-        // The CLI is not in a generated crate's graph; forge-macros' level 0 is the default that
-        // members of Forge's workspace get.
-        let packages = |p: &mut toml::Value, profile: &str| -> toml::Table {
-            p[profile]
-                .as_table_mut()
-                .and_then(|t| t.remove("package"))
-                .and_then(|v| v.as_table().cloned())
-                .unwrap_or_default()
-        };
-        for profile in ["dev", "release"] {
-            let mut ours_packages = packages(&mut ours, profile);
-            let mut generated_packages = packages(&mut generated, profile);
-            ours_packages.remove("forge-cli");
-            generated_packages.remove("forge-macros");
-            assert_eq!(
-                ours_packages, generated_packages,
-                "[profile.{profile}.package]"
-            );
-        }
-        assert_eq!(ours, generated);
-        let manifest = cargo_toml(
-            "forge-exp-x",
-            "x-0",
-            Backend::Cuda,
-            &Toolchain {
-                cargo: "cargo".into(),
-                target_dir: "/t".into(),
-                runtime_dir: "/forge/forge-runtime".into(),
-                lockfile: None,
-            },
-            &[],
-        );
-        let manifest: toml::Table = toml::from_str(&manifest).expect("generated TOML");
+    fn the_backend_picks_the_runtime_feature() {
+        let manifest = cargo_toml("forge-exp-x", "x-0", Backend::Cuda, &[]);
         assert_eq!(
-            manifest["dependencies"]["forge"]["features"],
+            forge_features(&manifest),
             toml::Value::Array(vec!["entry".into(), "cuda".into()])
         );
+    }
+
+    /// The CLI links `forge-runtime` with exactly the features of a CPU experiment, so the
+    /// generated workspace finds that runtime compiled already.
+    #[test]
+    fn the_cli_compiles_the_runtime_cpu_experiments_use() {
+        let cli = concat!(env!("CARGO_MANIFEST_DIR"), "/../forge-cli/Cargo.toml");
+        let cli = std::fs::read_to_string(cli).expect("forge-cli's Cargo.toml");
+        let cpu = cargo_toml("forge-exp-x", "x-0", Backend::Cpu, &[]);
+        assert_eq!(forge_features(&cli), forge_features(&cpu));
     }
 }

@@ -1,10 +1,14 @@
-//! `forge build`: turn a loaded experiment into a crate under `<target>/forge/<name>-<hash>/`
-//! whose `main.rs` names the concrete backend, dtype, architecture, loss and rewards, embeds the
-//! experiment, and includes the user's code; then compile it against the Forge workspace's target
-//! directory, so only that small crate compiles.
+//! `forge build`: turn a loaded experiment into a crate whose `main.rs` names the concrete
+//! backend, dtype, architecture, loss and rewards, embeds the experiment, and includes the user's
+//! code; then compile it into the Forge workspace's target directory, so only that small crate
+//! compiles.
+//!
+//! Layout of `<target>/forge/<name>-<hash>/`: a copy of Forge's workspace manifest and lockfile,
+//! links to Forge's crates, and the crate itself in `experiment/` (see [`workspace`] for why).
 
 mod cargo;
 mod generate;
+mod workspace;
 
 use std::path::{Path, PathBuf};
 
@@ -15,11 +19,9 @@ use crate::config::{Loaded, Override};
 /// Where Forge's own sources and build outputs are.
 #[derive(Debug, Clone)]
 pub struct Toolchain {
-    /// The `forge-runtime` crate directory the generated crate depends on.
-    pub runtime_dir: PathBuf,
-    /// Forge's `Cargo.lock`, copied into generated crates so they resolve the same versions (and so
-    /// reuse the compiled dependencies).
-    pub lockfile: Option<PathBuf>,
+    /// The Forge checkout: its workspace `Cargo.toml` and `Cargo.lock` (which generated workspaces
+    /// copy, so they resolve the same versions and reuse the compiled crates) and its crates.
+    pub home: PathBuf,
     /// Cargo target directory shared with the Forge workspace.
     pub target_dir: PathBuf,
     /// The `cargo` program.
