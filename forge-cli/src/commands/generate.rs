@@ -1,16 +1,14 @@
 //! `forge generate`: sample from a checkpoint on the CPU and print tokens, text and logprobs.
 
 use anyhow::Context as _;
-use burn::backend::NdArray;
-use forge::generate::{GenerateRequest, SamplingParams, generate};
+use forge::generate::{CpuGenerator, GenerateRequest, SamplingParams};
 use forge::tokenizer::{ChatMessage, Tokenizer};
 
 use crate::args::GenerateArgs;
 use crate::exit::ExitStatus;
 
 pub(crate) fn exec(args: &GenerateArgs) -> anyhow::Result<ExitStatus> {
-    let device = Default::default();
-    let model = forge::model::load::<NdArray<f32>>(&args.model, &device)?;
+    let model = CpuGenerator::load(&args.model)?;
     let tokenizer = Tokenizer::from_dir(&args.model, None)?;
     let prompt_ids = match (&args.prompt, &args.prompt_ids) {
         (_, Some(ids)) => ids.clone(),
@@ -47,7 +45,7 @@ pub(crate) fn exec(args: &GenerateArgs) -> anyhow::Result<ExitStatus> {
         seed_offset: 0,
         policy_version: 0,
     };
-    let out = generate(&model, &tokenizer, &request, &device).context("generating")?;
+    let out = model.generate(&tokenizer, &request).context("generating")?;
     for (i, c) in out.into_iter().flatten().enumerate() {
         if args.json {
             println!("{}", serde_json::to_string(&c)?);

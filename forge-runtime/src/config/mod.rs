@@ -10,6 +10,7 @@ mod checkpoint;
 mod dataset;
 mod diagnostic;
 mod experiment;
+mod json_schema;
 mod load;
 mod loss;
 mod metrics;

@@ -3,9 +3,9 @@
 
 use std::sync::OnceLock;
 
-use jsonschema::error::{TypeKind, ValidationErrorKind};
 use serde_json::{Map, Value};
 
+use super::json_schema::{self, Violation};
 use super::overrides::describe;
 use super::{Diagnostic, Experiment, SourceMap};
 
@@ -31,70 +31,54 @@ pub fn schema_text() -> String {
     text
 }
 
-/// The schema compiled once per process.
-fn validator() -> &'static (Value, jsonschema::Validator) {
-    static VALIDATOR: OnceLock<(Value, jsonschema::Validator)> = OnceLock::new();
-    VALIDATOR.get_or_init(|| {
-        let schema = json_schema();
-        let validator = jsonschema::options()
-            .should_validate_formats(false)
-            .build(&schema)
-            .unwrap_or_else(|e| panic!("the generated experiment schema is invalid: {e}"));
-        (schema, validator)
-    })
+/// The schema, generated once per process.
+fn schema() -> &'static Value {
+    static SCHEMA: OnceLock<Value> = OnceLock::new();
+    SCHEMA.get_or_init(json_schema)
 }
 
 /// Checks `instance` against the schema; every violation becomes a located diagnostic.
 pub(crate) fn check(instance: &Value, map: &SourceMap) -> Vec<Diagnostic> {
-    let (schema, validator) = validator();
+    let schema = schema();
     let mut out = Vec::new();
-    for error in validator.iter_errors(instance) {
-        let pointer = error.instance_path().as_str().to_string();
-        let at = display_path(&pointer);
-        let value_origin = map.value(&pointer).cloned();
-        match error.kind() {
-            ValidationErrorKind::AdditionalProperties { unexpected } => {
-                let known = property_names_at(schema, instance, &pointer);
+    for error in json_schema::validate(schema, instance) {
+        let pointer = error.pointer.as_str();
+        let at = display_path(pointer);
+        let value_origin = map.value(pointer).cloned();
+        let within = if at.is_empty() {
+            "at the top level".to_string()
+        } else {
+            format!("in `{at}`")
+        };
+        let found = &error.instance;
+        match &error.violation {
+            Violation::AdditionalProperties(unexpected) => {
+                let known = property_names_at(schema, instance, pointer);
                 for key in unexpected {
                     let child = format!("{pointer}/{}", super::source::escape_segment(key));
                     let origin = map
                         .key(&child)
                         .map(super::Origin::File)
                         .or_else(|| map.value(&child).cloned());
-                    let within = if at.is_empty() {
-                        "at the top level".to_string()
-                    } else {
-                        format!("in `{at}`")
-                    };
                     out.push(
                         Diagnostic::error(format!("unknown key `{key}` {within}"), origin)
                             .with_hint(did_you_mean(key, &known)),
                     );
                 }
             }
-            ValidationErrorKind::Required { property } => {
-                let key = property.as_str().unwrap_or_default();
-                let within = if at.is_empty() {
-                    "at the top level".to_string()
-                } else {
-                    format!("in `{at}`")
-                };
-                let description = property_description(schema, instance, &pointer, key);
+            Violation::Required(key) => {
+                let description = property_description(schema, instance, pointer, key);
                 out.push(
                     Diagnostic::error(format!("missing key `{key}` {within}"), value_origin)
                         .with_hint(description.map(|d| format!("`{key}`: {d}"))),
                 );
             }
-            ValidationErrorKind::Type { kind } => {
-                let expected = match kind {
-                    TypeKind::Single(t) => type_name(&t.to_string()),
-                    TypeKind::Multiple(ts) => ts
-                        .iter()
-                        .map(|t| type_name(&t.to_string()))
-                        .collect::<Vec<_>>()
-                        .join(" or "),
-                };
-                let found = error.instance();
+            Violation::Type(types) => {
+                let expected = types
+                    .iter()
+                    .map(|t| type_name(t))
+                    .collect::<Vec<_>>()
+                    .join(" or ");
                 out.push(Diagnostic::error(
                     format!(
                         "`{at}` must be {expected}, found {} `{}`",
@@ -104,54 +88,50 @@ pub(crate) fn check(instance: &Value, map: &SourceMap) -> Vec<Diagnostic> {
                     value_origin,
                 ));
             }
-            ValidationErrorKind::Enum { options } => {
+            Violation::Enum(options) => {
                 let choices: Vec<String> = options
-                    .as_array()
-                    .into_iter()
-                    .flatten()
+                    .iter()
                     .filter_map(|o| o.as_str().map(str::to_string))
                     .collect();
-                out.push(choice_error(&at, &choices, error.instance(), value_origin));
+                out.push(choice_error(&at, &choices, found, value_origin));
             }
-            ValidationErrorKind::Minimum { limit }
-            | ValidationErrorKind::Maximum { limit }
-            | ValidationErrorKind::ExclusiveMinimum { limit }
-            | ValidationErrorKind::ExclusiveMaximum { limit } => {
-                let relation = match error.kind() {
-                    ValidationErrorKind::Minimum { .. } => "at least",
-                    ValidationErrorKind::Maximum { .. } => "at most",
-                    ValidationErrorKind::ExclusiveMinimum { .. } => "greater than",
+            Violation::Bound(keyword, limit) => {
+                let relation = match *keyword {
+                    "minimum" => "at least",
+                    "maximum" => "at most",
+                    "exclusiveMinimum" => "greater than",
                     _ => "less than",
                 };
-                let description = field_description(schema, instance, &pointer);
+                let description = field_description(schema, instance, pointer);
                 out.push(
                     Diagnostic::error(
-                        format!(
-                            "`{at}` must be {relation} {limit}, found {}",
-                            short(error.instance())
-                        ),
+                        format!("`{at}` must be {relation} {limit}, found {}", short(found)),
                         value_origin,
                     )
                     .with_hint(description.map(|d| format!("`{at}`: {d}"))),
                 );
             }
-            ValidationErrorKind::OneOfNotValid { .. } | ValidationErrorKind::AnyOf { .. }
-                if !choices_at(schema, instance, &pointer).is_empty() =>
+            Violation::NoBranch | Violation::ManyBranches
+                if !choices_at(schema, instance, pointer).is_empty() =>
             {
                 // Documented enums become `oneOf: [{const, description}]`: word them as enums.
-                let choices = choices_at(schema, instance, &pointer);
-                out.push(choice_error(&at, &choices, error.instance(), value_origin));
+                let choices = choices_at(schema, instance, pointer);
+                out.push(choice_error(&at, &choices, found, value_origin));
             }
-            _ => {
+            violation => {
                 let subject = if at.is_empty() {
                     "the experiment".to_string()
                 } else {
                     format!("`{at}`")
                 };
-                out.push(Diagnostic::error(
-                    format!("{subject}: {error}"),
-                    value_origin,
-                ));
+                let description = field_description(schema, instance, pointer);
+                out.push(
+                    Diagnostic::error(
+                        format!("{subject} {violation}, found `{}`", short(found)),
+                        value_origin,
+                    )
+                    .with_hint(description.map(|d| format!("`{at}`: {d}"))),
+                );
             }
         }
     }

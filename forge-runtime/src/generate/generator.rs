@@ -295,3 +295,27 @@ fn stop_string_hit(
         .iter()
         .any(|s| !s.is_empty() && text.contains(s.as_str())))
 }
+
+/// A checkpoint loaded for sampling on the CPU, as `forge generate` does. Not generic, so a caller
+/// in another crate links this crate's compiled model instead of instantiating it again.
+pub struct CpuGenerator {
+    model: CausalLm<burn::backend::NdArray<f32>>,
+}
+
+impl CpuGenerator {
+    /// Loads a Hugging Face checkpoint directory in f32.
+    pub fn load(dir: &std::path::Path) -> Result<Self, crate::model::ModelError> {
+        Ok(Self {
+            model: crate::model::load(dir, &Default::default())?,
+        })
+    }
+
+    /// [`generate`] with this model.
+    pub fn generate(
+        &self,
+        tokenizer: &Tokenizer,
+        request: &GenerateRequest<'_>,
+    ) -> Result<Vec<Vec<Completion>>, GenerateError> {
+        generate(&self.model, tokenizer, request, &Default::default())
+    }
+}

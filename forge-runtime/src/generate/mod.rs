@@ -9,7 +9,9 @@
 mod generator;
 mod sampling;
 
-pub use generator::{Completion, GenerateError, GenerateRequest, StopReason, generate};
+pub use generator::{
+    Completion, CpuGenerator, GenerateError, GenerateRequest, StopReason, generate,
+};
 pub use sampling::{SamplingParams, logprob_of, mix_seed, sample};
 
 #[cfg(test)]
