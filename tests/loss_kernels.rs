@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use forge::config::Aggregation;
-use forge::kernels::device_loss::{LossRequest, evaluate_wgpu};
+use forge::kernels::device_loss::{LossPath, LossRequest, evaluate_wgpu};
 use forge::loss::reference::{LossBatch, Normalizer, evaluate};
 
 const FIXTURE: &str = concat!(
@@ -40,24 +40,29 @@ fn check(
         ..batch.normalizer()
     };
     let want = evaluate(&bound, aggregation, batch, temperature, Some(norm)).expect("reference");
-    let request = LossRequest {
-        loss: registration,
-        params: &params,
-        aggregation,
-        batch,
-        temperature,
-        normalizer: Some(norm),
-    };
-    let got = evaluate_wgpu(&request).expect("kernels run");
-    let what = |t: &str| format!("{name} ({}) {t}", aggregation.as_str());
-    assert_close(&what("loss"), &[got.loss], &[want.loss]);
-    assert_close(&what("logprobs"), &got.logprobs, &want.logprobs);
-    assert_close(&what("grad_logits"), &got.grad_logits, &want.grad_logits);
-    for ((key, g), (_, w)) in got.metrics.iter().zip(&want.metrics) {
-        assert!(
-            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-            "{name}: metric {key}: {g} vs {w}"
-        );
+    // Token-level losses run fused by default; the split kernels must agree too.
+    for path in [LossPath::Auto, LossPath::Split] {
+        let request = LossRequest {
+            loss: registration,
+            params: &params,
+            aggregation,
+            batch,
+            temperature,
+            normalizer: Some(norm),
+            path,
+        };
+        let got = evaluate_wgpu(&request).expect("kernels run");
+        let what = |t: &str| format!("{name} ({}, {path:?}) {t}", aggregation.as_str());
+        assert_close(&what("loss"), &[got.loss], &[want.loss]);
+        assert_close(&what("logprobs"), &got.logprobs, &want.logprobs);
+        assert_close(&what("grad_logits"), &got.grad_logits, &want.grad_logits);
+        for ((key, g), (_, w)) in got.metrics.iter().zip(&want.metrics) {
+            assert!(
+                (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                "{}: {g} vs {w}",
+                what(key)
+            );
+        }
     }
 }
 

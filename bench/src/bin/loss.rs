@@ -11,7 +11,7 @@ use cubecl::cuda::{CudaDevice, CudaRuntime};
 use cubecl::prelude::*;
 use forge::config::Aggregation;
 use forge::kernels::args::array_arg;
-use forge::kernels::device_loss::{TokenInputsHost, forward_backward};
+use forge::kernels::device_loss::{LossPath, TokenInputsHost, forward_backward};
 use forge::kernels::logprob_backward::logprob_backward_kernel;
 use forge::kernels::logprob_forward::{BLOCK, logprob_forward_kernel};
 use forge::loss::reference::Normalizer;
@@ -80,7 +80,7 @@ fn main() -> anyhow::Result<()> {
         nonempty_sequences: 1.0,
         horizon: n as f64,
     };
-    let run = || {
+    let run_path = |path: LossPath| {
         let result = forward_backward::<CudaRuntime, bf16>(
             &client,
             loss,
@@ -91,14 +91,22 @@ fn main() -> anyhow::Result<()> {
             &tokens,
             1.0,
             norm,
+            path,
         )
         .expect("runs");
         cubecl::future::block_on(client.sync()).expect("sync");
         result
     };
+    let run = || run_path(LossPath::Auto);
 
-    // Correctness against PyTorch on the same inputs.
+    // Correctness against PyTorch on the same inputs; the memory the call adds, measured by
+    // cubecl's pool (in use while the result is held; reserved growth bounds the peak).
+    let usage = || client.memory_usage().expect("memory usage");
+    let before = usage();
     let result = run();
+    let after = usage();
+    let extra_in_use = after.bytes_in_use.saturating_sub(before.bytes_in_use);
+    let reserved_growth = after.bytes_reserved.saturating_sub(before.bytes_reserved);
     let torch_loss = torch["loss"].as_f64().context("torch loss")?;
     let loss_rel = (result.loss - torch_loss).abs() / torch_loss.abs();
     let grad = client
@@ -125,6 +133,13 @@ fn main() -> anyhow::Result<()> {
 
     let ms = forge_bench::median_ms(3, 10, || {
         let _ = run();
+    });
+    // The three-kernel path (what sequence-level losses such as GSPO run), for comparison.
+    let split = run_path(LossPath::Split);
+    let split_loss_rel = (split.loss - torch_loss).abs() / torch_loss.abs();
+    drop(split);
+    let split_ms = forge_bench::median_ms(3, 10, || {
+        let _ = run_path(LossPath::Split);
     });
     // Each row kernel alone, device-synchronised, to split the total.
     let vector = if vocab.is_multiple_of(8) { 8 } else { 1 };
@@ -187,12 +202,17 @@ fn main() -> anyhow::Result<()> {
         "torch_compiled_ms": torch["compiled_ms"],
         "floor_ms": floor_ms,
         "forge_over_floor": ms / floor_ms,
+        "split_ms": split_ms,
+        "split_over_floor": split_ms / floor_ms,
+        "split_loss_rel_err": split_loss_rel,
         "forward_kernel_ms": forward_ms,
         "forward_kernel_TBps": row_bytes / forward_ms / 1e9,
         "backward_kernel_ms": backward_ms,
         "backward_kernel_TBps": 2.0 * row_bytes / backward_ms / 1e9,
         "copy_TBps": copy_tbps,
-        "forge_extra_bytes": (n * vocab * 2) + n * 4 * 12,
+        "gradient_bytes": n * vocab * 2,
+        "forge_extra_bytes_in_use": extra_in_use,
+        "forge_reserved_growth_bytes": reserved_growth,
         "torch_eager_peak_extra_bytes": torch["eager_peak_extra_bytes"],
         "loss_forge": result.loss,
         "loss_torch": torch_loss,

@@ -62,6 +62,7 @@ pub(crate) fn exec(args: &LossEvalArgs) -> anyhow::Result<ExitStatus> {
         batch: &batch,
         temperature: args.temperature,
         normalizer: Some(normalizer),
+        path: device_loss::LossPath::Auto,
     };
     let output = match args.device {
         DeviceArg::Cpu => reference::evaluate(

@@ -42,6 +42,19 @@ pub(super) fn expand(loss: &LossDef) -> syn::Result<TokenStream> {
         None => quote!(|_| ::core::result::Result::Ok(0.0)),
     };
     let unused_inputs = format_ident!("_unused_inputs");
+    // A loss that reads the sequence's mean log-ratio couples the tokens of a sequence: it cannot
+    // finish a row's gradient inside that row's kernel.
+    let (fused_wgpu, fused_cuda) = if loss.inputs.iter().any(|i| i == "seq_log_ratio") {
+        (
+            quote!(::core::option::Option::None),
+            quote!(::core::option::Option::None),
+        )
+    } else {
+        (
+            quote!(::core::option::Option::Some(#private::launcher_wgpu!(kernel::launch_fused))),
+            quote!(::core::option::Option::Some(#private::launcher_cuda!(kernel::launch_fused))),
+        )
+    };
 
     let params_idents: Vec<syn::Ident> = def.params.iter().map(|p| p.ident.clone()).collect();
     let lowered =
@@ -105,6 +118,8 @@ pub(super) fn expand(loss: &LossDef) -> syn::Result<TokenStream> {
                     param_values: |map| Params::from_map(map).map(|p| ::std::vec![#(p.#params_idents),*]),
                     launch_wgpu: #private::launcher_wgpu!(kernel::launch),
                     launch_cuda: #private::launcher_cuda!(kernel::launch),
+                    fused_wgpu: #fused_wgpu,
+                    fused_cuda: #fused_cuda,
                     builtin: #private::is_forge_module(::core::module_path!()),
                 }
             }
@@ -124,24 +139,46 @@ fn kernel(loss: &LossDef, params: &[syn::Ident]) -> syn::Result<TokenStream> {
         Some(d) => quote!(#d),
         None => quote!(F::new(0.0f32)),
     });
-    let inputs = loss.inputs.iter().map(|i| {
-        let array = format_ident!("in_{}", i);
-        quote!(let #i = #array[i];)
-    });
     let param_reads = params
         .iter()
         .enumerate()
         .map(|(k, p)| quote!(let #p = params[#k];));
     Ok(quote! {
-        /// The generated cubecl kernel and its launcher.
+        /// The generated cubecl code: the loss as a `#[cube]` function of one token, the
+        /// per-token kernel and the launchers.
         pub mod kernel {
             #[allow(unused_imports)]
             use #private::cubecl;
             #[allow(unused_imports)]
             use #private::cubecl::prelude::*;
+            use ::forge::kernels::token_loss::{TokenLossFn, TokenValue};
+
+            /// This loss, for kernels (implements [`TokenLossFn`]).
+            pub struct Loss;
+
+            #[allow(unused_variables, unused_parens, clippy::all)]
+            #[cubecl::cube]
+            impl TokenLossFn for Loss {
+                fn eval<F: Float>(
+                    logprob: F,
+                    old_logprob: F,
+                    ref_logprob: F,
+                    advantage: F,
+                    seq_log_ratio: F,
+                    params: &Array<F>,
+                ) -> TokenValue<F> {
+                    #(#param_reads)*
+                    #(#stmts)*
+                    TokenValue::<F> {
+                        value: #value,
+                        d_logprob: #d_logprob,
+                        d_seq_log_ratio: #d_seq,
+                    }
+                }
+            }
 
             /// Per token `i`: the loss and its derivatives with respect to `logprob` and
-            /// `seq_log_ratio`, generated from the loss body.
+            /// `seq_log_ratio`.
             #[allow(unused_variables, unused_parens, clippy::all)]
             #[cubecl::cube(launch)]
             pub fn token_loss_kernel<F: Float>(
@@ -157,12 +194,17 @@ fn kernel(loss: &LossDef, params: &[syn::Ident]) -> syn::Result<TokenStream> {
             ) {
                 let i = ABSOLUTE_POS;
                 if i < in_logprob.len() {
-                    #(#inputs)*
-                    #(#param_reads)*
-                    #(#stmts)*
-                    out_value[i] = #value;
-                    out_d_logprob[i] = #d_logprob;
-                    out_d_seq_log_ratio[i] = #d_seq;
+                    let out = Loss::eval::<F>(
+                        in_logprob[i],
+                        in_old_logprob[i],
+                        in_ref_logprob[i],
+                        in_advantage[i],
+                        in_seq_log_ratio[i],
+                        params,
+                    );
+                    out_value[i] = out.value;
+                    out_d_logprob[i] = out.d_logprob;
+                    out_d_seq_log_ratio[i] = out.d_seq_log_ratio;
                 }
             }
 
@@ -185,6 +227,15 @@ fn kernel(loss: &LossDef, params: &[syn::Ident]) -> syn::Result<TokenStream> {
                     array_arg::<R, f32>(&io.d_logprob, n),
                     array_arg::<R, f32>(&io.d_seq_log_ratio, n),
                 );
+            }
+
+            /// Launches the fused logprob + loss + gradient kernel with this loss.
+            #[allow(dead_code)]
+            pub fn launch_fused<R: Runtime>(
+                client: &ComputeClient<R>,
+                io: &::forge::kernels::fused_token_loss::FusedLossIo,
+            ) {
+                ::forge::kernels::fused_token_loss::launch::<Loss, R>(client, io)
             }
         }
     })

@@ -12,11 +12,12 @@ use cubecl::server::Handle;
 use cubecl::wgpu::{WgpuDevice, WgpuRuntime};
 
 use super::args::array_arg;
+use super::fused_token_loss::{FusedLossIo, LogitsElem};
 use super::logprob_backward::logprob_backward_kernel;
 use super::logprob_forward::{BLOCK, logprob_forward_kernel};
 use crate::config::Aggregation;
 use crate::loss::reference::{BatchError, LossBatch, LossOutput, Metrics, Normalizer};
-use crate::loss::registry::LossRegistration;
+use crate::loss::registry::{FusedLossLauncher, LossRegistration};
 
 /// Device buffers of the per-token kernel (all f32, `len` elements; `params` has `params_len`).
 #[derive(Debug, Clone)]
@@ -52,6 +53,9 @@ pub trait LossRuntime: Runtime {
 
     /// Launches `loss`'s per-token kernel.
     fn launch_token_loss(loss: &LossRegistration, client: &ComputeClient<Self>, io: &TokenLossIo);
+
+    /// `loss`'s fused logprob + loss + gradient launcher, if it is a token-level loss.
+    fn fused_launcher(loss: &LossRegistration) -> Option<FusedLossLauncher<Self>>;
 }
 
 #[cfg(feature = "wgpu")]
@@ -61,6 +65,10 @@ impl LossRuntime for WgpuRuntime {
     fn launch_token_loss(loss: &LossRegistration, client: &ComputeClient<Self>, io: &TokenLossIo) {
         (loss.launch_wgpu)(client, io);
     }
+
+    fn fused_launcher(loss: &LossRegistration) -> Option<FusedLossLauncher<Self>> {
+        loss.fused_wgpu
+    }
 }
 
 #[cfg(feature = "cuda")]
@@ -69,6 +77,10 @@ impl LossRuntime for CudaRuntime {
 
     fn launch_token_loss(loss: &LossRegistration, client: &ComputeClient<Self>, io: &TokenLossIo) {
         (loss.launch_cuda)(client, io);
+    }
+
+    fn fused_launcher(loss: &LossRegistration) -> Option<FusedLossLauncher<Self>> {
+        loss.fused_cuda
     }
 }
 
@@ -161,9 +173,20 @@ pub struct DeviceLossResult {
     pub d_seq_without_kl: Vec<f32>,
 }
 
+/// How [`forward_backward`] runs a loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossPath {
+    /// Fused when the loss allows it (token-level losses), else split.
+    Auto,
+    /// Forward kernel, per-token loss kernel through the host, backward kernel: three passes over
+    /// the logits (what sequence-level losses need).
+    Split,
+}
+
 /// Forward and backward of a loss over `logits` [tokens, vocab] already on the device, element
 /// type `E` (f32, or bf16 on CUDA): the vocabulary-sized work stays there, per-token vectors go
-/// through the host for aggregation.
+/// through the host for aggregation. Token-level losses run as one fused kernel (two passes over
+/// the logits); sequence-level ones as three kernels.
 #[allow(clippy::too_many_arguments)]
 pub fn forward_backward<R: LossRuntime, E: Float + CubeElement>(
     client: &ComputeClient<R>,
@@ -175,17 +198,160 @@ pub fn forward_backward<R: LossRuntime, E: Float + CubeElement>(
     tokens: &TokenInputsHost<'_>,
     temperature: f64,
     norm: Normalizer,
+    path: LossPath,
 ) -> Result<DeviceLossResult, DeviceLossError> {
     let n = tokens.targets.len();
     if n > MAX_ROWS {
         return Err(DeviceLossError::TooLarge(n, MAX_ROWS));
     }
-    let inv_t = (1.0 / temperature) as f32;
-    // The widest vector that divides the row.
-    let vector = [8usize, 4, 2, 1]
+    let fused = R::fused_launcher(loss).filter(|_| path == LossPath::Auto);
+    let elem = logits_elem::<E>();
+    match (fused, elem) {
+        (Some(launch), Some(elem)) => {
+            let inputs = FusedInputs {
+                params,
+                aggregation,
+                logits,
+                vocab,
+                elem,
+                tokens,
+                temperature,
+                norm,
+            };
+            fused_forward_backward::<R, E>(client, launch, &inputs)
+        }
+        _ => split_forward_backward::<R, E>(
+            client,
+            loss,
+            params,
+            aggregation,
+            logits,
+            vocab,
+            tokens,
+            temperature,
+            norm,
+        ),
+    }
+}
+
+fn logits_elem<E: 'static>() -> Option<LogitsElem> {
+    use std::any::TypeId;
+    let id = TypeId::of::<E>();
+    if id == TypeId::of::<f32>() {
+        Some(LogitsElem::F32)
+    } else if id == TypeId::of::<half::bf16>() {
+        Some(LogitsElem::Bf16)
+    } else {
+        None
+    }
+}
+
+/// The widest vector (elements) a runtime loads that divides the row.
+fn vector_width<R: LossRuntime>(vocab: usize) -> usize {
+    [8usize, 4, 2, 1]
         .into_iter()
         .find(|w| *w <= R::MAX_VECTOR && vocab.is_multiple_of(*w))
-        .unwrap_or(1);
+        .unwrap_or(1)
+}
+
+/// Tokens per sequence that count (the sequence-level aggregation weights need them).
+fn active_counts(tokens: &TokenInputsHost<'_>) -> Vec<usize> {
+    let mut count = vec![0usize; tokens.sequences];
+    for (i, &t) in tokens.targets.iter().enumerate() {
+        if t >= 0 {
+            count[tokens.sequence[i]] += 1;
+        }
+    }
+    count
+}
+
+struct FusedInputs<'a> {
+    params: &'a [f32],
+    aggregation: Aggregation,
+    logits: &'a Handle,
+    vocab: usize,
+    elem: LogitsElem,
+    tokens: &'a TokenInputsHost<'a>,
+    temperature: f64,
+    norm: Normalizer,
+}
+
+fn fused_forward_backward<R: LossRuntime, E: Float + CubeElement>(
+    client: &ComputeClient<R>,
+    launch: FusedLossLauncher<R>,
+    inputs: &FusedInputs<'_>,
+) -> Result<DeviceLossResult, DeviceLossError> {
+    let tokens = inputs.tokens;
+    let (n, vocab) = (tokens.targets.len(), inputs.vocab);
+    let count = active_counts(tokens);
+    let weight: Vec<f64> = (0..n)
+        .map(|i| {
+            if tokens.targets[i] >= 0 {
+                inputs
+                    .norm
+                    .weight(inputs.aggregation, count[tokens.sequence[i]])
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let weight_f32: Vec<f32> = weight.iter().map(|&w| w as f32).collect();
+    let per_token = || client.empty(n.max(1) * 4);
+    let io = FusedLossIo {
+        rows: n,
+        vocab,
+        vector: vector_width::<R>(vocab),
+        elem: inputs.elem,
+        inv_temperature: (1.0 / inputs.temperature) as f32,
+        logits: inputs.logits.clone(),
+        targets: client.create_from_slice(i32::as_bytes(tokens.targets)),
+        old_logprob: upload(client, tokens.generator_logprobs),
+        ref_logprob: upload(client, tokens.ref_logprobs),
+        advantage: upload(client, tokens.advantages),
+        weight: upload(client, &weight_f32),
+        params: upload(client, inputs.params),
+        params_len: inputs.params.len(),
+        grad_logits: client.empty((n * vocab).max(1) * core::mem::size_of::<E>()),
+        logprob: per_token(),
+        entropy: per_token(),
+        value: per_token(),
+        d_logprob_without_kl: per_token(),
+    };
+    launch(client, &io);
+    let [logprobs, entropy, value, d_lp0] = read_all(
+        client,
+        [io.logprob, io.entropy, io.value, io.d_logprob_without_kl],
+    )?;
+    let loss = weight
+        .iter()
+        .zip(&value)
+        .map(|(&w, &v)| w * f64::from(v))
+        .sum();
+    Ok(DeviceLossResult {
+        loss,
+        grad_logits: io.grad_logits,
+        logprobs: logprobs.into_iter().take(n).collect(),
+        entropy: entropy.into_iter().take(n).collect(),
+        d_logprob_without_kl: d_lp0.into_iter().take(n).collect(),
+        d_seq_without_kl: vec![0.0; n],
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn split_forward_backward<R: LossRuntime, E: Float + CubeElement>(
+    client: &ComputeClient<R>,
+    loss: &LossRegistration,
+    params: &[f32],
+    aggregation: Aggregation,
+    logits: &Handle,
+    vocab: usize,
+    tokens: &TokenInputsHost<'_>,
+    temperature: f64,
+    norm: Normalizer,
+) -> Result<DeviceLossResult, DeviceLossError> {
+    let n = tokens.targets.len();
+    let inv_t = (1.0 / temperature) as f32;
+    let vector = vector_width::<R>(vocab);
     let active: Vec<bool> = tokens.targets.iter().map(|&t| t >= 0).collect();
     let targets_h = client.create_from_slice(i32::as_bytes(tokens.targets));
     let (logprob_h, entropy_h, lse_h) = (
@@ -211,10 +377,9 @@ pub fn forward_backward<R: LossRuntime, E: Float + CubeElement>(
     let [logprobs, entropy] = read_all(client, [logprob_h.clone(), entropy_h])?;
 
     // GSPO's per-sequence mean log-ratio, repeated on every token of the sequence.
-    let mut count = vec![0usize; tokens.sequences];
+    let count = active_counts(tokens);
     let mut seq_mean = vec![0.0f64; tokens.sequences];
     for i in (0..n).filter(|&i| active[i]) {
-        count[tokens.sequence[i]] += 1;
         seq_mean[tokens.sequence[i]] +=
             f64::from(logprobs[i]) - f64::from(tokens.generator_logprobs[i]);
     }
@@ -308,6 +473,8 @@ pub struct LossRequest<'a> {
     pub temperature: f64,
     /// Global counts; default: the batch's own.
     pub normalizer: Option<Normalizer>,
+    /// Fused or split kernels.
+    pub path: LossPath,
 }
 
 /// Evaluates a request on the device of `client` (f32), reading everything back: what
@@ -323,6 +490,7 @@ pub fn evaluate_on<R: LossRuntime>(
         batch,
         temperature,
         normalizer,
+        path,
     } = *request;
     batch.validate()?;
     let (seq, vocab) = (batch.seq, batch.vocab);
@@ -359,6 +527,7 @@ pub fn evaluate_on<R: LossRuntime>(
         &tokens,
         temperature,
         norm,
+        path,
     )?;
     let grad = read(client, result.grad_logits.clone())?;
 

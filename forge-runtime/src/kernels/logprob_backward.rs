@@ -6,6 +6,8 @@
 
 use cubecl::prelude::*;
 
+use super::logprob_row::write_row_grad;
+
 /// One cube per row; rows whose `g` is 0 (masked, ignored) get zeros. Reads and writes vectors of
 /// `N` elements (`V` a multiple of `N`).
 #[cube(launch)]
@@ -22,25 +24,16 @@ pub fn logprob_backward_kernel<F: Float, N: Size>(
     let row = CUBE_POS;
     if row < targets.len() {
         let vectors = vocab as usize / N::value();
-        let base = row * vectors;
-        let g = d_logprob[row] * inv_temperature;
-        let row_lse = lse[row];
-        let target = targets[row];
-        let mut j = UNIT_POS as usize;
-        while j < vectors {
-            let packed = logits[base + j];
-            let mut out = Vector::empty();
-            #[unroll]
-            for k in 0..N::value() {
-                let p = (f32::cast_from(packed[k]) * inv_temperature - row_lse).exp();
-                let mut onehot = 0.0f32;
-                if target >= 0 && j * N::value() + k == target as usize {
-                    onehot = 1.0f32;
-                }
-                out[k] = F::cast_from(g * (onehot - p));
-            }
-            grad_logits[base + j] = out;
-            j += block;
-        }
+        write_row_grad::<F, N>(
+            logits,
+            grad_logits,
+            row * vectors,
+            vectors,
+            targets[row],
+            lse[row],
+            d_logprob[row] * inv_temperature,
+            inv_temperature,
+            block,
+        );
     }
 }

@@ -3,6 +3,9 @@
 
 pub mod args;
 pub mod device_loss;
+pub mod fused_token_loss;
 pub mod logprob_backward;
 pub mod logprob_forward;
+pub mod logprob_row;
 pub mod math;
+pub mod token_loss;

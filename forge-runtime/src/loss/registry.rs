@@ -8,6 +8,7 @@ use cubecl::prelude::ComputeClient;
 use super::{TokenGrad, TokenInputs};
 use crate::config::Aggregation;
 use crate::kernels::device_loss::TokenLossIo;
+use crate::kernels::fused_token_loss::FusedLossIo;
 
 /// Parameters from YAML (the keys beside the loss's name).
 pub type Params = Map<String, Value>;
@@ -17,6 +18,23 @@ pub type BoundLoss = Box<dyn Fn(&TokenInputs) -> TokenGrad + Send + Sync>;
 
 /// Launches a generated per-token kernel on runtime `R`.
 pub type TokenLossLauncher<R> = fn(&ComputeClient<R>, &TokenLossIo);
+
+/// Launches the fused logprob + loss + gradient kernel of a token-level loss on runtime `R`.
+pub type FusedLossLauncher<R> = fn(&ComputeClient<R>, &FusedLossIo);
+
+/// The wgpu fused launcher (`()` in a build without the `wgpu` feature).
+#[cfg(feature = "wgpu")]
+pub type WgpuFusedLauncher = FusedLossLauncher<cubecl::wgpu::WgpuRuntime>;
+/// The wgpu fused launcher (`()` in a build without the `wgpu` feature).
+#[cfg(not(feature = "wgpu"))]
+pub type WgpuFusedLauncher = ();
+
+/// The CUDA fused launcher (`()` in a build without the `cuda` feature).
+#[cfg(feature = "cuda")]
+pub type CudaFusedLauncher = FusedLossLauncher<cubecl::cuda::CudaRuntime>;
+/// The CUDA fused launcher (`()` in a build without the `cuda` feature).
+#[cfg(not(feature = "cuda"))]
+pub type CudaFusedLauncher = ();
 
 /// The wgpu launcher (`()` in a build without the `wgpu` feature).
 #[cfg(feature = "wgpu")]
@@ -86,6 +104,11 @@ pub struct LossRegistration {
     pub launch_wgpu: WgpuLauncher,
     /// Launches the generated per-token kernel through CUDA.
     pub launch_cuda: CudaLauncher,
+    /// Launches the fused logprob + loss + gradient kernel through wgpu; `None` for losses that
+    /// read `seq_log_ratio` (a token's gradient then depends on its whole sequence).
+    pub fused_wgpu: Option<WgpuFusedLauncher>,
+    /// Same, through CUDA.
+    pub fused_cuda: Option<CudaFusedLauncher>,
     /// Whether Forge itself defines it (as opposed to user code).
     pub builtin: bool,
 }

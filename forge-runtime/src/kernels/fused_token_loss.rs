@@ -1,0 +1,174 @@
+//! Logprob, loss and gradient in one kernel, for losses whose tokens do not depend on each other
+//! (all but sequence-level ones such as GSPO): each cube reads its row for the log-sum-exp,
+//! evaluates the loss at that token, and writes the row's gradient while the row is still in L2.
+//! Two passes over the logits' bytes (read, then read again from L2 and write) instead of three
+//! from DRAM; the per-token weight of the aggregation is known from the masks beforehand.
+
+// `#[cube]` generates public helper items (expand functions, launch modules) without docs.
+#![allow(missing_docs)]
+
+use cubecl::prelude::*;
+use cubecl::server::Handle;
+
+use super::args::array_arg;
+use super::logprob_row::{row_stats, write_row_grad};
+use super::token_loss::TokenLossFn;
+
+/// Units per cube; one cube per row. A power of two (the shared-memory tree needs it).
+pub const BLOCK: usize = 256;
+
+/// Row `n`: `grad_logits[n] = weight[n] · dL/dlogprob · (onehot - p) / T`, and per token the
+/// logprob, entropy, loss value and the loss's derivative with the KL term at its minimum
+/// (reference = policy, for the clip metric). Rows whose target is negative get zeros (their
+/// statistics are still computed: the barrier inside must be reached by the whole cube).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn fused_token_loss_kernel<F: Float, N: Size, L: TokenLossFn>(
+    logits: &Array<Vector<F, N>>,
+    logits_scalar: &Array<F>,
+    targets: &Array<i32>,
+    old_logprob: &Array<f32>,
+    ref_logprob: &Array<f32>,
+    advantage: &Array<f32>,
+    weight: &Array<f32>,
+    params: &Array<f32>,
+    inv_temperature: f32,
+    vocab: u32,
+    grad_logits: &mut Array<Vector<F, N>>,
+    logprob: &mut Array<f32>,
+    entropy: &mut Array<f32>,
+    value: &mut Array<f32>,
+    d_logprob_without_kl: &mut Array<f32>,
+    #[comptime] block: usize,
+) {
+    let row = CUBE_POS;
+    if row < targets.len() {
+        let v = vocab as usize;
+        let vectors = v / N::value();
+        let base = row * vectors;
+        let stats = row_stats::<F, N>(logits, base, vectors, inv_temperature, block);
+        let target = targets[row];
+        let active = target >= 0;
+        let column = select(active, target, 0i32) as usize;
+        let lp = f32::cast_from(logits_scalar[row * v + column]) * inv_temperature - stats.lse;
+        let lp = select(active, lp, 0.0f32);
+        let token = L::eval::<f32>(
+            lp,
+            old_logprob[row],
+            ref_logprob[row],
+            advantage[row],
+            0.0f32,
+            params,
+        );
+        let no_kl = L::eval::<f32>(lp, old_logprob[row], lp, advantage[row], 0.0f32, params);
+        let g = select(
+            active,
+            weight[row] * token.d_logprob * inv_temperature,
+            0.0f32,
+        );
+        write_row_grad::<F, N>(
+            logits,
+            grad_logits,
+            base,
+            vectors,
+            target,
+            stats.lse,
+            g,
+            inv_temperature,
+            block,
+        );
+        if UNIT_POS == 0 {
+            logprob[row] = lp;
+            entropy[row] = stats.entropy;
+            value[row] = select(active, token.value, 0.0f32);
+            d_logprob_without_kl[row] = select(active, no_kl.d_logprob, 0.0f32);
+        }
+    }
+}
+
+/// Element type of the logits a fused launch reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsElem {
+    /// f32.
+    F32,
+    /// bf16 (CUDA).
+    Bf16,
+}
+
+/// Buffers of one fused launch: `rows` x `vocab` logits and per-token f32 arrays.
+#[derive(Debug, Clone)]
+pub struct FusedLossIo {
+    /// Tokens (rows of the logits).
+    pub rows: usize,
+    /// Row length.
+    pub vocab: usize,
+    /// Elements per vector load (divides `vocab`).
+    pub vector: usize,
+    /// Element type of `logits` and `grad_logits`.
+    pub elem: LogitsElem,
+    /// 1 / sampling temperature.
+    pub inv_temperature: f32,
+    /// Logits [rows, vocab].
+    pub logits: Handle,
+    /// Target ids (i32), negative where the token does not count.
+    pub targets: Handle,
+    /// Generator log-probabilities.
+    pub old_logprob: Handle,
+    /// Reference log-probabilities.
+    pub ref_logprob: Handle,
+    /// Advantages.
+    pub advantage: Handle,
+    /// Aggregation weight of each token (0 where it does not count).
+    pub weight: Handle,
+    /// The loss's parameters.
+    pub params: Handle,
+    /// Number of parameters.
+    pub params_len: usize,
+    /// Output: d loss / d logits [rows, vocab].
+    pub grad_logits: Handle,
+    /// Output: target log-probabilities.
+    pub logprob: Handle,
+    /// Output: entropies.
+    pub entropy: Handle,
+    /// Output: per-token loss values (unweighted).
+    pub value: Handle,
+    /// Output: d loss / d logprob with the KL term at its minimum (unweighted).
+    pub d_logprob_without_kl: Handle,
+}
+
+/// Launches [`fused_token_loss_kernel`] for loss `L`.
+pub fn launch<L: TokenLossFn, R: Runtime>(client: &ComputeClient<R>, io: &FusedLossIo) {
+    match io.elem {
+        LogitsElem::F32 => launch_typed::<f32, L, R>(client, io),
+        LogitsElem::Bf16 => launch_typed::<half::bf16, L, R>(client, io),
+    }
+}
+
+fn launch_typed<E: Float + CubeElement, L: TokenLossFn, R: Runtime>(
+    client: &ComputeClient<R>,
+    io: &FusedLossIo,
+) {
+    let (n, all) = (io.rows, io.rows * io.vocab);
+    fused_token_loss_kernel::launch::<E, L, R>(
+        client,
+        CubeCount::Static(n.max(1) as u32, 1, 1),
+        CubeDim::new_1d(BLOCK as u32),
+        io.vector,
+        array_arg::<R, E>(&io.logits, all),
+        array_arg::<R, E>(&io.logits, all),
+        array_arg::<R, i32>(&io.targets, n),
+        array_arg::<R, f32>(&io.old_logprob, n),
+        array_arg::<R, f32>(&io.ref_logprob, n),
+        array_arg::<R, f32>(&io.advantage, n),
+        array_arg::<R, f32>(&io.weight, n),
+        array_arg::<R, f32>(&io.params, io.params_len.max(1)),
+        io.inv_temperature,
+        io.vocab as u32,
+        array_arg::<R, E>(&io.grad_logits, all),
+        array_arg::<R, f32>(&io.logprob, n),
+        array_arg::<R, f32>(&io.entropy, n),
+        array_arg::<R, f32>(&io.value, n),
+        array_arg::<R, f32>(&io.d_logprob_without_kl, n),
+        BLOCK,
+    );
+}
