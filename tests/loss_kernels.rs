@@ -7,6 +7,7 @@ use std::path::Path;
 
 use forge::config::Aggregation;
 use forge::kernels::device_loss::{LossPath, LossRequest, evaluate_wgpu};
+use forge::kernels::fused_token_loss::FusedShape;
 use forge::loss::reference::{LossBatch, Normalizer, evaluate};
 
 const FIXTURE: &str = concat!(
@@ -40,8 +41,14 @@ fn check(
         ..batch.normalizer()
     };
     let want = evaluate(&bound, aggregation, batch, temperature, Some(norm)).expect("reference");
-    // Token-level losses run fused by default; the split kernels must agree too.
-    for path in [LossPath::Auto, LossPath::Split] {
+    // Token-level losses run fused by default; the split kernels must agree too, and so must a
+    // fused launch whose cubes loop over several rows each (lavapipe reports no multiprocessors:
+    // two cubes in all).
+    let looping = LossPath::Fused(FusedShape {
+        units: 128,
+        cubes_per_sm: 2,
+    });
+    for path in [LossPath::Auto, LossPath::Split, looping] {
         let request = LossRequest {
             loss: registration,
             params: &params,

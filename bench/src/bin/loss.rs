@@ -11,7 +11,8 @@ use cubecl::cuda::{CudaDevice, CudaRuntime};
 use cubecl::prelude::*;
 use forge::config::Aggregation;
 use forge::kernels::args::array_arg;
-use forge::kernels::device_loss::{LossPath, TokenInputsHost, forward_backward};
+use forge::kernels::device_loss::{LossPath, LossRuntime, TokenInputsHost, forward_backward};
+use forge::kernels::fused_token_loss::FusedShape;
 use forge::kernels::logprob_backward::logprob_backward_kernel;
 use forge::kernels::logprob_forward::{BLOCK, logprob_forward_kernel};
 use forge::loss::reference::Normalizer;
@@ -134,6 +135,25 @@ fn main() -> anyhow::Result<()> {
     let ms = forge_bench::median_ms(3, 10, || {
         let _ = run();
     });
+    // Other layouts of the fused kernel, each checked against PyTorch's loss.
+    let mut shapes = Vec::new();
+    for units in [256usize, 512, 1024] {
+        for cubes_per_sm in [0usize, 1, 2, 4] {
+            let shape = FusedShape {
+                units,
+                cubes_per_sm,
+            };
+            let r = run_path(LossPath::Fused(shape));
+            let rel = (r.loss - torch_loss).abs() / torch_loss.abs();
+            drop(r);
+            let t = forge_bench::median_ms(2, 5, || {
+                let _ = run_path(LossPath::Fused(shape));
+            });
+            shapes.push(serde_json::json!({
+                "units": units, "cubes_per_sm": cubes_per_sm, "ms": t, "loss_rel_err": rel
+            }));
+        }
+    }
     // The three-kernel path (what sequence-level losses such as GSPO run), for comparison.
     let split = run_path(LossPath::Split);
     let split_loss_rel = (split.loss - torch_loss).abs() / torch_loss.abs();
@@ -202,6 +222,8 @@ fn main() -> anyhow::Result<()> {
         "torch_compiled_ms": torch["compiled_ms"],
         "floor_ms": floor_ms,
         "forge_over_floor": ms / floor_ms,
+        "fused_shape": format!("{:?}", <CudaRuntime as LossRuntime>::FUSED_SHAPE),
+        "fused_shapes": shapes,
         "split_ms": split_ms,
         "split_over_floor": split_ms / floor_ms,
         "split_loss_rel_err": split_loss_rel,

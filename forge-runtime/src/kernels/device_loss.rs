@@ -12,7 +12,7 @@ use cubecl::server::Handle;
 use cubecl::wgpu::{WgpuDevice, WgpuRuntime};
 
 use super::args::array_arg;
-use super::fused_token_loss::{FusedLossIo, LogitsElem};
+use super::fused_token_loss::{FusedLossIo, FusedShape, LogitsElem};
 use super::logprob_backward::logprob_backward_kernel;
 use super::logprob_forward::{BLOCK, logprob_forward_kernel};
 use crate::config::Aggregation;
@@ -51,6 +51,9 @@ pub trait LossRuntime: Runtime {
     /// Widest vector (elements) the row kernels load at once.
     const MAX_VECTOR: usize;
 
+    /// Layout of the fused kernel when the caller does not choose one.
+    const FUSED_SHAPE: FusedShape;
+
     /// Launches `loss`'s per-token kernel.
     fn launch_token_loss(loss: &LossRegistration, client: &ComputeClient<Self>, io: &TokenLossIo);
 
@@ -61,6 +64,10 @@ pub trait LossRuntime: Runtime {
 #[cfg(feature = "wgpu")]
 impl LossRuntime for WgpuRuntime {
     const MAX_VECTOR: usize = 4;
+    const FUSED_SHAPE: FusedShape = FusedShape {
+        units: 256,
+        cubes_per_sm: 0,
+    };
 
     fn launch_token_loss(loss: &LossRegistration, client: &ComputeClient<Self>, io: &TokenLossIo) {
         (loss.launch_wgpu)(client, io);
@@ -74,6 +81,10 @@ impl LossRuntime for WgpuRuntime {
 #[cfg(feature = "cuda")]
 impl LossRuntime for CudaRuntime {
     const MAX_VECTOR: usize = 8;
+    const FUSED_SHAPE: FusedShape = FusedShape {
+        units: 1024,
+        cubes_per_sm: 1,
+    };
 
     fn launch_token_loss(loss: &LossRegistration, client: &ComputeClient<Self>, io: &TokenLossIo) {
         (loss.launch_cuda)(client, io);
@@ -178,6 +189,8 @@ pub struct DeviceLossResult {
 pub enum LossPath {
     /// Fused when the loss allows it (token-level losses), else split.
     Auto,
+    /// Fused with this layout when the loss allows it, else split.
+    Fused(FusedShape),
     /// Forward kernel, per-token loss kernel through the host, backward kernel: three passes over
     /// the logits (what sequence-level losses need).
     Split,
@@ -204,16 +217,20 @@ pub fn forward_backward<R: LossRuntime, E: Float + CubeElement>(
     if n > MAX_ROWS {
         return Err(DeviceLossError::TooLarge(n, MAX_ROWS));
     }
-    let fused = R::fused_launcher(loss).filter(|_| path == LossPath::Auto);
-    let elem = logits_elem::<E>();
-    match (fused, elem) {
-        (Some(launch), Some(elem)) => {
+    let shape = match path {
+        LossPath::Auto => Some(R::FUSED_SHAPE),
+        LossPath::Fused(shape) => Some(shape),
+        LossPath::Split => None,
+    };
+    match (R::fused_launcher(loss), shape, logits_elem::<E>()) {
+        (Some(launch), Some(shape), Some(elem)) => {
             let inputs = FusedInputs {
                 params,
                 aggregation,
                 logits,
                 vocab,
                 elem,
+                shape,
                 tokens,
                 temperature,
                 norm,
@@ -271,6 +288,7 @@ struct FusedInputs<'a> {
     logits: &'a Handle,
     vocab: usize,
     elem: LogitsElem,
+    shape: FusedShape,
     tokens: &'a TokenInputsHost<'a>,
     temperature: f64,
     norm: Normalizer,
@@ -302,6 +320,12 @@ fn fused_forward_backward<R: LossRuntime, E: Float + CubeElement>(
         vocab,
         vector: vector_width::<R>(vocab),
         elem: inputs.elem,
+        shape: inputs.shape,
+        multiprocessors: client
+            .properties()
+            .hardware
+            .num_streaming_multiprocessors
+            .map(|n| n as usize),
         inv_temperature: (1.0 / inputs.temperature) as f32,
         logits: inputs.logits.clone(),
         targets: client.create_from_slice(i32::as_bytes(tokens.targets)),

@@ -6,11 +6,11 @@
 
 use cubecl::prelude::*;
 
-use super::logprob_row::write_row_grad;
+use super::logprob_row::{fast_math, write_row_grad};
 
 /// One cube per row; rows whose `g` is 0 (masked, ignored) get zeros. Reads and writes vectors of
 /// `N` elements (`V` a multiple of `N`).
-#[cube(launch)]
+#[cube(launch, fast_math = fast_math())]
 pub fn logprob_backward_kernel<F: Float, N: Size>(
     logits: &Array<Vector<F, N>>,
     targets: &Array<i32>,

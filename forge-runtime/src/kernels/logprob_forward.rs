@@ -6,7 +6,7 @@
 
 use cubecl::prelude::*;
 
-use super::logprob_row::row_stats;
+use super::logprob_row::{fast_math, row_stats};
 
 /// Units per cube; one cube handles one row. A power of two (the shared-memory tree needs it).
 pub const BLOCK: usize = 256;
@@ -16,7 +16,7 @@ pub const BLOCK: usize = 256;
 ///
 /// `logits` is read as vectors of `N` elements (16-byte loads for bf16 x 8), so `V` must be a
 /// multiple of `N`; `logits_scalar` is the same buffer, for the one target element per row.
-#[cube(launch)]
+#[cube(launch, fast_math = fast_math())]
 pub fn logprob_forward_kernel<F: Float, N: Size>(
     logits: &Array<Vector<F, N>>,
     logits_scalar: &Array<F>,
