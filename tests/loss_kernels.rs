@@ -129,8 +129,9 @@ fn a_wider_vocabulary_than_the_block_reduces_correctly() {
         return;
     }
     // Rows longer than the 256 units of a cube and not a multiple of it, read as vectors of 4
-    // (1000), 2 (1002) and 1 (1001) elements.
-    for vocab in [1000, 1002, 1001] {
+    // (1000), 2 (1002) and 1 (1001) elements; and rows long enough for the four-loads-per-unit
+    // loop, with (4100) and without (4096) a remainder after it.
+    for vocab in [1000, 1002, 1001, 4096, 4100] {
         wide_vocabulary(vocab);
     }
 }

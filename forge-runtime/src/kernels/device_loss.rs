@@ -313,8 +313,11 @@ fn fused_forward_backward<R: LossRuntime, E: Float + CubeElement>(
             }
         })
         .collect();
-    let weight_f32: Vec<f32> = weight.iter().map(|&w| w as f32).collect();
-    let per_token = || client.empty(n.max(1) * 4);
+    let mut packed = Vec::with_capacity(4 * n);
+    packed.extend_from_slice(tokens.generator_logprobs);
+    packed.extend_from_slice(tokens.ref_logprobs);
+    packed.extend_from_slice(tokens.advantages);
+    packed.extend(weight.iter().map(|&w| w as f32));
     let io = FusedLossIo {
         rows: n,
         vocab,
@@ -329,23 +332,16 @@ fn fused_forward_backward<R: LossRuntime, E: Float + CubeElement>(
         inv_temperature: (1.0 / inputs.temperature) as f32,
         logits: inputs.logits.clone(),
         targets: client.create_from_slice(i32::as_bytes(tokens.targets)),
-        old_logprob: upload(client, tokens.generator_logprobs),
-        ref_logprob: upload(client, tokens.ref_logprobs),
-        advantage: upload(client, tokens.advantages),
-        weight: upload(client, &weight_f32),
+        token_inputs: upload(client, &packed),
         params: upload(client, inputs.params),
         params_len: inputs.params.len(),
         grad_logits: client.empty((n * vocab).max(1) * core::mem::size_of::<E>()),
-        logprob: per_token(),
-        entropy: per_token(),
-        value: per_token(),
-        d_logprob_without_kl: per_token(),
+        token_outputs: client.empty((4 * n).max(1) * 4),
     };
     launch(client, &io);
-    let [logprobs, entropy, value, d_lp0] = read_all(
-        client,
-        [io.logprob, io.entropy, io.value, io.d_logprob_without_kl],
-    )?;
+    let outputs = read(client, io.token_outputs)?;
+    let column = |k: usize| outputs[k * n..(k + 1) * n].to_vec();
+    let (logprobs, entropy, value, d_lp0) = (column(0), column(1), column(2), column(3));
     let loss = weight
         .iter()
         .zip(&value)
@@ -354,9 +350,9 @@ fn fused_forward_backward<R: LossRuntime, E: Float + CubeElement>(
     Ok(DeviceLossResult {
         loss,
         grad_logits: io.grad_logits,
-        logprobs: logprobs.into_iter().take(n).collect(),
-        entropy: entropy.into_iter().take(n).collect(),
-        d_logprob_without_kl: d_lp0.into_iter().take(n).collect(),
+        logprobs,
+        entropy,
+        d_logprob_without_kl: d_lp0,
         d_seq_without_kl: vec![0.0; n],
     })
 }

@@ -29,28 +29,27 @@ pub struct FusedShape {
 /// logprob, entropy, loss value and the loss's derivative with the KL term at its minimum
 /// (reference = policy, for the clip metric). Rows whose target is negative get zeros (their
 /// statistics are still computed: the barrier inside must be reached by the whole cube).
+///
+/// Per-token inputs come packed in one array of `4 N` (generator logprob, reference logprob,
+/// advantage, aggregation weight) and outputs go to one of `4 N` (logprob, entropy, value,
+/// d value / d logprob without KL): one copy each way instead of four.
 #[cube(launch, fast_math = fast_math())]
 #[allow(clippy::too_many_arguments)]
 pub fn fused_token_loss_kernel<F: Float, N: Size, L: TokenLossFn>(
     logits: &Array<Vector<F, N>>,
     logits_scalar: &Array<F>,
     targets: &Array<i32>,
-    old_logprob: &Array<f32>,
-    ref_logprob: &Array<f32>,
-    advantage: &Array<f32>,
-    weight: &Array<f32>,
+    token_inputs: &Array<f32>,
     params: &Array<f32>,
     inv_temperature: f32,
     vocab: u32,
     grad_logits: &mut Array<Vector<F, N>>,
-    logprob: &mut Array<f32>,
-    entropy: &mut Array<f32>,
-    value: &mut Array<f32>,
-    d_logprob_without_kl: &mut Array<f32>,
+    token_outputs: &mut Array<f32>,
     #[comptime] block: usize,
 ) {
+    let n = targets.len();
     let mut row = CUBE_POS;
-    while row < targets.len() {
+    while row < n {
         let v = vocab as usize;
         let vectors = v / N::value();
         let base = row * vectors;
@@ -60,20 +59,19 @@ pub fn fused_token_loss_kernel<F: Float, N: Size, L: TokenLossFn>(
         let column = select(active, target, 0i32) as usize;
         let lp = f32::cast_from(logits_scalar[row * v + column]) * inv_temperature - stats.lse;
         let lp = select(active, lp, 0.0f32);
+        let old_logprob = token_inputs[row];
+        let advantage = token_inputs[2 * n + row];
         let token = L::eval::<f32>(
             lp,
-            old_logprob[row],
-            ref_logprob[row],
-            advantage[row],
+            old_logprob,
+            token_inputs[n + row],
+            advantage,
             0.0f32,
             params,
         );
-        let no_kl = L::eval::<f32>(lp, old_logprob[row], lp, advantage[row], 0.0f32, params);
-        let g = select(
-            active,
-            weight[row] * token.d_logprob * inv_temperature,
-            0.0f32,
-        );
+        let no_kl = L::eval::<f32>(lp, old_logprob, lp, advantage, 0.0f32, params);
+        let weight = token_inputs[3 * n + row];
+        let g = select(active, weight * token.d_logprob * inv_temperature, 0.0f32);
         write_row_grad::<F, N>(
             logits,
             grad_logits,
@@ -86,10 +84,10 @@ pub fn fused_token_loss_kernel<F: Float, N: Size, L: TokenLossFn>(
             block,
         );
         if UNIT_POS == 0 {
-            logprob[row] = lp;
-            entropy[row] = stats.entropy;
-            value[row] = select(active, token.value, 0.0f32);
-            d_logprob_without_kl[row] = select(active, no_kl.d_logprob, 0.0f32);
+            token_outputs[row] = lp;
+            token_outputs[n + row] = stats.entropy;
+            token_outputs[2 * n + row] = select(active, token.value, 0.0f32);
+            token_outputs[3 * n + row] = select(active, no_kl.d_logprob, 0.0f32);
         }
         row += CUBE_COUNT;
     }
@@ -125,28 +123,18 @@ pub struct FusedLossIo {
     pub logits: Handle,
     /// Target ids (i32), negative where the token does not count.
     pub targets: Handle,
-    /// Generator log-probabilities.
-    pub old_logprob: Handle,
-    /// Reference log-probabilities.
-    pub ref_logprob: Handle,
-    /// Advantages.
-    pub advantage: Handle,
-    /// Aggregation weight of each token (0 where it does not count).
-    pub weight: Handle,
+    /// Per token, packed `[generator logprob; reference logprob; advantage; aggregation weight]`
+    /// (4 x rows f32; the weight is 0 where the token does not count).
+    pub token_inputs: Handle,
     /// The loss's parameters.
     pub params: Handle,
     /// Number of parameters.
     pub params_len: usize,
     /// Output: d loss / d logits [rows, vocab].
     pub grad_logits: Handle,
-    /// Output: target log-probabilities.
-    pub logprob: Handle,
-    /// Output: entropies.
-    pub entropy: Handle,
-    /// Output: per-token loss values (unweighted).
-    pub value: Handle,
-    /// Output: d loss / d logprob with the KL term at its minimum (unweighted).
-    pub d_logprob_without_kl: Handle,
+    /// Output per token, packed `[logprob; entropy; loss value; d loss / d logprob with the KL
+    /// term at its minimum]` (4 x rows f32, unweighted).
+    pub token_outputs: Handle,
 }
 
 /// Launches [`fused_token_loss_kernel`] for loss `L`.
@@ -174,18 +162,12 @@ fn launch_typed<E: Float + CubeElement, L: TokenLossFn, R: Runtime>(
         array_arg::<R, E>(&io.logits, all),
         array_arg::<R, E>(&io.logits, all),
         array_arg::<R, i32>(&io.targets, n),
-        array_arg::<R, f32>(&io.old_logprob, n),
-        array_arg::<R, f32>(&io.ref_logprob, n),
-        array_arg::<R, f32>(&io.advantage, n),
-        array_arg::<R, f32>(&io.weight, n),
+        array_arg::<R, f32>(&io.token_inputs, 4 * n),
         array_arg::<R, f32>(&io.params, io.params_len.max(1)),
         io.inv_temperature,
         io.vocab as u32,
         array_arg::<R, E>(&io.grad_logits, all),
-        array_arg::<R, f32>(&io.logprob, n),
-        array_arg::<R, f32>(&io.entropy, n),
-        array_arg::<R, f32>(&io.value, n),
-        array_arg::<R, f32>(&io.d_logprob_without_kl, n),
+        array_arg::<R, f32>(&io.token_outputs, 4 * n),
         io.shape.units,
     );
 }

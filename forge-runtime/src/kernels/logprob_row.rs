@@ -23,8 +23,70 @@ pub struct RowStats {
     pub entropy: f32,
 }
 
+/// Running online log-sum-exp state of one unit: m = max, s = Σ exp(x - m), t = Σ exp(x - m)·x.
+#[derive(CubeType, Clone, Copy)]
+struct Online {
+    m: f32,
+    s: f32,
+    t: f32,
+}
+
+/// Adds `count` (1 or 4) vectors to the state `(m, s, t)`: their max first, so one rescale per group and a
+/// branch-free sum per element (a per-element `if x > m` rescale diverges and ran at half the copy
+/// bandwidth).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn online_add<F: Float, N: Size>(
+    m: f32,
+    s: f32,
+    t: f32,
+    a: Vector<F, N>,
+    b: Vector<F, N>,
+    c: Vector<F, N>,
+    d: Vector<F, N>,
+    inv_temperature: f32,
+    #[comptime] count: usize,
+) -> Online {
+    let mut vmax = m;
+    #[unroll]
+    for k in 0..N::value() {
+        vmax = f32::max(vmax, f32::cast_from(a[k]) * inv_temperature);
+        if comptime![count > 1] {
+            vmax = f32::max(vmax, f32::cast_from(b[k]) * inv_temperature);
+            vmax = f32::max(vmax, f32::cast_from(c[k]) * inv_temperature);
+            vmax = f32::max(vmax, f32::cast_from(d[k]) * inv_temperature);
+        }
+    }
+    let scale = (m - vmax).exp();
+    let mut s = s * scale;
+    let mut t = t * scale;
+    #[unroll]
+    for k in 0..N::value() {
+        let x = f32::cast_from(a[k]) * inv_temperature;
+        let e = (x - vmax).exp();
+        s += e;
+        t += e * x;
+        if comptime![count > 1] {
+            let x = f32::cast_from(b[k]) * inv_temperature;
+            let e = (x - vmax).exp();
+            s += e;
+            t += e * x;
+            let x = f32::cast_from(c[k]) * inv_temperature;
+            let e = (x - vmax).exp();
+            s += e;
+            t += e * x;
+            let x = f32::cast_from(d[k]) * inv_temperature;
+            let e = (x - vmax).exp();
+            s += e;
+            t += e * x;
+        }
+    }
+    Online { m: vmax, s, t }
+}
+
 /// Reads the `vectors` vectors of the row at `base` once. Every unit of the cube must call it
-/// (it synchronises the cube) and gets the same result.
+/// (it synchronises the cube) and gets the same result. Each unit keeps four loads in flight, so
+/// that few cubes per multiprocessor still saturate memory.
 #[cube]
 pub fn row_stats<F: Float, N: Size>(
     logits: &Array<Vector<F, N>>,
@@ -34,32 +96,27 @@ pub fn row_stats<F: Float, N: Size>(
     #[comptime] block: usize,
 ) -> RowStats {
     let tid = UNIT_POS as usize;
-    // Online: m = max, s = Σ exp(x - m), t = Σ exp(x - m)·x over this unit's columns.
     let mut m = f32::min_value();
     let mut s = 0.0f32;
     let mut t = 0.0f32;
     let mut j = tid;
+    while j + 3 * block < vectors {
+        let a = logits[base + j];
+        let b = logits[base + j + block];
+        let c = logits[base + j + 2 * block];
+        let d = logits[base + j + 3 * block];
+        let acc = online_add::<F, N>(m, s, t, a, b, c, d, inv_temperature, 4usize);
+        m = acc.m;
+        s = acc.s;
+        t = acc.t;
+        j += 4 * block;
+    }
     while j < vectors {
-        let packed = logits[base + j];
-        // The vector's max first: one rescale per vector and a branch-free sum per element (a
-        // per-element `if x > m` rescale diverges and ran at half the copy bandwidth).
-        let mut vmax = f32::cast_from(packed[0]) * inv_temperature;
-        #[unroll]
-        for k in 1..N::value() {
-            vmax = f32::max(vmax, f32::cast_from(packed[k]) * inv_temperature);
-        }
-        let new_m = f32::max(m, vmax);
-        let scale = (m - new_m).exp();
-        s *= scale;
-        t *= scale;
-        #[unroll]
-        for k in 0..N::value() {
-            let x = f32::cast_from(packed[k]) * inv_temperature;
-            let e = (x - new_m).exp();
-            s += e;
-            t += e * x;
-        }
-        m = new_m;
+        let a = logits[base + j];
+        let acc = online_add::<F, N>(m, s, t, a, a, a, a, inv_temperature, 1usize);
+        m = acc.m;
+        s = acc.s;
+        t = acc.t;
         j += block;
     }
 
@@ -95,7 +152,8 @@ pub fn row_stats<F: Float, N: Size>(
 }
 
 /// Writes `grad[j] = g · (onehot(target)[j] - exp(x[j] / T - lse))` over the row at `base`
-/// (`target` < 0: no one-hot). `g` includes the 1/T of d(x/T)/dx.
+/// (`target` < 0: no one-hot), four vectors in flight per unit. `g` includes the 1/T of
+/// d(x/T)/dx.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub fn write_row_grad<F: Float, N: Size>(
@@ -110,19 +168,46 @@ pub fn write_row_grad<F: Float, N: Size>(
     #[comptime] block: usize,
 ) {
     let mut j = UNIT_POS as usize;
+    while j + 3 * block < vectors {
+        let a = logits[base + j];
+        let b = logits[base + j + block];
+        let c = logits[base + j + 2 * block];
+        let d = logits[base + j + 3 * block];
+        grad_logits[base + j] = grad_vector::<F, N>(a, j, target, lse, g, inv_temperature);
+        grad_logits[base + j + block] =
+            grad_vector::<F, N>(b, j + block, target, lse, g, inv_temperature);
+        grad_logits[base + j + 2 * block] =
+            grad_vector::<F, N>(c, j + 2 * block, target, lse, g, inv_temperature);
+        grad_logits[base + j + 3 * block] =
+            grad_vector::<F, N>(d, j + 3 * block, target, lse, g, inv_temperature);
+        j += 4 * block;
+    }
     while j < vectors {
-        let packed = logits[base + j];
-        let mut out = Vector::empty();
-        #[unroll]
-        for k in 0..N::value() {
-            let p = (f32::cast_from(packed[k]) * inv_temperature - lse).exp();
-            let mut onehot = 0.0f32;
-            if target >= 0 && j * N::value() + k == target as usize {
-                onehot = 1.0f32;
-            }
-            out[k] = F::cast_from(g * (onehot - p));
-        }
-        grad_logits[base + j] = out;
+        let a = logits[base + j];
+        grad_logits[base + j] = grad_vector::<F, N>(a, j, target, lse, g, inv_temperature);
         j += block;
     }
+}
+
+/// The gradient of the `j`-th vector of a row.
+#[cube]
+fn grad_vector<F: Float, N: Size>(
+    packed: Vector<F, N>,
+    j: usize,
+    target: i32,
+    lse: f32,
+    g: f32,
+    inv_temperature: f32,
+) -> Vector<F, N> {
+    let mut out = Vector::empty();
+    #[unroll]
+    for k in 0..N::value() {
+        let p = (f32::cast_from(packed[k]) * inv_temperature - lse).exp();
+        let mut onehot = 0.0f32;
+        if target >= 0 && j * N::value() + k == target as usize {
+            onehot = 1.0f32;
+        }
+        out[k] = F::cast_from(g * (onehot - p));
+    }
+    out
 }
