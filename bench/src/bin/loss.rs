@@ -12,7 +12,7 @@ use cubecl::prelude::*;
 use forge::config::Aggregation;
 use forge::kernels::args::array_arg;
 use forge::kernels::device_loss::{LossPath, LossRuntime, TokenInputsHost, forward_backward};
-use forge::kernels::fused_token_loss::FusedShape;
+use forge::kernels::fused_token_loss::{FusedLossIo, FusedShape, LogitsElem};
 use forge::kernels::logprob_backward::logprob_backward_kernel;
 use forge::kernels::logprob_forward::{BLOCK, logprob_forward_kernel};
 use forge::loss::reference::Normalizer;
@@ -135,6 +135,44 @@ fn main() -> anyhow::Result<()> {
     let ms = forge_bench::median_ms(3, 10, || {
         let _ = run();
     });
+    // The fused kernel alone (inputs already on the device, no host round trip): what the call
+    // adds on top of it is host work (uploads, reading the per-token results back).
+    let kernel_ms = {
+        let (rows, packed_len) = (n, 4 * n);
+        let io = FusedLossIo {
+            rows,
+            vocab,
+            vector: 8,
+            elem: LogitsElem::Bf16,
+            shape: <CudaRuntime as LossRuntime>::FUSED_SHAPE,
+            multiprocessors: client
+                .properties()
+                .hardware
+                .num_streaming_multiprocessors
+                .map(|s| s as usize),
+            inv_temperature: 1.0,
+            logits: logits_h.clone(),
+            targets: client.create_from_slice(i32::as_bytes(&targets)),
+            token_inputs: client.create_from_slice(f32::as_bytes(
+                &[
+                    &old[..],
+                    &reference[..],
+                    &adv[..],
+                    &vec![1.0 / active as f32; rows][..],
+                ]
+                .concat(),
+            )),
+            params: client.create_from_slice(f32::as_bytes(&param_values)),
+            params_len: param_values.len(),
+            grad_logits: client.empty(rows * vocab * 2),
+            token_outputs: client.empty(packed_len * 4),
+        };
+        let launch = <CudaRuntime as LossRuntime>::fused_launcher(loss).context("fused grpo")?;
+        forge_bench::median_ms(3, 10, || {
+            launch(&client, &io);
+            cubecl::future::block_on(client.sync()).expect("sync");
+        })
+    };
     // Other layouts of the fused kernel, each checked against PyTorch's loss.
     let mut shapes = Vec::new();
     for units in [256usize, 512, 1024] {
@@ -223,6 +261,7 @@ fn main() -> anyhow::Result<()> {
         "floor_ms": floor_ms,
         "forge_over_floor": ms / floor_ms,
         "fused_shape": format!("{:?}", <CudaRuntime as LossRuntime>::FUSED_SHAPE),
+        "fused_kernel_only_ms": kernel_ms,
         "fused_shapes": shapes,
         "split_ms": split_ms,
         "split_over_floor": split_ms / floor_ms,

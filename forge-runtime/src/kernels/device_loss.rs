@@ -81,9 +81,12 @@ impl LossRuntime for WgpuRuntime {
 #[cfg(feature = "cuda")]
 impl LossRuntime for CudaRuntime {
     const MAX_VECTOR: usize = 8;
+    // Measured on an H200 at [8192 x 151936] bf16 (bench/NOTES.md): 512 units, one cube per row
+    // 2.15-2.16 ms; 256 units 2.21-2.42; 1024 units 2.30-2.32; fewer cubes looping over rows (to
+    // keep rows in L2) 2.12-5.9.
     const FUSED_SHAPE: FusedShape = FusedShape {
-        units: 1024,
-        cubes_per_sm: 1,
+        units: 512,
+        cubes_per_sm: 0,
     };
 
     fn launch_token_loss(loss: &LossRegistration, client: &ComputeClient<Self>, io: &TokenLossIo) {
