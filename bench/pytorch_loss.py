@@ -15,26 +15,16 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cuda_timing import median_ms  # noqa: E402
+
 N, V = int(os.environ.get("BENCH_N", 8192)), int(os.environ.get("BENCH_V", 151936))
 dev = "cuda"
 torch.manual_seed(0)
 
 
 def bench(fn, warm=3, rep=10):
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(rep):
-        s = torch.cuda.Event(enable_timing=True)
-        e = torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        ts.append(s.elapsed_time(e))
-    ts.sort()
-    return ts[len(ts) // 2]
+    return median_ms(fn, warm, rep)
 
 
 def main(out):

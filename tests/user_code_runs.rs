@@ -11,24 +11,11 @@ use std::time::{Duration, Instant};
 use forge_tests::{forge, text, workspace_root};
 use serde_json::Value;
 
-/// User code: a loss, a reward with signal, and rewards that fail on purpose.
-const USER_CODE: &str = r#"
-//! Test user code.
-
-/// PPO clip with separate ranges for positive and negative advantages.
-#[forge::loss(aggregation = "token_mean")]
-pub fn asymmetric_ppo(
-    logprob: f32,
-    old_logprob: f32,
-    advantage: f32,
-    #[param(default = 0.28, min = 0.0, doc = "Clip range for positive advantages.")] clip_positive: f32,
-    #[param(default = 0.2, min = 0.0, max = 1.0, doc = "Clip range for negative advantages.")] clip_negative: f32,
-) -> f32 {
-    let ratio = (logprob - old_logprob).exp();
-    let eps = if advantage > 0.0 { clip_positive } else { clip_negative };
-    -(ratio * advantage).min(ratio.clamp(1.0 - eps, 1.0 + eps) * advantage)
-}
-
+/// User code: the custom-loss example's loss, a reward with signal, and rewards and a loss that
+/// fail on purpose.
+const USER_CODE: &str = concat!(
+    include_str!("../examples/custom-loss/losses.rs"),
+    r#"
 /// A policy gradient that is NaN whenever `poison` is above 0.5 (ln of a negative number).
 #[forge::loss]
 pub fn poisoned_pg(
@@ -61,7 +48,8 @@ pub fn too_slow(completion: &str) -> f32 {
     std::thread::sleep(std::time::Duration::from_millis(400));
     completion.len() as f32
 }
-"#;
+"#
+);
 
 /// Twelve prompts, with two lines that are not records.
 fn data() -> String {

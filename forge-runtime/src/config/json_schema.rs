@@ -31,8 +31,9 @@ pub(crate) enum Violation {
     Enum(Vec<Value>),
     /// The value is not this constant.
     Const(Value),
-    /// Numeric bound: `minimum`, `maximum`, `exclusiveMinimum` or `exclusiveMaximum`.
-    Bound(&'static str, f64),
+    /// Numeric bound: `minimum`, `maximum`, `exclusiveMinimum` or `exclusiveMaximum`, with the
+    /// limit as the schema writes it.
+    Bound(&'static str, serde_json::Number),
     /// Not a multiple of this.
     MultipleOf(f64),
     /// Too short or too long (`minLength`, `maxLength`, `minItems`, `maxItems`).
@@ -394,28 +395,24 @@ fn check_number(
     error: &dyn Fn(Violation) -> SchemaError,
     out: &mut Vec<SchemaError>,
 ) {
-    let bound = |keyword: &'static str| schema.get(keyword).and_then(Value::as_f64);
-    if let Some(limit) = bound("minimum")
-        && x < limit
-    {
-        out.push(error(Violation::Bound("minimum", limit)));
+    let bound = |keyword: &'static str| match schema.get(keyword) {
+        Some(Value::Number(n)) => n.as_f64().map(|x| (x, n.clone())),
+        _ => None,
+    };
+    let checks: [(&'static str, fn(f64, f64) -> bool); 4] = [
+        ("minimum", |x, l| x < l),
+        ("maximum", |x, l| x > l),
+        ("exclusiveMinimum", |x, l| x <= l),
+        ("exclusiveMaximum", |x, l| x >= l),
+    ];
+    for (keyword, violates) in checks {
+        if let Some((limit, written)) = bound(keyword)
+            && violates(x, limit)
+        {
+            out.push(error(Violation::Bound(keyword, written)));
+        }
     }
-    if let Some(limit) = bound("maximum")
-        && x > limit
-    {
-        out.push(error(Violation::Bound("maximum", limit)));
-    }
-    if let Some(limit) = bound("exclusiveMinimum")
-        && x <= limit
-    {
-        out.push(error(Violation::Bound("exclusiveMinimum", limit)));
-    }
-    if let Some(limit) = bound("exclusiveMaximum")
-        && x >= limit
-    {
-        out.push(error(Violation::Bound("exclusiveMaximum", limit)));
-    }
-    if let Some(step) = bound("multipleOf")
+    if let Some((step, _)) = bound("multipleOf")
         && step > 0.0
     {
         let q = x / step;
@@ -459,6 +456,13 @@ mod tests {
 
     use super::*;
 
+    fn num(x: Value) -> serde_json::Number {
+        match x {
+            Value::Number(n) => n,
+            other => panic!("{other} is not a number"),
+        }
+    }
+
     fn violations(schema: Value, instance: Value) -> Vec<(String, Violation)> {
         validate(&schema, &instance)
             .into_iter()
@@ -482,7 +486,10 @@ mod tests {
             violations(schema.clone(), json!({"lr": 0.0, "stepz": 3, "name": "A"})),
             vec![
                 (String::new(), Violation::Required("steps".into())),
-                ("/lr".into(), Violation::Bound("exclusiveMinimum", 0.0)),
+                (
+                    "/lr".into(),
+                    Violation::Bound("exclusiveMinimum", num(json!(0.0)))
+                ),
                 ("/name".into(), Violation::Pattern("^[a-z]+$".into())),
                 (
                     String::new(),
@@ -541,7 +548,10 @@ mod tests {
         assert!(violations(schema.clone(), Value::Null).is_empty());
         assert_eq!(
             violations(schema.clone(), json!({"interval": 0})),
-            vec![("/interval".into(), Violation::Bound("minimum", 1.0))]
+            vec![(
+                "/interval".into(),
+                Violation::Bound("minimum", num(json!(1)))
+            )]
         );
         let choices = json!({"oneOf": [{"const": "a"}, {"const": "b"}]});
         assert_eq!(
@@ -574,7 +584,7 @@ mod tests {
                 json!({"name": "grpo", "beta": 2, "betta": 1})
             ),
             vec![
-                ("/beta".into(), Violation::Bound("maximum", 1.0)),
+                ("/beta".into(), Violation::Bound("maximum", num(json!(1.0)))),
                 (
                     String::new(),
                     Violation::AdditionalProperties(vec!["betta".into()])
