@@ -389,6 +389,9 @@ fn has_type(instance: &Value, t: &str) -> bool {
     }
 }
 
+/// Whether a value breaks a numeric limit.
+type Violates = fn(f64, f64) -> bool;
+
 fn check_number(
     schema: &serde_json::Map<String, Value>,
     x: f64,
@@ -399,7 +402,7 @@ fn check_number(
         Some(Value::Number(n)) => n.as_f64().map(|x| (x, n.clone())),
         _ => None,
     };
-    let checks: [(&'static str, fn(f64, f64) -> bool); 4] = [
+    let checks: [(&'static str, Violates); 4] = [
         ("minimum", |x, l| x < l),
         ("maximum", |x, l| x > l),
         ("exclusiveMinimum", |x, l| x <= l),
