@@ -60,6 +60,10 @@ fn grpo_improves_held_out_accuracy_on_the_cpu_demo() {
         stderr.contains("running it first"),
         "the SFT stage ran first: {stderr}"
     );
+    assert!(
+        stderr.contains("reached `sft.stop_at_accuracy`"),
+        "the SFT stage stops at its target accuracy: {stderr}"
+    );
     assert!(stderr.contains("held-out accuracy"), "{stderr}");
     let runs = tmp.path().join("runs");
     for stage in ["arith-sft", "arith-grpo"] {

@@ -128,6 +128,21 @@ fn recipe_sections(exp: &Experiment, c: &mut Checks<'_>) {
                     });
                 }
             }
+            let stops_early = exp
+                .sft
+                .as_ref()
+                .is_some_and(|s| s.stop_at_accuracy.is_some());
+            let interval = exp.dataset.eval.as_ref().map_or(0, |e| e.interval);
+            if stops_early && (interval == 0 || exp.rewards.is_empty()) {
+                c.error(
+                    "/sft/stop_at_accuracy",
+                    "`sft.stop_at_accuracy` needs held-out accuracy during training".into(),
+                    Some(
+                        "add `dataset.eval` with an `interval` above 0, and a reward to score it (e.g. `rewards: [{name: exact_match}]`)"
+                            .into(),
+                    ),
+                );
+            }
         }
     }
 }

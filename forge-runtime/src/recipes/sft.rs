@@ -101,27 +101,32 @@ pub fn run_sft<B: AutodiffBackend>(
     .map_err(RunError::io(&session.run_dir))?;
     let greedy = greedy_params(&session.loaded);
     let eval_interval = exp.dataset.eval.as_ref().map_or(0, |e| e.interval);
-    let run_eval =
-        |session: &Session<B>, step: u64, writer: &mut MetricsWriter| -> Result<(), RunError> {
-            if session.eval.is_empty() || session.scorer.names().is_empty() {
-                return Ok(());
-            }
-            let r = evaluate(
-                &session.model.valid(),
-                &session.tokenizer,
-                &session.eval,
-                &session.scorer,
-                &greedy,
-                &session.device,
-            )
-            .map_err(|e| RunError::Other(e.to_string()))?;
-            let mut m = StepMetrics::new("eval", step);
-            m.set("eval/accuracy", r.accuracy)
-                .set("eval/reward_mean", r.reward_mean)
-                .set("eval/length_mean", r.mean_tokens);
-            writer.write(&m).map_err(RunError::io(&session.run_dir))?;
-            Ok(())
-        };
+    // Held-out accuracy, or None without eval data or rewards.
+    let run_eval = |session: &Session<B>,
+                    step: u64,
+                    writer: &mut MetricsWriter|
+     -> Result<Option<f64>, RunError> {
+        if session.eval.is_empty() || session.scorer.names().is_empty() {
+            return Ok(None);
+        }
+        let r = evaluate(
+            &session.model.valid(),
+            &session.tokenizer,
+            &session.eval,
+            &session.scorer,
+            &greedy,
+            &session.device,
+        )
+        .map_err(|e| RunError::Other(e.to_string()))?;
+        let mut m = StepMetrics::new("eval", step);
+        m.set("eval/accuracy", r.accuracy)
+            .set("eval/reward_mean", r.reward_mean)
+            .set("eval/length_mean", r.mean_tokens);
+        writer.write(&m).map_err(RunError::io(&session.run_dir))?;
+        Ok(Some(r.accuracy))
+    };
+    let mut last = start;
+    let mut evaluated_at = None;
     for step in start..steps {
         let t = Instant::now();
         let picked: Vec<&SftExample> = (0..batch).map(|_| &examples[order.next_index()]).collect();
@@ -155,16 +160,31 @@ pub fn run_sft<B: AutodiffBackend>(
         if (step + 1) % exp.metrics.log_interval == 0 || step + 1 == steps {
             writer.write(&m).map_err(RunError::io(&session.run_dir))?;
         }
-        if eval_interval > 0 && (step + 1) % eval_interval == 0 && step + 1 < steps {
-            run_eval(&session, step + 1, &mut writer)?;
-        }
+        last = step + 1;
         let state = RunState {
             step: step + 1,
             data: order.position(),
         };
         Checkpoint::write_if_due(&checkpoints, &session, &optimizer, &state, &exp.checkpoint)?;
+        if eval_interval > 0 && (step + 1) % eval_interval == 0 && step + 1 < steps {
+            let accuracy = run_eval(&session, step + 1, &mut writer)?;
+            evaluated_at = Some(step + 1);
+            if let (Some(accuracy), Some(target)) = (accuracy, sft.stop_at_accuracy)
+                && accuracy >= target
+            {
+                eprintln!(
+                    "forge: held-out accuracy {:.1}% reached `sft.stop_at_accuracy` ({:.1}%) at step {}; stopping",
+                    accuracy * 100.0,
+                    target * 100.0,
+                    step + 1
+                );
+                break;
+            }
+        }
     }
-    run_eval(&session, steps, &mut writer)?;
+    if evaluated_at != Some(last) {
+        run_eval(&session, last, &mut writer)?;
+    }
     let final_dir = session.run_dir.join("final");
     session.save_model(&final_dir)?;
     if let Some(path) = writer.jsonl_path() {
