@@ -225,32 +225,20 @@ pub fn forward_backward<R: LossRuntime, E: Float + CubeElement>(
         LossPath::Fused(shape) => Some(shape),
         LossPath::Split => None,
     };
+    let call = LossCall {
+        params,
+        aggregation,
+        logits,
+        vocab,
+        tokens,
+        temperature,
+        norm,
+    };
     match (R::fused_launcher(loss), shape, logits_elem::<E>()) {
         (Some(launch), Some(shape), Some(elem)) => {
-            let inputs = FusedInputs {
-                params,
-                aggregation,
-                logits,
-                vocab,
-                elem,
-                shape,
-                tokens,
-                temperature,
-                norm,
-            };
-            fused_forward_backward::<R, E>(client, launch, &inputs)
+            fused_forward_backward::<R, E>(client, launch, elem, shape, &call)
         }
-        _ => split_forward_backward::<R, E>(
-            client,
-            loss,
-            params,
-            aggregation,
-            logits,
-            vocab,
-            tokens,
-            temperature,
-            norm,
-        ),
+        _ => split_forward_backward::<R, E>(client, loss, &call),
     }
 }
 
@@ -285,13 +273,13 @@ fn active_counts(tokens: &TokenInputsHost<'_>) -> Vec<usize> {
     count
 }
 
-struct FusedInputs<'a> {
+/// What both paths of [`forward_backward`] compute on.
+#[derive(Clone, Copy)]
+struct LossCall<'a> {
     params: &'a [f32],
     aggregation: Aggregation,
     logits: &'a Handle,
     vocab: usize,
-    elem: LogitsElem,
-    shape: FusedShape,
     tokens: &'a TokenInputsHost<'a>,
     temperature: f64,
     norm: Normalizer,
@@ -300,7 +288,9 @@ struct FusedInputs<'a> {
 fn fused_forward_backward<R: LossRuntime, E: Float + CubeElement>(
     client: &ComputeClient<R>,
     launch: FusedLossLauncher<R>,
-    inputs: &FusedInputs<'_>,
+    elem: LogitsElem,
+    shape: FusedShape,
+    inputs: &LossCall<'_>,
 ) -> Result<DeviceLossResult, DeviceLossError> {
     let tokens = inputs.tokens;
     let (n, vocab) = (tokens.targets.len(), inputs.vocab);
@@ -325,8 +315,8 @@ fn fused_forward_backward<R: LossRuntime, E: Float + CubeElement>(
         rows: n,
         vocab,
         vector: vector_width::<R>(vocab),
-        elem: inputs.elem,
-        shape: inputs.shape,
+        elem,
+        shape,
         multiprocessors: client
             .properties()
             .hardware
@@ -360,18 +350,20 @@ fn fused_forward_backward<R: LossRuntime, E: Float + CubeElement>(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn split_forward_backward<R: LossRuntime, E: Float + CubeElement>(
     client: &ComputeClient<R>,
     loss: &LossRegistration,
-    params: &[f32],
-    aggregation: Aggregation,
-    logits: &Handle,
-    vocab: usize,
-    tokens: &TokenInputsHost<'_>,
-    temperature: f64,
-    norm: Normalizer,
+    call: &LossCall<'_>,
 ) -> Result<DeviceLossResult, DeviceLossError> {
+    let LossCall {
+        params,
+        aggregation,
+        logits,
+        vocab,
+        tokens,
+        temperature,
+        norm,
+    } = *call;
     let n = tokens.targets.len();
     let inv_t = (1.0 / temperature) as f32;
     let vector = vector_width::<R>(vocab);

@@ -8,7 +8,6 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::checkpoint::{Checkpoint, RunState};
-use super::eval::evaluate;
 use super::session::{RunError, Session};
 use crate::config::{Loaded, ResumeMode};
 use crate::data::DataOrder;
@@ -180,24 +179,8 @@ pub fn run_grpo<B: AutodiffBackend>(
             return Ok(None);
         }
         let model = session.model.valid();
-        let greedy_result = evaluate(
-            &model,
-            &session.tokenizer,
-            &session.eval,
-            &session.scorer,
-            &greedy,
-            &session.device,
-        )
-        .map_err(|e| RunError::Other(e.to_string()))?;
-        let sampled = evaluate(
-            &model,
-            &session.tokenizer,
-            &session.eval,
-            &session.scorer,
-            &sampling,
-            &session.device,
-        )
-        .map_err(|e| RunError::Other(e.to_string()))?;
+        let greedy_result = session.evaluate(&model, &greedy)?;
+        let sampled = session.evaluate(&model, &sampling)?;
         let mut m = StepMetrics::new("eval", step);
         m.set("eval/accuracy", greedy_result.accuracy)
             .set("eval/accuracy_sampled", sampled.accuracy)

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::AutodiffBackend;
 
-use super::eval::EvalItem;
+use super::eval::{EvalItem, EvalResult};
 use crate::config::{Loaded, ModelInit, ModelSource};
 use crate::data::{DataError, Dataset, PromptBuilder, load_records};
 use crate::model::{CausalLm, ModelError, ModelSpec, load, stable_param_ids};
@@ -175,6 +175,23 @@ impl<B: AutodiffBackend> Session<B> {
             }
         }
         Ok(())
+    }
+
+    /// Scores `model` on the held-out prompts, sampling with `params`.
+    pub fn evaluate(
+        &self,
+        model: &CausalLm<B::InnerBackend>,
+        params: &crate::generate::SamplingParams,
+    ) -> Result<EvalResult, RunError> {
+        super::eval::evaluate(
+            model,
+            &self.tokenizer,
+            &self.eval,
+            &self.scorer,
+            params,
+            &self.device,
+        )
+        .map_err(|e| RunError::Other(e.to_string()))
     }
 
     /// The record's reference answer.

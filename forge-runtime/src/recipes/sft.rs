@@ -7,7 +7,6 @@ use burn::optim::GradientsAccumulator;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::checkpoint::{Checkpoint, RunState};
-use super::eval::evaluate;
 use super::grpo::greedy_params;
 use super::session::{RunError, Session};
 use crate::config::{Loaded, ResumeMode};
@@ -109,15 +108,7 @@ pub fn run_sft<B: AutodiffBackend>(
         if session.eval.is_empty() || session.scorer.names().is_empty() {
             return Ok(None);
         }
-        let r = evaluate(
-            &session.model.valid(),
-            &session.tokenizer,
-            &session.eval,
-            &session.scorer,
-            &greedy,
-            &session.device,
-        )
-        .map_err(|e| RunError::Other(e.to_string()))?;
+        let r = session.evaluate(&session.model.valid(), &greedy)?;
         let mut m = StepMetrics::new("eval", step);
         m.set("eval/accuracy", r.accuracy)
             .set("eval/reward_mean", r.reward_mean)
