@@ -200,3 +200,96 @@ fn forge_loss_eval_on_wgpu_agrees_with_cpu() {
     );
     assert!((a - b).abs() <= 1e-5 * a.abs(), "cpu {a} vs wgpu {b}");
 }
+
+/// The policy loss as a burn operation on `B`: its value, its metrics and the gradient that
+/// `backward()` leaves on the logits (scaled by an upstream factor, which the backward step must
+/// carry) agree with the f64 reference.
+fn check_autodiff_op<B: forge::train::loss_backend::AutodiffLossBackend>(
+    device: &B::Device,
+    batch: &LossBatch,
+    name: &str,
+    aggregation: Aggregation,
+) {
+    use burn::prelude::*;
+    use forge::train::loss_backend::{BoundPolicyLoss, PolicyLossInputs, TokenView, policy_loss};
+
+    let registration = forge::loss::registry::find(name).expect("registered");
+    let loss = BoundPolicyLoss::bind(registration, &serde_json::Map::new()).expect("binds");
+    let temperature = 0.8;
+    let norm = Normalizer {
+        horizon: batch.seq as f64,
+        ..batch.normalizer()
+    };
+    let want = evaluate(&loss.function, aggregation, batch, temperature, Some(norm))
+        .expect("reference");
+    let inputs = PolicyLossInputs {
+        loss: &loss,
+        aggregation,
+        temperature,
+        normalizer: norm,
+        path: LossPath::Auto,
+        tokens: TokenView {
+            batch: batch.batch,
+            seq: batch.seq,
+            target_ids: &batch.target_ids,
+            generator_logprobs: &batch.generator_logprobs,
+            advantages: &batch.advantages,
+            loss_mask: &batch.loss_mask,
+            ref_logprobs: batch.ref_logprobs.as_deref(),
+        },
+    };
+    let n = batch.batch * batch.seq;
+    let logits = Tensor::<B, 2>::from_data(
+        TensorData::new(batch.logits.clone(), [n, batch.vocab]),
+        device,
+    )
+    .require_grad();
+    let (value, stats) = policy_loss(logits.clone(), &inputs).expect("the operation runs");
+    let upstream = 2.5;
+    let grads = (value.clone() * upstream).backward();
+    let grad: Vec<f64> = logits
+        .grad(&grads)
+        .expect("the logits get a gradient")
+        .into_data()
+        .convert::<f64>()
+        .to_vec()
+        .expect("f64");
+    let what = |t: &str| format!("{name} as a burn op on {} ({t})", std::any::type_name::<B>());
+    let value: Vec<f64> = value.into_data().convert::<f64>().to_vec().expect("f64");
+    assert_close(&what("loss tensor"), &value, &[want.loss]);
+    assert_close(&what("loss"), &[stats.loss], &[want.loss]);
+    assert_close(&what("logprobs"), &stats.logprobs, &want.logprobs);
+    let scaled: Vec<f64> = want.grad_logits.iter().map(|g| g * upstream).collect();
+    assert_close(&what("grad_logits"), &grad, &scaled);
+    for ((key, g), (_, w)) in stats.metrics.iter().zip(&want.metrics) {
+        assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{}: {g} vs {w}", what(key));
+    }
+}
+
+#[test]
+fn the_loss_is_a_burn_operation_whose_backward_reaches_the_logits() {
+    let batch = forge::loss::batch_file::read_batch(Path::new(FIXTURE)).expect("fixture batch");
+    type Cpu = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
+    for (name, aggregation) in [
+        ("grpo", Aggregation::FixedHorizon),
+        ("gspo", Aggregation::SequenceMean),
+    ] {
+        check_autodiff_op::<Cpu>(&Default::default(), &batch, name, aggregation);
+    }
+    if !forge_tests::require_vulkan("the_loss_is_a_burn_operation_whose_backward_reaches_the_logits")
+    {
+        return;
+    }
+    // Fused (GRPO) and split (GSPO) kernels under burn's cubecl backend.
+    for (name, aggregation) in [
+        ("grpo", Aggregation::FixedHorizon),
+        ("gspo", Aggregation::SequenceMean),
+    ] {
+        check_autodiff_op::<forge::recipes::WgpuBackend>(
+            &Default::default(),
+            &batch,
+            name,
+            aggregation,
+        );
+    }
+}

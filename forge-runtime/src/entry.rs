@@ -157,6 +157,25 @@ fn print(text: &str) -> ExitCode {
     }
 }
 
+/// Runs the experiment's recipe on backend `B`.
+fn run_recipe<B: crate::train::loss_backend::AutodiffLossBackend>(
+    loaded: &Loaded,
+    device: B::Device,
+) -> Result<std::path::PathBuf, crate::recipes::RunError> {
+    if loaded.experiment.backend != Backend::Cpu
+        && loaded.experiment.model.dtype != crate::config::DType::F32
+    {
+        eprintln!(
+            "forge: note: the GPU backends compute in f32 for now (`model.dtype: {}` is not built yet on them)",
+            loaded.experiment.model.dtype.as_str()
+        );
+    }
+    match loaded.experiment.recipe {
+        Recipe::Grpo => crate::recipes::run_grpo::<B>(loaded.clone(), device),
+        Recipe::Sft => crate::recipes::run_sft::<B>(loaded.clone(), device),
+    }
+}
+
 fn report_invalid(report: &Diagnostics) -> ExitCode {
     eprint!("{}", report.render(false));
     ExitCode::from(2)
@@ -231,19 +250,20 @@ fn run(loaded: &Loaded, selection: &CompiledSelection) -> ExitCode {
             .collect::<Vec<_>>()
             .join(", "),
     );
-    let result = match (selection.backend, exp.recipe) {
-        (Backend::Cpu, Recipe::Grpo) => crate::recipes::run_grpo::<crate::recipes::CpuBackend>(
-            loaded.clone(),
-            Default::default(),
-        ),
-        (Backend::Cpu, Recipe::Sft) => crate::recipes::run_sft::<crate::recipes::CpuBackend>(
-            loaded.clone(),
-            Default::default(),
-        ),
-        (backend, _) => {
+    let result = match selection.backend {
+        Backend::Cpu => run_recipe::<crate::recipes::CpuBackend>(loaded, Default::default()),
+        #[cfg(feature = "wgpu")]
+        Backend::Wgpu => run_recipe::<crate::recipes::WgpuBackend>(loaded, Default::default()),
+        #[cfg(feature = "cuda")]
+        Backend::Cuda => {
+            run_recipe::<crate::recipes::CudaBackend>(loaded, cubecl::cuda::CudaDevice::new(0))
+        }
+        #[allow(unreachable_patterns)]
+        backend => {
             eprintln!(
-                "error: training on `backend: {}` is not in this Forge build yet (the CPU runtime is; the CUDA model path is tracked in the model/rollout issue)",
-                backend.as_str()
+                "error: this binary was built without the `{}` runtime (Forge's `{}` cargo feature)",
+                backend.as_str(),
+                backend.runtime_feature().unwrap_or("cpu"),
             );
             return ExitCode::FAILURE;
         }

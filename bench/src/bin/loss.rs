@@ -11,7 +11,9 @@ use cubecl::cuda::{CudaDevice, CudaRuntime};
 use cubecl::prelude::*;
 use forge::config::Aggregation;
 use forge::kernels::args::array_arg;
-use forge::kernels::device_loss::{LossPath, LossRuntime, TokenInputsHost, forward_backward};
+use forge::kernels::device_loss::{
+    LossCall, LossPath, LossRuntime, TokenInputsHost, forward_backward,
+};
 use forge::kernels::fused_token_loss::{FusedLossIo, FusedShape, LogitsElem};
 use forge::kernels::logprob_backward::logprob_backward_kernel;
 use forge::kernels::logprob_forward::{BLOCK, logprob_forward_kernel};
@@ -82,19 +84,17 @@ fn main() -> anyhow::Result<()> {
         horizon: n as f64,
     };
     let run_path = |path: LossPath| {
-        let result = forward_backward::<CudaRuntime, bf16>(
-            &client,
-            loss,
-            &param_values,
-            Aggregation::TokenMean,
-            &logits_h,
+        let call = LossCall {
+            params: &param_values,
+            aggregation: Aggregation::TokenMean,
+            logits: &logits_h,
             vocab,
-            &tokens,
-            1.0,
+            tokens: &tokens,
+            temperature: 1.0,
             norm,
             path,
-        )
-        .expect("runs");
+        };
+        let result = forward_backward::<CudaRuntime, bf16>(&client, loss, &call).expect("runs");
         cubecl::future::block_on(client.sync()).expect("sync");
         result
     };

@@ -199,46 +199,29 @@ pub enum LossPath {
     Split,
 }
 
-/// Forward and backward of a loss over `logits` [tokens, vocab] already on the device, element
-/// type `E` (f32, or bf16 on CUDA): the vocabulary-sized work stays there, per-token vectors go
-/// through the host for aggregation. Token-level losses run as one fused kernel (two passes over
-/// the logits); sequence-level ones as three kernels.
-#[allow(clippy::too_many_arguments)]
+/// Forward and backward of a loss over `call.logits` [tokens, vocab] already on the device,
+/// element type `E` (f32, or bf16 on CUDA): the vocabulary-sized work stays there, per-token
+/// vectors go through the host for aggregation. Token-level losses run as one fused kernel (two
+/// passes over the logits); sequence-level ones as three kernels.
 pub fn forward_backward<R: LossRuntime, E: Float + CubeElement>(
     client: &ComputeClient<R>,
     loss: &LossRegistration,
-    params: &[f32],
-    aggregation: Aggregation,
-    logits: &Handle,
-    vocab: usize,
-    tokens: &TokenInputsHost<'_>,
-    temperature: f64,
-    norm: Normalizer,
-    path: LossPath,
+    call: &LossCall<'_>,
 ) -> Result<DeviceLossResult, DeviceLossError> {
-    let n = tokens.targets.len();
+    let n = call.tokens.targets.len();
     if n > MAX_ROWS {
         return Err(DeviceLossError::TooLarge(n, MAX_ROWS));
     }
-    let shape = match path {
+    let shape = match call.path {
         LossPath::Auto => Some(R::FUSED_SHAPE),
         LossPath::Fused(shape) => Some(shape),
         LossPath::Split => None,
     };
-    let call = LossCall {
-        params,
-        aggregation,
-        logits,
-        vocab,
-        tokens,
-        temperature,
-        norm,
-    };
     match (R::fused_launcher(loss), shape, logits_elem::<E>()) {
         (Some(launch), Some(shape), Some(elem)) => {
-            fused_forward_backward::<R, E>(client, launch, elem, shape, &call)
+            fused_forward_backward::<R, E>(client, launch, elem, shape, call)
         }
-        _ => split_forward_backward::<R, E>(client, loss, &call),
+        _ => split_forward_backward::<R, E>(client, loss, call),
     }
 }
 
@@ -273,16 +256,25 @@ fn active_counts(tokens: &TokenInputsHost<'_>) -> Vec<usize> {
     count
 }
 
-/// What both paths of [`forward_backward`] compute on.
-#[derive(Clone, Copy)]
-struct LossCall<'a> {
-    params: &'a [f32],
-    aggregation: Aggregation,
-    logits: &'a Handle,
-    vocab: usize,
-    tokens: &'a TokenInputsHost<'a>,
-    temperature: f64,
-    norm: Normalizer,
+/// One loss evaluation on the device: what [`forward_backward`] computes on.
+#[derive(Debug, Clone, Copy)]
+pub struct LossCall<'a> {
+    /// The loss's parameters, as its kernels read them.
+    pub params: &'a [f32],
+    /// Token aggregation.
+    pub aggregation: Aggregation,
+    /// Logits [tokens, vocab], contiguous, on the device.
+    pub logits: &'a Handle,
+    /// Vocabulary size (row length).
+    pub vocab: usize,
+    /// Per-token inputs.
+    pub tokens: &'a TokenInputsHost<'a>,
+    /// Temperature the logits are divided by.
+    pub temperature: f64,
+    /// Counts the aggregation divides by.
+    pub norm: Normalizer,
+    /// Fused or split kernels.
+    pub path: LossPath,
 }
 
 fn fused_forward_backward<R: LossRuntime, E: Float + CubeElement>(
@@ -363,6 +355,7 @@ fn split_forward_backward<R: LossRuntime, E: Float + CubeElement>(
         tokens,
         temperature,
         norm,
+        path: _,
     } = *call;
     let n = tokens.targets.len();
     let inv_t = (1.0 / temperature) as f32;
@@ -532,39 +525,56 @@ pub fn evaluate_on<R: LossRuntime>(
         advantages: &batch.advantages,
     };
     let logits = upload(client, &batch.logits);
-    let result = forward_backward::<R, f32>(
-        client,
-        loss,
-        &param_values,
+    let call = LossCall {
+        params: &param_values,
         aggregation,
-        &logits,
+        logits: &logits,
         vocab,
-        &tokens,
+        tokens: &tokens,
         temperature,
         norm,
         path,
-    )?;
+    };
+    let result = forward_backward::<R, f32>(client, loss, &call)?;
     let grad = read(client, result.grad_logits.clone())?;
-
-    let mut metrics = Metrics::default();
-    for i in (0..n).filter(|&i| targets[i] >= 0) {
-        let clipped = result.d_logprob_without_kl[i] == 0.0
-            && result.d_seq_without_kl[i] == 0.0
-            && batch.advantages[i] != 0.0;
-        let reference = batch.ref_logprobs.as_ref().map(|r| f64::from(r[i]));
-        let (lp, old) = (
-            f64::from(result.logprobs[i]),
-            f64::from(batch.generator_logprobs[i]),
-        );
-        metrics.add(lp, old, reference, f64::from(result.entropy[i]), clipped);
-    }
-    let metrics = metrics.finish(n, batch.ref_logprobs.is_some());
+    let metrics = token_metrics(
+        &result,
+        &targets,
+        &batch.generator_logprobs,
+        &batch.advantages,
+        batch.ref_logprobs.as_deref(),
+    );
     Ok(LossOutput {
         loss: result.loss,
         grad_logits: grad.iter().take(n * vocab).map(|&g| f64::from(g)).collect(),
         logprobs: result.logprobs.iter().map(|&l| f64::from(l)).collect(),
         metrics,
     })
+}
+
+/// The `loss/...` metrics of a device result, as the f64 reference computes them: `targets` are
+/// the kernels' (-1 where a position does not count).
+pub fn token_metrics(
+    result: &DeviceLossResult,
+    targets: &[i32],
+    generator_logprobs: &[f32],
+    advantages: &[f32],
+    ref_logprobs: Option<&[f32]>,
+) -> Vec<(String, f64)> {
+    let mut metrics = Metrics::default();
+    for i in (0..targets.len()).filter(|&i| targets[i] >= 0) {
+        let clipped = result.d_logprob_without_kl[i] == 0.0
+            && result.d_seq_without_kl[i] == 0.0
+            && advantages[i] != 0.0;
+        metrics.add(
+            f64::from(result.logprobs[i]),
+            f64::from(generator_logprobs[i]),
+            ref_logprobs.map(|r| f64::from(r[i])),
+            f64::from(result.entropy[i]),
+            clipped,
+        );
+    }
+    metrics.finish(targets.len(), ref_logprobs.is_some())
 }
 
 /// [`evaluate_on`] on the default wgpu device (a GPU, or lavapipe on a CPU-only machine).

@@ -5,7 +5,6 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::optim::GradientsAccumulator;
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 
 use super::checkpoint::{Checkpoint, RunState};
 use super::session::{RunError, Session};
@@ -16,7 +15,10 @@ use crate::loss::registry;
 use crate::metrics::{MetricsWriter, StepMetrics};
 use crate::model::CausalLm;
 use crate::rl::{Episode, ScoredCompletion, group_advantages};
-use crate::train::{Optimizer, PolicyLoss, TokenBatch, batch_normalizer, policy_gradients};
+use crate::train::loss_backend::{AutodiffLossBackend, BoundPolicyLoss};
+use crate::train::{
+    Optimizer, PolicyLoss, TokenBatch, batch_normalizer, host_logits, policy_gradients,
+};
 
 /// Console columns of GRPO steps.
 const CONSOLE: [&str; 8] = [
@@ -77,8 +79,9 @@ fn completion_logprobs<B: Backend>(
             .map(|e| (e.prompt_ids.as_slice(), e.completion_ids.as_slice())),
     );
     let (b, s) = (tokens.batch, tokens.seq);
-    let (logits, host) = tokens.logits(model, device);
+    let logits = tokens.logits(model, device);
     let v = logits.dims()[2];
+    let host = host_logits(&logits);
     let mut out: Vec<Vec<f32>> = episodes
         .iter()
         .map(|e| vec![0.0; e.completion_ids.len()])
@@ -95,7 +98,7 @@ fn completion_logprobs<B: Backend>(
 }
 
 /// Runs GRPO as the experiment says. Returns the final model's directory.
-pub fn run_grpo<B: AutodiffBackend>(
+pub fn run_grpo<B: AutodiffLossBackend>(
     loaded: Loaded,
     device: B::Device,
 ) -> Result<std::path::PathBuf, RunError> {
@@ -105,7 +108,7 @@ pub fn run_grpo<B: AutodiffBackend>(
     let loaded = session.loaded.clone();
     let registration = registry::find(&exp.loss.name)
         .ok_or_else(|| RunError::Other(format!("loss `{}` is not registered", exp.loss.name)))?;
-    let bound = (registration.bind)(&exp.loss.params).map_err(RunError::Other)?;
+    let bound = BoundPolicyLoss::bind(registration, &exp.loss.params).map_err(RunError::Other)?;
     let kl = (registration.kl_coef)(&exp.loss.params).map_err(RunError::Other)?;
     let policy_loss = PolicyLoss {
         loss: bound,

@@ -21,6 +21,16 @@ use burn::backend::{Autodiff, NdArray};
 /// The CPU training backend: burn's ndarray with autodiff.
 pub type CpuBackend = Autodiff<NdArray<f32>>;
 
+/// The wgpu training backend: burn's cubecl backend over wgpu, in f32, with autodiff.
+#[cfg(feature = "wgpu")]
+pub type WgpuBackend =
+    Autodiff<burn_cubecl::CubeBackend<cubecl::wgpu::WgpuRuntime, f32, i32, u32>>;
+
+/// The CUDA training backend: burn's cubecl backend over CUDA, in f32 (bf16 weights with f32
+/// master copies are not built yet), with autodiff.
+#[cfg(feature = "cuda")]
+pub type CudaBackend = Autodiff<burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>>;
+
 /// Draws `curves.png` next to the metrics; a failure is reported, never fatal (the metrics are
 /// already written, and `forge plot` can retry).
 fn draw_curves(jsonl: &std::path::Path, run_dir: &std::path::Path, keys: &[&str]) {

@@ -1,11 +1,13 @@
 //! The trainer: token batches, the policy and SFT losses' gradients through the model, AdamW with a
 //! schedule and global gradient-norm clipping.
 //!
-//! The losses are evaluated on the logits outside burn's graph (the fused kernels on a GPU, the f64
-//! reference path on the CPU), which gives d loss / d logits exactly; burn then back-propagates
-//! `sum(logits * stop_gradient(d loss / d logits))`, whose gradient with respect to every weight is
-//! the loss's.
+//! The policy loss is one burn operation ([`loss_backend`]): its forward pass computes the loss and
+//! d loss / d logits together (the fused kernels on a cubecl backend, the f64 reference on
+//! ndarray), and its backward pass hands that gradient to burn's autodiff, which carries it into
+//! the model. SFT's cross-entropy still goes through the host: burn back-propagates
+//! `sum(logits * stop_gradient(d loss / d logits))`.
 
+pub mod loss_backend;
 mod optimizer;
 mod policy;
 mod schedule;
@@ -17,7 +19,7 @@ pub use optimizer::{Optimizer, StepOutcome};
 pub use policy::{PolicyLoss, PolicyStats, batch_normalizer, policy_gradients};
 pub use schedule::learning_rate;
 pub use sft::{SftExample, sft_gradients};
-pub use token_batch::TokenBatch;
+pub use token_batch::{TokenBatch, host_logits};
 
 #[cfg(test)]
 mod tests;

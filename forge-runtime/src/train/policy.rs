@@ -2,19 +2,23 @@
 
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::activation::{log_softmax, softmax};
 
+use super::loss_backend::{
+    AutodiffLossBackend, BoundPolicyLoss, LossOpError, PolicyLossInputs, TokenView, policy_loss,
+};
 use super::token_batch::TokenBatch;
 use crate::config::Aggregation;
-use crate::loss::reference::{BatchError, LossBatch, Normalizer, evaluate};
-use crate::loss::registry::BoundLoss;
+use crate::kernels::device_loss::LossPath;
+use crate::loss::reference::Normalizer;
 use crate::model::CausalLm;
 use crate::rl::Episode;
 
 /// The policy loss as configured.
+#[derive(Debug)]
 pub struct PolicyLoss {
     /// The per-token loss with its parameters bound.
-    pub loss: BoundLoss,
+    pub loss: BoundPolicyLoss,
     /// How token losses are aggregated.
     pub aggregation: Aggregation,
     /// Sampling temperature (logprobs are recomputed under it).
@@ -23,15 +27,6 @@ pub struct PolicyLoss {
     pub entropy_coef: f64,
     /// Completions cut off by the length limit get no loss.
     pub mask_truncated: bool,
-}
-
-impl std::fmt::Debug for PolicyLoss {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PolicyLoss")
-            .field("aggregation", &self.aggregation)
-            .field("temperature", &self.temperature)
-            .finish_non_exhaustive()
-    }
 }
 
 /// What a micro-batch contributed.
@@ -70,20 +65,20 @@ pub fn batch_normalizer(episodes: &[Episode], horizon: usize, mask_truncated: bo
 
 /// Runs the model over `episodes` and returns the gradients of the loss (aggregated with the
 /// batch-wide `normalizer`) with respect to every parameter.
-pub fn policy_gradients<B: AutodiffBackend>(
+pub fn policy_gradients<B: AutodiffLossBackend>(
     model: &CausalLm<B>,
     episodes: &[Episode],
     loss: &PolicyLoss,
     normalizer: Normalizer,
     device: &B::Device,
-) -> Result<(GradientsParams, PolicyStats), BatchError> {
+) -> Result<(GradientsParams, PolicyStats), LossOpError> {
     let tokens = TokenBatch::new(
         episodes
             .iter()
             .map(|e| (e.prompt_ids.as_slice(), e.completion_ids.as_slice())),
     );
     let (b, s) = (tokens.batch, tokens.seq);
-    let (logits, host) = tokens.logits(model, device);
+    let logits = tokens.logits(model, device);
     let vocab = logits.dims()[2];
 
     let per_position = |value: &dyn Fn(&Episode, usize) -> f32| -> Vec<f32> {
@@ -95,46 +90,48 @@ pub fn policy_gradients<B: AutodiffBackend>(
             .collect()
     };
     let with_reference = episodes.iter().all(|e| e.ref_logprobs.is_some());
-    let batch = LossBatch {
+    let generator_logprobs = per_position(&|e, k| e.generator_logprobs[k]);
+    let advantages = per_position(&|e, _| e.advantage);
+    let loss_mask = per_position(&|e, _| {
+        if loss.mask_truncated && e.truncated {
+            0.0
+        } else {
+            1.0
+        }
+    });
+    let ref_logprobs = with_reference
+        .then(|| per_position(&|e, k| e.ref_logprobs.as_ref().map_or(0.0, |r| r[k])));
+    let view = TokenView {
         batch: b,
         seq: s,
-        vocab,
-        logits: host,
-        target_ids: tokens.target_ids.clone(),
-        generator_logprobs: per_position(&|e, k| e.generator_logprobs[k]),
-        advantages: per_position(&|e, _| e.advantage),
-        loss_mask: per_position(&|e, _| {
-            if loss.mask_truncated && e.truncated {
-                0.0
-            } else {
-                1.0
-            }
-        }),
-        ref_logprobs: with_reference
-            .then(|| per_position(&|e, k| e.ref_logprobs.as_ref().map_or(0.0, |r| r[k]))),
+        target_ids: &tokens.target_ids,
+        generator_logprobs: &generator_logprobs,
+        advantages: &advantages,
+        loss_mask: &loss_mask,
+        ref_logprobs: ref_logprobs.as_deref(),
     };
-    let out = evaluate(
-        &loss.loss,
-        loss.aggregation,
-        &batch,
-        loss.temperature,
-        Some(normalizer),
-    )?;
-    let mut grad = out.grad_logits;
+    let inputs = PolicyLossInputs {
+        loss: &loss.loss,
+        aggregation: loss.aggregation,
+        temperature: loss.temperature,
+        normalizer,
+        path: LossPath::Auto,
+        tokens: view,
+    };
+    let logits = logits.reshape([b * s, vocab]);
+    let (mut objective, out) = policy_loss(logits.clone(), &inputs)?;
     let mut value = out.loss;
-    let active: Vec<usize> = (0..b * s).filter(|&i| batch.is_active(i)).collect();
-    if loss.entropy_coef > 0.0 && normalizer.tokens > 0.0 {
-        value += entropy_bonus(&batch, &active, loss, normalizer.tokens, &mut grad);
+    let active: Vec<usize> = (0..b * s).filter(|&i| view.is_active(i)).collect();
+    if loss.entropy_coef > 0.0 && normalizer.tokens > 0.0 && !active.is_empty() {
+        let (bonus, bonus_value) = entropy_bonus(logits, &active, loss, normalizer.tokens, device);
+        objective = objective + bonus;
+        value += bonus_value;
     }
     let max_logprob_gap = active
         .iter()
-        .map(|&i| (out.logprobs[i] - f64::from(batch.generator_logprobs[i])).abs())
+        .map(|&i| (out.logprobs[i] - f64::from(generator_logprobs[i])).abs())
         .fold(0.0, f64::max);
-
-    let grad: Vec<f32> = grad.into_iter().map(|g| g as f32).collect();
-    let grad = Tensor::<B, 3>::from_data(TensorData::new(grad, [b, s, vocab]), device);
-    let surrogate = (logits * grad).sum();
-    let grads = GradientsParams::from_grads(surrogate.backward(), model);
+    let grads = GradientsParams::from_grads(objective.backward(), model);
     let mut metrics = out.metrics;
     metrics.retain(|(k, _)| k != "loss/active_frac");
     Ok((
@@ -148,36 +145,27 @@ pub fn policy_gradients<B: AutodiffBackend>(
     ))
 }
 
-/// Adds -coef * token-mean entropy to the loss: returns its value and adds its gradient,
-/// d H / d z_j = -(p_j / T) (ln p_j + H), into `grad`.
-fn entropy_bonus(
-    batch: &LossBatch,
+/// -coef * (sum of the entropies of the `active` rows) / `total_tokens`, in the graph (burn's
+/// tensor ops: it materialises the softmax of those rows, which only this optional term needs),
+/// and its value.
+fn entropy_bonus<B: AutodiffLossBackend>(
+    logits: Tensor<B, 2>,
     active: &[usize],
     loss: &PolicyLoss,
     total_tokens: f64,
-    grad: &mut [f64],
-) -> f64 {
-    let (v, t) = (batch.vocab, loss.temperature);
-    let w = loss.entropy_coef / total_tokens;
-    let mut value = 0.0;
-    for &i in active {
-        let row = &batch.logits[i * v..(i + 1) * v];
-        let max = row
-            .iter()
-            .map(|&x| f64::from(x) / t)
-            .fold(f64::NEG_INFINITY, f64::max);
-        let exps: Vec<f64> = row
-            .iter()
-            .map(|&x| (f64::from(x) / t - max).exp())
-            .collect();
-        let sum: f64 = exps.iter().sum();
-        let logp: Vec<f64> = exps.iter().map(|e| (e / sum).ln()).collect();
-        let h: f64 = -logp.iter().map(|&l| l.exp() * l).sum::<f64>();
-        value -= w * h;
-        for j in 0..v {
-            let p = logp[j].exp();
-            grad[i * v + j] += w * p / t * (logp[j] + h);
-        }
-    }
-    value
+    device: &B::Device,
+) -> (Tensor<B, 1>, f64) {
+    let rows: Vec<i64> = active.iter().map(|&i| i as i64).collect();
+    let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [active.len()]), device);
+    let scaled = logits.select(0, rows) / loss.temperature;
+    let logp = log_softmax(scaled.clone(), 1);
+    let entropy = (softmax(scaled, 1) * logp).sum().neg();
+    let bonus = entropy * (-loss.entropy_coef / total_tokens);
+    let value = bonus
+        .clone()
+        .into_data()
+        .convert::<f64>()
+        .to_vec::<f64>()
+        .map_or(0.0, |v| v[0]);
+    (bonus, value)
 }

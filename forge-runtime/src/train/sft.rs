@@ -4,7 +4,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-use super::token_batch::TokenBatch;
+use super::token_batch::{TokenBatch, host_logits};
 use crate::model::CausalLm;
 
 /// One prompt/completion pair.
@@ -31,7 +31,8 @@ pub fn sft_gradients<B: AutodiffBackend>(
             .map(|e| (e.prompt_ids.as_slice(), e.completion_ids.as_slice())),
     );
     let (b, s) = (tokens.batch, tokens.seq);
-    let (logits, host) = tokens.logits(model, device);
+    let logits = tokens.logits(model, device);
+    let host = host_logits(&logits);
     let v = logits.dims()[2];
     let w = 1.0 / total_tokens.max(1) as f64;
     let mut grad = vec![0f32; b * s * v];

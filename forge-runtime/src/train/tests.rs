@@ -8,6 +8,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
+use super::loss_backend::BoundPolicyLoss;
 use super::*;
 use crate::config::{Aggregation, Architecture};
 use crate::loss::reference::{LossBatch, evaluate};
@@ -159,37 +160,65 @@ fn reference_loss(model: &CausalLm<Inner>, episodes: &[Episode], loss: &PolicyLo
         ref_logprobs: None,
     };
     let normalizer = batch_normalizer(episodes, 8, false);
-    evaluate(
-        &loss.loss,
+    let value = evaluate(
+        &loss.loss.function,
         loss.aggregation,
         &lb,
         loss.temperature,
         Some(normalizer),
     )
     .unwrap()
-    .loss
+    .loss;
+    value - loss.entropy_coef * entropy_sum(&lb, loss.temperature) / normalizer.tokens
+}
+
+/// Sum of the entropies of the active positions' distributions at `temperature`, in f64.
+fn entropy_sum(batch: &LossBatch, temperature: f64) -> f64 {
+    let v = batch.vocab;
+    (0..batch.batch * batch.seq)
+        .filter(|&i| batch.is_active(i))
+        .map(|i| {
+            let z: Vec<f64> = batch.logits[i * v..(i + 1) * v]
+                .iter()
+                .map(|&x| f64::from(x) / temperature)
+                .collect();
+            let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let lse = max + z.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+            -z.iter().map(|x| (x - lse).exp() * (x - lse)).sum::<f64>()
+        })
+        .sum()
 }
 
 #[test]
 fn policy_gradients_match_finite_differences_and_split_into_micro_batches() {
+    check_policy_gradients(0.0);
+}
+
+#[test]
+fn the_entropy_bonus_has_the_gradient_of_its_value() {
+    check_policy_gradients(0.05);
+}
+
+fn check_policy_gradients(entropy_coef: f64) {
     let device = Default::default();
     let model = model(22);
     let registration = crate::loss::registry::find("grpo").unwrap();
     let loss = PolicyLoss {
-        loss: (registration.bind)(&serde_json::Map::new()).unwrap(),
+        loss: BoundPolicyLoss::bind(registration, &serde_json::Map::new()).unwrap(),
         aggregation: Aggregation::TokenMean,
         temperature: 0.9,
-        entropy_coef: 0.0,
+        entropy_coef,
         mask_truncated: false,
     };
     let eps = episodes();
     let normalizer = batch_normalizer(&eps, 8, false);
     let (grads, stats) = policy_gradients(&model, &eps, &loss, normalizer, &device).unwrap();
+    assert!((stats.loss - reference_loss(&model.valid(), &eps, &loss)).abs() < 1e-5);
     let whole = flat_grads(&model, &grads);
     // Micro-batches with the batch-wide normaliser add up to the same loss and gradients.
     let (g1, s1) = policy_gradients(&model, &eps[..1], &loss, normalizer, &device).unwrap();
     let (g2, s2) = policy_gradients(&model, &eps[1..], &loss, normalizer, &device).unwrap();
-    assert!((s1.loss + s2.loss - stats.loss).abs() < 1e-9);
+    assert!((s1.loss + s2.loss - stats.loss).abs() < 1e-6);
     let parts: Vec<f32> = flat_grads(&model, &g1)
         .iter()
         .zip(flat_grads(&model, &g2))

@@ -62,27 +62,26 @@ impl TokenBatch {
 }
 
 impl TokenBatch {
-    /// Runs `model` over the batch: the logits `[batch, seq, vocab]` (in the graph, for a
-    /// backward pass) and a host copy of them (f32, row-major) for the loss.
-    pub fn logits<B: Backend>(
-        &self,
-        model: &CausalLm<B>,
-        device: &B::Device,
-    ) -> (Tensor<B, 3>, Vec<f32>) {
+    /// Runs `model` over the batch: the logits `[batch, seq, vocab]`, in the graph for a
+    /// backward pass.
+    pub fn logits<B: Backend>(&self, model: &CausalLm<B>, device: &B::Device) -> Tensor<B, 3> {
         let ids = Tensor::<B, 2, Int>::from_data(
             TensorData::new(self.input_ids.clone(), [self.batch, self.seq]),
             device,
         );
-        let logits = model.forward(ids);
-        let host = logits
-            .clone()
-            .detach()
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .expect("converted to f32");
-        (logits, host)
+        model.forward(ids)
     }
+}
+
+/// A host copy of `logits` (f32, row-major), for losses computed on the host.
+pub fn host_logits<B: Backend>(logits: &Tensor<B, 3>) -> Vec<f32> {
+    logits
+        .clone()
+        .detach()
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .expect("converted to f32")
 }
 
 #[cfg(test)]
