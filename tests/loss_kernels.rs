@@ -220,8 +220,8 @@ fn check_autodiff_op<B: forge::train::loss_backend::AutodiffLossBackend>(
         horizon: batch.seq as f64,
         ..batch.normalizer()
     };
-    let want = evaluate(&loss.function, aggregation, batch, temperature, Some(norm))
-        .expect("reference");
+    let want =
+        evaluate(&loss.function, aggregation, batch, temperature, Some(norm)).expect("reference");
     let inputs = PolicyLossInputs {
         loss: &loss,
         aggregation,
@@ -254,7 +254,12 @@ fn check_autodiff_op<B: forge::train::loss_backend::AutodiffLossBackend>(
         .convert::<f64>()
         .to_vec()
         .expect("f64");
-    let what = |t: &str| format!("{name} as a burn op on {} ({t})", std::any::type_name::<B>());
+    let what = |t: &str| {
+        format!(
+            "{name} as a burn op on {} ({t})",
+            std::any::type_name::<B>()
+        )
+    };
     let value: Vec<f64> = value.into_data().convert::<f64>().to_vec().expect("f64");
     assert_close(&what("loss tensor"), &value, &[want.loss]);
     assert_close(&what("loss"), &[stats.loss], &[want.loss]);
@@ -262,7 +267,11 @@ fn check_autodiff_op<B: forge::train::loss_backend::AutodiffLossBackend>(
     let scaled: Vec<f64> = want.grad_logits.iter().map(|g| g * upstream).collect();
     assert_close(&what("grad_logits"), &grad, &scaled);
     for ((key, g), (_, w)) in stats.metrics.iter().zip(&want.metrics) {
-        assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{}: {g} vs {w}", what(key));
+        assert!(
+            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+            "{}: {g} vs {w}",
+            what(key)
+        );
     }
 }
 
@@ -276,8 +285,9 @@ fn the_loss_is_a_burn_operation_whose_backward_reaches_the_logits() {
     ] {
         check_autodiff_op::<Cpu>(&Default::default(), &batch, name, aggregation);
     }
-    if !forge_tests::require_vulkan("the_loss_is_a_burn_operation_whose_backward_reaches_the_logits")
-    {
+    if !forge_tests::require_vulkan(
+        "the_loss_is_a_burn_operation_whose_backward_reaches_the_logits",
+    ) {
         return;
     }
     // Fused (GRPO) and split (GSPO) kernels under burn's cubecl backend.

@@ -153,6 +153,7 @@ impl<B: Backend> Attention<B> {
             None => (k, v),
         };
         let keys = k.dims()[2];
+        let k = contiguous_gradient(k);
         // Grouped-query attention without copying keys: the query heads sharing a key/value head
         // (transformers' `repeat_kv` order: head i reads kv head i / group) become rows of one matmul.
         let group = h / kv;
@@ -164,6 +165,16 @@ impl<B: Backend> Attention<B> {
         self.o_proj
             .forward(out.swap_dims(1, 2).reshape([b, s, h * d]))
     }
+}
+
+/// The identity, whose backward pass writes the gradient into a fresh contiguous tensor (a full
+/// slice: its backward is `slice_assign(zeros, grad)`). Why: the keys' gradient arrives permuted
+/// from `k.swap_dims(2, 3)`, and burn-cubecl 0.21 without autotuning (cubek-reduce 0.2.0's unit
+/// routine) sums a permuted tensor wrongly, which gave Qwen3's k-norm weights wrong gradients on
+/// wgpu (`tests/gpu_backend.rs` caught it). On ndarray it costs one copy of the keys' gradient.
+fn contiguous_gradient<B: Backend>(t: Tensor<B, 4>) -> Tensor<B, 4> {
+    let dims = t.dims();
+    t.slice(dims.map(|n| 0..n))
 }
 
 /// The SwiGLU MLP: `down(silu(gate(x)) * up(x))`.

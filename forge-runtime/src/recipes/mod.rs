@@ -23,8 +23,7 @@ pub type CpuBackend = Autodiff<NdArray<f32>>;
 
 /// The wgpu training backend: burn's cubecl backend over wgpu, in f32, with autodiff.
 #[cfg(feature = "wgpu")]
-pub type WgpuBackend =
-    Autodiff<burn_cubecl::CubeBackend<cubecl::wgpu::WgpuRuntime, f32, i32, u32>>;
+pub type WgpuBackend = Autodiff<burn_cubecl::CubeBackend<cubecl::wgpu::WgpuRuntime, f32, i32, u32>>;
 
 /// The CUDA training backend: burn's cubecl backend over CUDA, in f32 (bf16 weights with f32
 /// master copies are not built yet), with autodiff.

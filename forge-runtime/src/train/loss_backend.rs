@@ -21,10 +21,10 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Shape, TensorMetadata, TensorPrimitive};
 
-use crate::loss::reference::{BatchError, IGNORE_INDEX, LossBatch, Normalizer, evaluate};
-use crate::loss::registry::{BoundLoss, LossRegistration};
 use crate::config::Aggregation;
 use crate::kernels::device_loss::{DeviceLossError, LossPath};
+use crate::loss::reference::{BatchError, IGNORE_INDEX, LossBatch, Normalizer, evaluate};
+use crate::loss::registry::{BoundLoss, LossRegistration};
 
 /// The per-token side of a loss batch, borrowed: everything but the logits, which the operation
 /// takes as a tensor. Rows are sequences; position `i` is row `i / seq`.

@@ -99,8 +99,8 @@ pub fn policy_gradients<B: AutodiffLossBackend>(
             1.0
         }
     });
-    let ref_logprobs = with_reference
-        .then(|| per_position(&|e, k| e.ref_logprobs.as_ref().map_or(0.0, |r| r[k])));
+    let ref_logprobs =
+        with_reference.then(|| per_position(&|e, k| e.ref_logprobs.as_ref().map_or(0.0, |r| r[k])));
     let view = TokenView {
         batch: b,
         seq: s,
