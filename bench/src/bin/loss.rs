@@ -135,6 +135,68 @@ fn main() -> anyhow::Result<()> {
     let ms = forge_bench::median_ms(3, 10, || {
         let _ = run();
     });
+    // The same loss as the trainer calls it: a burn operation on the logits (a tracked leaf of
+    // burn's cubecl backend), `backward()`, and the gradient taken from the graph.
+    let (burn_op_ms, burn_op_loss_rel) = {
+        use burn::prelude::*;
+        use burn::tensor::{DType, TensorPrimitive};
+        use forge::train::loss_backend::{
+            BoundPolicyLoss, PolicyLossInputs, TokenView, policy_loss,
+        };
+        type Inner = burn_cubecl::CubeBackend<CudaRuntime, bf16, i32, u8>;
+        type Train = burn::backend::Autodiff<Inner>;
+        let primitive = burn_cubecl::tensor::CubeTensor::new_contiguous(
+            client.clone(),
+            CudaDevice::new(0),
+            burn::tensor::Shape::new([n, vocab]),
+            logits_h.clone(),
+            DType::BF16,
+        );
+        let logits_t = Tensor::<Train, 2>::from_inner(Tensor::<Inner, 2>::from_primitive(
+            TensorPrimitive::Float(primitive),
+        ))
+        .require_grad();
+        let bound = BoundPolicyLoss::bind(loss, params.as_object().expect("object"))
+            .map_err(anyhow::Error::msg)?;
+        let target_ids: Vec<i64> = targets.iter().map(|&t| i64::from(t.max(0))).collect();
+        // Masked tokens are the ones whose target the kernels see as -1.
+        let loss_mask: Vec<f32> = targets
+            .iter()
+            .map(|&t| if t >= 0 { 1.0 } else { 0.0 })
+            .collect();
+        let inputs = PolicyLossInputs {
+            loss: &bound,
+            aggregation: Aggregation::TokenMean,
+            temperature: 1.0,
+            normalizer: norm,
+            path: LossPath::Auto,
+            tokens: TokenView {
+                batch: 1,
+                seq: n,
+                target_ids: &target_ids,
+                generator_logprobs: &old,
+                advantages: &adv,
+                loss_mask: &loss_mask,
+                ref_logprobs: Some(&reference),
+            },
+        };
+        let step = || {
+            let (value, stats) = policy_loss(logits_t.clone(), &inputs).expect("runs");
+            let grads = value.backward();
+            let grad = logits_t.grad(&grads).expect("gradient");
+            cubecl::future::block_on(client.sync()).expect("sync");
+            drop(grad);
+            stats.loss
+        };
+        let value = step();
+        let rel = (value - torch_loss).abs() / torch_loss.abs();
+        (
+            forge_bench::median_ms(3, 10, || {
+                let _ = step();
+            }),
+            rel,
+        )
+    };
     // The fused kernel alone (inputs already on the device, no host round trip): what the call
     // adds on top of it is host work (uploads, reading the per-token results back).
     let kernel_ms = {
@@ -256,6 +318,8 @@ fn main() -> anyhow::Result<()> {
         "shape": [n, vocab],
         "dtype": "bf16",
         "forge_ms": ms,
+        "forge_burn_op_ms": burn_op_ms,
+        "forge_burn_op_loss_rel_err": burn_op_loss_rel,
         "torch_eager_ms": torch["eager_ms"],
         "torch_compiled_ms": torch["compiled_ms"],
         "floor_ms": floor_ms,

@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::backend::Autodiff;
-use burn::backend::cuda::{Cuda, CudaDevice};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
@@ -22,7 +21,11 @@ use half::bf16;
 use safetensors::SafeTensors;
 use serde_json::json;
 
-type Gpu = Cuda<bf16, i32>;
+use cubecl::cuda::{CudaDevice, CudaRuntime};
+
+/// burn's cubecl backend over CUDA as the training binaries use it: no autotuning, no fusion (both
+/// compiled hundreds of kernels, and the matmul autotuner panicked, bench/NOTES.md).
+type Gpu = burn_cubecl::CubeBackend<CudaRuntime, bf16, i32, u8>;
 type GpuTrain = Autodiff<Gpu>;
 
 fn f32s(file: &SafeTensors<'_>, name: &str) -> anyhow::Result<(Vec<usize>, Vec<f32>)> {

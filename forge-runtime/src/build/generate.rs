@@ -129,6 +129,12 @@ fn architecture(loaded: &Loaded) -> Result<Architecture, BuildError> {
 
 /// The crate name cargo accepts for an experiment name.
 fn package_name(name: &str) -> String {
+    format!("forge-exp-{}", cargo_name(name))
+}
+
+/// `name` with what cargo rejects in package and binary names (`.`, spaces, ...) replaced by `-`,
+/// lowercased.
+fn cargo_name(name: &str) -> String {
     let cleaned: String = name
         .chars()
         .map(|c| {
@@ -139,7 +145,7 @@ fn package_name(name: &str) -> String {
             }
         })
         .collect();
-    format!("forge-exp-{}", cleaned.trim_matches('-'))
+    cleaned.trim_matches('-').to_string()
 }
 
 /// A user crate listed under `code`: its directory and package name.
@@ -232,7 +238,7 @@ pub(super) fn generate(
     for c in &crates {
         hasher.update(c.dir.display().to_string().as_bytes());
     }
-    let dir_name = format!("{}-{}", exp.name, hex(&hasher.finalize()[..6]));
+    let dir_name = format!("{}-{}", cargo_name(&exp.name), hex(&hasher.finalize()[..6]));
     let crate_dir = toolchain.target_dir.join("forge").join(&dir_name);
     // Binaries of all generated crates land in the shared `target/<profile>/`: the hash keeps two
     // copies of one experiment (say, in two directories) from overwriting each other's binary
@@ -430,6 +436,13 @@ mod tests {
     fn forge_features(manifest: &str) -> toml::Value {
         let manifest: toml::Table = toml::from_str(manifest).expect("TOML");
         manifest["dependencies"]["forge"]["features"].clone()
+    }
+
+    /// Names cargo rejects (`.` in a binary name) become ones it accepts.
+    #[test]
+    fn experiment_names_become_cargo_names() {
+        assert_eq!(cargo_name("grpo-qwen3-0.6b"), "grpo-qwen3-0-6b");
+        assert_eq!(package_name("My Run_2"), "forge-exp-my-run-2");
     }
 
     /// A GPU backend adds its runtime to `entry`.

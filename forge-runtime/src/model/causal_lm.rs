@@ -161,13 +161,15 @@ impl<B: Backend> CausalLm<B> {
 
     /// Logits `[batch, seq, vocab]` of hidden states.
     pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => {
-                let w = self.model.embed_tokens.weight.val().transpose();
-                hidden.matmul(w.unsqueeze::<3>())
-            }
-        }
+        let [b, s, h] = hidden.dims();
+        // One [b * s, hidden] x [hidden, vocab] product (see `layers::project`).
+        let rows = hidden.reshape([b * s, h]);
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(rows),
+            None => rows.matmul(self.model.embed_tokens.weight.val().transpose()),
+        };
+        let vocab = logits.dims()[1];
+        logits.reshape([b, s, vocab])
     }
 
     /// Logits of whole sequences from position 0 (training and scoring): causal attention only, so

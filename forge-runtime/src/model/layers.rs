@@ -124,9 +124,9 @@ impl<B: Backend> Attention<B> {
         let [b, s, _] = x.dims();
         let (h, kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let heads = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, d]).swap_dims(1, 2);
-        let mut q = heads(self.q_proj.forward(x.clone()), h);
-        let mut k = heads(self.k_proj.forward(x.clone()), kv);
-        let v = heads(self.v_proj.forward(x), kv);
+        let mut q = heads(project(&self.q_proj, x.clone()), h);
+        let mut k = heads(project(&self.k_proj, x.clone()), kv);
+        let v = heads(project(&self.v_proj, x), kv);
         if let Some(norm) = &self.q_norm {
             q = norm.forward(q);
         }
@@ -162,9 +162,20 @@ impl<B: Backend> Attention<B> {
         let scores = scores.reshape([b, h, s, keys]) + bias.clone();
         let probs = softmax(scores, 3).reshape([b, kv, group * s, keys]);
         let out = probs.matmul(v).reshape([b, h, s, d]);
-        self.o_proj
-            .forward(out.swap_dims(1, 2).reshape([b, s, h * d]))
+        project(&self.o_proj, out.swap_dims(1, 2).reshape([b, s, h * d]))
     }
+}
+
+/// `linear` applied to `x` `[batch, seq, in]` as one `[batch * seq, in]` product. burn applies a
+/// linear layer to a 3-d input as a batched product with the weight broadcast over the batch, and
+/// its weight gradient then materialises one `[in, out]` product per batch row before summing them:
+/// for the tied LM head of a Qwen3-0.6B shape at batch 64 that is a 39.8 GB buffer (it failed to
+/// allocate on an H200, bench/NOTES.md); flattened, it is one product.
+fn project<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [b, s, n] = x.dims();
+    let y = linear.forward(x.reshape([b * s, n]));
+    let out = y.dims()[1];
+    y.reshape([b, s, out])
 }
 
 /// The identity, whose backward pass writes the gradient into a fresh contiguous tensor (a full
@@ -200,8 +211,8 @@ impl<B: Backend> Mlp<B> {
 
     /// Applies the MLP to the last dimension.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let gate = silu(project(&self.gate_proj, x.clone()));
+        project(&self.down_proj, gate * project(&self.up_proj, x))
     }
 }
 

@@ -19,7 +19,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Shape, TensorMetadata, TensorPrimitive};
+use burn::tensor::{ElementConversion, TensorMetadata, TensorPrimitive};
 
 use crate::config::Aggregation;
 use crate::kernels::device_loss::{DeviceLossError, LossPath};
@@ -197,7 +197,9 @@ pub fn policy_loss<B: AutodiffLossBackend>(
 }
 
 /// The backward step: d loss / d logits, computed in the forward pass, times the upstream
-/// gradient (a one-element tensor, broadcast).
+/// gradient. That is 1 when the loss is the objective (`loss.backward()`, or a sum it is part of):
+/// reading it costs a synchronisation, where multiplying would be one more pass over the whole
+/// [tokens, vocab] gradient.
 #[derive(Debug)]
 struct PolicyLossBackward;
 
@@ -207,7 +209,14 @@ impl<B: Backend> Backward<B, 1> for PolicyLossBackward {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad_logits = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |upstream| {
-            B::float_mul(grad_logits, B::float_reshape(upstream, Shape::new([1, 1])))
+            let scale: f64 = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(upstream))
+                .into_scalar()
+                .elem();
+            if scale == 1.0 {
+                grad_logits
+            } else {
+                B::float_mul_scalar(grad_logits, scale.into())
+            }
         });
     }
 }
