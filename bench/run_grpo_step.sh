@@ -3,10 +3,12 @@
 # step time broken down by stage in metrics.jsonl. The binary is the one `forge build` generated
 # for bench/grpo_step/grpo-qwen3-0.6b.yaml, carried in .device-carry/ (see bench/README.md):
 #   bash bench/run_grpo_step.sh [OUT_DIR]
-# Prints the per-step stage times as JSON lines.
+# Prints the per-step stage times as JSON lines: PyTorch + transformers first
+# (bench/pytorch_grpo_step.py, same shape, f32 and bf16), then Forge.
 set -euo pipefail
 out=${1:-$(mktemp -d)}
 root=$(pwd)
+python3 bench/pytorch_grpo_step.py 3
 LD_LIBRARY_PATH=/usr/local/cuda/lib64 ./.device-carry/grpo-qwen3-0.6b \
   --set "model.path=$root/bench/grpo_step/qwen3-0.6b" \
   --set "dataset.path=$root/examples/arith/assets/train.jsonl" \

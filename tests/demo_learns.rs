@@ -47,7 +47,7 @@ fn grpo_improves_held_out_accuracy_on_the_cpu_demo() {
             "--profile",
             "dev",
             "--set",
-            "training.steps=100",
+            "training.steps=200",
             "--set",
             "dataset.eval.interval=0",
             "--set",
@@ -79,14 +79,16 @@ fn grpo_improves_held_out_accuracy_on_the_cpu_demo() {
         evals.first().expect("eval before"),
         evals.last().expect("eval after"),
     );
-    assert_eq!((first.0, last.0), (0, 100), "{evals:?}");
+    assert_eq!((first.0, last.0), (0, 200), "{evals:?}");
+    // Measured (2026-11-27, this config): +13, +11.5 and +15 points after 200 steps with GRPO
+    // seeds 1-3; +22.5 to +33.5 after the demo's 450.
     assert!(
-        last.1 >= first.1 + 0.10,
-        "held-out accuracy should rise by 10 points in 100 GRPO steps: {evals:?}"
+        last.1 >= first.1 + 0.08,
+        "held-out accuracy should rise by 8 points in 200 GRPO steps: {evals:?}"
     );
     let steps = metrics
         .lines()
         .filter(|l| l.contains("\"stage\":\"grpo\""))
         .count();
-    assert_eq!(steps, 100);
+    assert_eq!(steps, 200);
 }
