@@ -15,7 +15,8 @@ LD_LIBRARY_PATH=/usr/local/cuda/lib64 ./.device-carry/grpo-qwen3-0.6b \
   --set "metrics.dir=$out"
 python3 - "$out/grpo-qwen3-0.6b/metrics.jsonl" <<'PY'
 import json, sys
-keys = ["step", "time/step_s", "time/generate_s", "time/reward_s", "time/reference_s",
+keys = ["step", "time/step_s", "time/generate_s", "time/generate_model_s",
+        "time/generate_logits_s", "time/generate_sample_s", "time/reward_s", "time/reference_s",
         "time/train_s", "throughput/generate_tok_s", "throughput/train_tok_s", "train/tokens",
         "loss/ratio_mean"]
 for line in open(sys.argv[1]):

@@ -1,6 +1,8 @@
 //! Batched generation: every prompt's prefill is computed once and its KV cache copied to each of
 //! its samples; all samples of all prompts then decode together, left-padded to a common length.
 
+use std::time::Instant;
+
 use burn::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -122,6 +124,17 @@ pub struct GenerateRequest<'a> {
     pub policy_version: u64,
 }
 
+/// Where a [`generate_timed`] call spent its wall time, in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GenerateTiming {
+    /// Issuing the model's forward passes (on a GPU backend, launching work; on the CPU, the work).
+    pub model_s: f64,
+    /// Waiting for the last position's logits and copying them to the host.
+    pub logits_s: f64,
+    /// Sampling on the host (softmax, draws, stop checks, decoding finished completions).
+    pub sample_s: f64,
+}
+
 /// Samples `request.n` completions of each prompt. `stop_token_ids` in the parameters are used
 /// together with the tokenizer's and the model config's end-of-sequence ids.
 pub fn generate<B: Backend>(
@@ -130,6 +143,17 @@ pub fn generate<B: Backend>(
     request: &GenerateRequest<'_>,
     device: &B::Device,
 ) -> Result<Vec<Vec<Completion>>, GenerateError> {
+    generate_timed(model, tokenizer, request, device).map(|(completions, _)| completions)
+}
+
+/// [`generate`], also reporting where the time went.
+pub fn generate_timed<B: Backend>(
+    model: &CausalLm<B>,
+    tokenizer: &Tokenizer,
+    request: &GenerateRequest<'_>,
+    device: &B::Device,
+) -> Result<(Vec<Vec<Completion>>, GenerateTiming), GenerateError> {
+    let mut timing = GenerateTiming::default();
     let GenerateRequest {
         prompts,
         n,
@@ -163,7 +187,7 @@ pub fn generate<B: Backend>(
     stop_ids.extend(&model.spec.eos_token_ids);
     let mut out: Vec<Vec<Option<Completion>>> = prompts.iter().map(|_| vec![None; n]).collect();
     if prompts.is_empty() || n == 0 || params.max_new_tokens == 0 {
-        return Ok(prompts.iter().map(|_| Vec::new()).collect());
+        return Ok((prompts.iter().map(|_| Vec::new()).collect(), timing));
     }
 
     // Prefill each prompt once.
@@ -181,8 +205,12 @@ pub fn generate<B: Backend>(
         let positions = int_tensor::<B>((0..len as i64).collect(), [1, len], device);
         let bias = attention_bias::<B>(1, len, 0, None, device);
         let mut cache = KvCache::new(model.spec.num_layers);
+        let t = Instant::now();
         let hidden = model.hidden(ids, &positions, &bias, Some(&mut cache));
+        timing.model_s += t.elapsed().as_secs_f64();
+        let t = Instant::now();
         let last = last_logits(model, hidden).remove(0);
+        timing.logits_s += t.elapsed().as_secs_f64();
         caches.push(
             cache
                 .left_pad(longest - len)
@@ -207,6 +235,7 @@ pub fn generate<B: Backend>(
 
     loop {
         // Sample one token per live row; finished rows leave the batch.
+        let t = Instant::now();
         let mut keep = Vec::with_capacity(rows.len());
         let mut live = Vec::with_capacity(rows.len());
         for (r, mut row) in rows.drain(..).enumerate() {
@@ -241,6 +270,7 @@ pub fn generate<B: Backend>(
                 }
             }
         }
+        timing.sample_s += t.elapsed().as_secs_f64();
         if live.is_empty() {
             break;
         }
@@ -264,6 +294,7 @@ pub fn generate<B: Backend>(
             row.padding.push(false);
             padding.extend_from_slice(&row.padding);
         }
+        let t = Instant::now();
         let bias = attention_bias::<B>(batch, 1, past, Some(&padding), device);
         let hidden = model.hidden(
             int_tensor::<B>(ids, [batch, 1], device),
@@ -271,13 +302,17 @@ pub fn generate<B: Backend>(
             &bias,
             Some(&mut cache),
         );
+        timing.model_s += t.elapsed().as_secs_f64();
+        let t = Instant::now();
         logits = last_logits(model, hidden);
+        timing.logits_s += t.elapsed().as_secs_f64();
     }
     // Completions finish in any order; each went to its sample's slot.
-    Ok(out
+    let completions = out
         .into_iter()
         .map(|samples| samples.into_iter().flatten().collect())
-        .collect())
+        .collect();
+    Ok((completions, timing))
 }
 
 /// Whether the decoded tail of `tokens` contains a stop string. Only the text the last token

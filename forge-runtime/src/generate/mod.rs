@@ -10,7 +10,8 @@ mod generator;
 mod sampling;
 
 pub use generator::{
-    Completion, CpuGenerator, GenerateError, GenerateRequest, StopReason, generate,
+    Completion, CpuGenerator, GenerateError, GenerateRequest, GenerateTiming, StopReason, generate,
+    generate_timed,
 };
 pub use sampling::{SamplingParams, logprob_of, mix_seed, sample};
 

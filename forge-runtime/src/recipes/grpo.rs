@@ -10,7 +10,9 @@ use super::checkpoint::{Checkpoint, RunState};
 use super::session::{RunError, Session};
 use crate::config::{Loaded, ResumeMode};
 use crate::data::DataOrder;
-use crate::generate::{GenerateRequest, SamplingParams, StopReason, generate, logprob_of};
+use crate::generate::{
+    GenerateRequest, GenerateTiming, SamplingParams, StopReason, generate_timed, logprob_of,
+};
 use crate::loss::registry;
 use crate::metrics::{MetricsWriter, StepMetrics};
 use crate::model::CausalLm;
@@ -210,6 +212,7 @@ pub fn run_grpo<B: AutodiffLossBackend>(
         let (mut panics, mut timeouts, mut dropped, mut truncated, mut lengths) =
             (0, 0, 0, 0usize, Vec::new());
         let (mut t_generate, mut t_reward) = (0.0, 0.0);
+        let mut t_generate_parts = GenerateTiming::default();
         let mut attempts = 0;
         while episodes.len() / n < groups_per_step && attempts < 4 {
             attempts += 1;
@@ -233,9 +236,13 @@ pub fn run_grpo<B: AutodiffLossBackend>(
                 seed_offset: (step * 4 + attempts - 1) * (groups_per_step * n) as u64,
                 policy_version: step,
             };
-            let completions = generate(&policy, &session.tokenizer, &request, &device)
-                .map_err(|e| RunError::Other(e.to_string()))?;
+            let (completions, timing) =
+                generate_timed(&policy, &session.tokenizer, &request, &device)
+                    .map_err(|e| RunError::Other(e.to_string()))?;
             t_generate += t.elapsed().as_secs_f64();
+            t_generate_parts.model_s += timing.model_s;
+            t_generate_parts.logits_s += timing.logits_s;
+            t_generate_parts.sample_s += timing.sample_s;
             // 2. Rewards.
             let t = Instant::now();
             let mut items = Vec::new();
@@ -414,6 +421,9 @@ pub fn run_grpo<B: AutodiffLossBackend>(
             .set("train/episodes", episodes.len() as f64)
             .set("train/tokens", active_total as f64)
             .set("time/generate_s", t_generate)
+            .set("time/generate_model_s", t_generate_parts.model_s)
+            .set("time/generate_logits_s", t_generate_parts.logits_s)
+            .set("time/generate_sample_s", t_generate_parts.sample_s)
             .set("time/reward_s", t_reward)
             .set("time/reference_s", t_reference)
             .set("time/train_s", t_train)
