@@ -8,7 +8,8 @@ use std::path::Path;
 use forge::config::Aggregation;
 use forge::kernels::device_loss::{LossPath, LossRequest, evaluate_wgpu};
 use forge::kernels::fused_token_loss::FusedShape;
-use forge::loss::reference::{LossBatch, Normalizer, evaluate};
+use forge::loss::reference::{LossBatch, LossOutput, Normalizer, evaluate};
+use forge::train::loss_backend::BoundPolicyLoss;
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -26,6 +27,26 @@ fn assert_close(what: &str, got: &[f64], want: &[f64]) {
     }
 }
 
+/// The loss `name` bound to `params`, the batch's normaliser (horizon: its sequence length) and
+/// the f64 reference's result on it.
+fn reference(
+    batch: &LossBatch,
+    name: &str,
+    aggregation: Aggregation,
+    params: &serde_json::Map<String, serde_json::Value>,
+    temperature: f64,
+) -> (BoundPolicyLoss, Normalizer, LossOutput) {
+    let registration = forge::loss::registry::find(name).expect("registered");
+    let loss = BoundPolicyLoss::bind(registration, params).expect("binds");
+    let norm = Normalizer {
+        horizon: batch.seq as f64,
+        ..batch.normalizer()
+    };
+    let want =
+        evaluate(&loss.function, aggregation, batch, temperature, Some(norm)).expect("reference");
+    (loss, norm, want)
+}
+
 fn check(
     batch: &LossBatch,
     name: &str,
@@ -33,14 +54,9 @@ fn check(
     params: serde_json::Value,
     temperature: f64,
 ) {
-    let registration = forge::loss::registry::find(name).expect("registered");
     let params = params.as_object().expect("object").clone();
-    let bound = (registration.bind)(&params).expect("binds");
-    let norm = Normalizer {
-        horizon: batch.seq as f64,
-        ..batch.normalizer()
-    };
-    let want = evaluate(&bound, aggregation, batch, temperature, Some(norm)).expect("reference");
+    let (loss, norm, want) = reference(batch, name, aggregation, &params, temperature);
+    let registration = loss.registration;
     // Token-level losses run fused by default; the split kernels must agree too, and so must a
     // fused launch whose cubes loop over several rows each (lavapipe reports no multiprocessors:
     // two cubes in all).
@@ -211,32 +227,23 @@ fn check_autodiff_op<B: forge::train::loss_backend::AutodiffLossBackend>(
     aggregation: Aggregation,
 ) {
     use burn::prelude::*;
-    use forge::train::loss_backend::{BoundPolicyLoss, PolicyLossInputs, TokenView, policy_loss};
+    use forge::train::loss_backend::{PolicyLossInputs, policy_loss};
 
-    let registration = forge::loss::registry::find(name).expect("registered");
-    let loss = BoundPolicyLoss::bind(registration, &serde_json::Map::new()).expect("binds");
     let temperature = 0.8;
-    let norm = Normalizer {
-        horizon: batch.seq as f64,
-        ..batch.normalizer()
-    };
-    let want =
-        evaluate(&loss.function, aggregation, batch, temperature, Some(norm)).expect("reference");
+    let (loss, norm, want) = reference(
+        batch,
+        name,
+        aggregation,
+        &serde_json::Map::new(),
+        temperature,
+    );
     let inputs = PolicyLossInputs {
         loss: &loss,
         aggregation,
         temperature,
         normalizer: norm,
         path: LossPath::Auto,
-        tokens: TokenView {
-            batch: batch.batch,
-            seq: batch.seq,
-            target_ids: &batch.target_ids,
-            generator_logprobs: &batch.generator_logprobs,
-            advantages: &batch.advantages,
-            loss_mask: &batch.loss_mask,
-            ref_logprobs: batch.ref_logprobs.as_deref(),
-        },
+        tokens: batch.tokens(),
     };
     let n = batch.batch * batch.seq;
     let logits = Tensor::<B, 2>::from_data(

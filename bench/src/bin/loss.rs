@@ -17,7 +17,7 @@ use forge::kernels::device_loss::{
 use forge::kernels::fused_token_loss::{FusedLossIo, FusedShape, LogitsElem};
 use forge::kernels::logprob_backward::logprob_backward_kernel;
 use forge::kernels::logprob_forward::{BLOCK, logprob_forward_kernel};
-use forge::loss::reference::Normalizer;
+use forge::loss::reference::{Normalizer, TokenView};
 use half::bf16;
 use safetensors::SafeTensors;
 
@@ -140,9 +140,7 @@ fn main() -> anyhow::Result<()> {
     let (burn_op_ms, burn_op_loss_rel) = {
         use burn::prelude::*;
         use burn::tensor::{DType, TensorPrimitive};
-        use forge::train::loss_backend::{
-            BoundPolicyLoss, PolicyLossInputs, TokenView, policy_loss,
-        };
+        use forge::train::loss_backend::{BoundPolicyLoss, PolicyLossInputs, policy_loss};
         type Inner = burn_cubecl::CubeBackend<CudaRuntime, bf16, i32, u8>;
         type Train = burn::backend::Autodiff<Inner>;
         let primitive = burn_cubecl::tensor::CubeTensor::new_contiguous(

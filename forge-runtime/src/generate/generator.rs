@@ -172,6 +172,14 @@ pub struct GenerateTiming {
     pub sample_s: f64,
 }
 
+impl std::ops::AddAssign for GenerateTiming {
+    fn add_assign(&mut self, other: Self) {
+        self.model_s += other.model_s;
+        self.logits_s += other.logits_s;
+        self.sample_s += other.sample_s;
+    }
+}
+
 /// Samples `request.n` completions of each prompt. `stop_token_ids` in the parameters are used
 /// together with the tokenizer's and the model config's end-of-sequence ids.
 pub fn generate<B: Backend>(

@@ -16,7 +16,7 @@ use super::fused_token_loss::{FusedLossIo, FusedShape, LogitsElem};
 use super::logprob_backward::logprob_backward_kernel;
 use super::logprob_forward::{BLOCK, logprob_forward_kernel};
 use crate::config::Aggregation;
-use crate::loss::reference::{BatchError, LossBatch, LossOutput, Metrics, Normalizer};
+use crate::loss::reference::{BatchError, LossBatch, LossOutput, Metrics, Normalizer, TokenView};
 use crate::loss::registry::{FusedLossLauncher, LossRegistration};
 
 /// Device buffers of the per-token kernel (all f32, `len` elements; `params` has `params_len`).
@@ -168,6 +168,49 @@ pub struct TokenInputsHost<'a> {
     pub ref_logprobs: &'a [f32],
     /// Advantages.
     pub advantages: &'a [f32],
+}
+
+/// The per-token vectors [`TokenInputsHost`] borrows that a batch does not hold as such: the
+/// kernels' targets, each position's sequence, and zeros for a missing reference.
+#[derive(Debug, Clone)]
+pub struct HostTokens {
+    /// Target ids as the kernels read them: -1 where the position does not count.
+    pub targets: Vec<i32>,
+    /// Sequence (row) of each position.
+    pub sequence: Vec<usize>,
+    zeros: Vec<f32>,
+}
+
+impl HostTokens {
+    /// Lays out `tokens` (rows are sequences).
+    pub fn new(tokens: &TokenView<'_>) -> Self {
+        let n = tokens.len();
+        Self {
+            targets: (0..n)
+                .map(|i| {
+                    if tokens.is_active(i) {
+                        tokens.target_ids[i] as i32
+                    } else {
+                        -1
+                    }
+                })
+                .collect(),
+            sequence: (0..n).map(|i| i / tokens.seq).collect(),
+            zeros: vec![0.0; n],
+        }
+    }
+
+    /// The kernels' per-token inputs of `tokens` (the view these were laid out from).
+    pub fn inputs<'a>(&'a self, tokens: &TokenView<'a>) -> TokenInputsHost<'a> {
+        TokenInputsHost {
+            targets: &self.targets,
+            sequence: &self.sequence,
+            sequences: tokens.batch,
+            generator_logprobs: tokens.generator_logprobs,
+            ref_logprobs: tokens.ref_logprobs.unwrap_or(&self.zeros),
+            advantages: tokens.advantages,
+        }
+    }
 }
 
 /// What [`forward_backward`] returns: the loss, the gradient on the device, per-token values.
@@ -505,25 +548,9 @@ pub fn evaluate_on<R: LossRuntime>(
     let n = batch.batch * seq;
     let norm = normalizer.unwrap_or_else(|| batch.normalizer());
     let param_values = (loss.param_values)(params).map_err(DeviceLossError::Params)?;
-    let targets: Vec<i32> = (0..n)
-        .map(|i| {
-            if batch.is_active(i) {
-                batch.target_ids[i] as i32
-            } else {
-                -1
-            }
-        })
-        .collect();
-    let sequence: Vec<usize> = (0..n).map(|i| i / seq).collect();
-    let zeros = vec![0.0f32; n];
-    let tokens = TokenInputsHost {
-        targets: &targets,
-        sequence: &sequence,
-        sequences: batch.batch,
-        generator_logprobs: &batch.generator_logprobs,
-        ref_logprobs: batch.ref_logprobs.as_deref().unwrap_or(&zeros),
-        advantages: &batch.advantages,
-    };
+    let view = batch.tokens();
+    let host_tokens = HostTokens::new(&view);
+    let tokens = host_tokens.inputs(&view);
     let logits = upload(client, &batch.logits);
     let call = LossCall {
         params: &param_values,
@@ -539,7 +566,7 @@ pub fn evaluate_on<R: LossRuntime>(
     let grad = read(client, result.grad_logits.clone())?;
     let metrics = token_metrics(
         &result,
-        &targets,
+        &host_tokens.targets,
         &batch.generator_logprobs,
         &batch.advantages,
         batch.ref_logprobs.as_deref(),

@@ -40,6 +40,58 @@ pub struct LossBatch {
     pub ref_logprobs: Option<Vec<f32>>,
 }
 
+/// The per-token side of a loss batch, borrowed: everything but the logits, which the operation
+/// takes as a tensor. Rows are sequences; position `i` is row `i / seq`.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenView<'a> {
+    /// Sequences.
+    pub batch: usize,
+    /// Positions per sequence.
+    pub seq: usize,
+    /// Target ids; [`IGNORE_INDEX`] where there is none.
+    pub target_ids: &'a [i64],
+    /// Log-probabilities recorded by the generator.
+    pub generator_logprobs: &'a [f32],
+    /// Per-token advantages.
+    pub advantages: &'a [f32],
+    /// 1 for tokens that count, 0 for the rest.
+    pub loss_mask: &'a [f32],
+    /// Reference-model log-probabilities, when there is a reference model.
+    pub ref_logprobs: Option<&'a [f32]>,
+}
+
+impl TokenView<'_> {
+    /// Positions.
+    pub fn len(&self) -> usize {
+        self.batch * self.seq
+    }
+
+    /// Whether there are no positions.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether position `i` is trained on.
+    pub fn is_active(&self, i: usize) -> bool {
+        self.target_ids[i] != IGNORE_INDEX && self.loss_mask[i] != 0.0
+    }
+
+    /// An owned batch with these tokens and `logits` ([len, vocab], row-major).
+    pub fn with_logits(&self, vocab: usize, logits: Vec<f32>) -> LossBatch {
+        LossBatch {
+            batch: self.batch,
+            seq: self.seq,
+            vocab,
+            logits,
+            target_ids: self.target_ids.to_vec(),
+            generator_logprobs: self.generator_logprobs.to_vec(),
+            advantages: self.advantages.to_vec(),
+            loss_mask: self.loss_mask.to_vec(),
+            ref_logprobs: self.ref_logprobs.map(<[f32]>::to_vec),
+        }
+    }
+}
+
 /// Counts over the whole optimiser batch that aggregation divides by.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Normalizer {
@@ -234,7 +286,20 @@ impl LossBatch {
 
     /// Whether token `i` counts: it has a target and its mask is set.
     pub fn is_active(&self, i: usize) -> bool {
-        self.target_ids[i] != IGNORE_INDEX && self.loss_mask[i] != 0.0
+        self.tokens().is_active(i)
+    }
+
+    /// Everything but the logits, borrowed.
+    pub fn tokens(&self) -> TokenView<'_> {
+        TokenView {
+            batch: self.batch,
+            seq: self.seq,
+            target_ids: &self.target_ids,
+            generator_logprobs: &self.generator_logprobs,
+            advantages: &self.advantages,
+            loss_mask: &self.loss_mask,
+            ref_logprobs: self.ref_logprobs.as_deref(),
+        }
     }
 
     /// The normaliser of this batch alone (horizon: the sequence length).

@@ -240,9 +240,7 @@ pub fn run_grpo<B: AutodiffLossBackend>(
                 generate_timed(&policy, &session.tokenizer, &request, &device)
                     .map_err(|e| RunError::Other(e.to_string()))?;
             t_generate += t.elapsed().as_secs_f64();
-            t_generate_parts.model_s += timing.model_s;
-            t_generate_parts.logits_s += timing.logits_s;
-            t_generate_parts.sample_s += timing.sample_s;
+            t_generate_parts += timing;
             // 2. Rewards.
             let t = Instant::now();
             let mut items = Vec::new();

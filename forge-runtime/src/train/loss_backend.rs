@@ -23,73 +23,8 @@ use burn::tensor::{ElementConversion, TensorMetadata, TensorPrimitive};
 
 use crate::config::Aggregation;
 use crate::kernels::device_loss::{DeviceLossError, LossPath};
-use crate::loss::reference::{BatchError, IGNORE_INDEX, LossBatch, Normalizer, evaluate};
+use crate::loss::reference::{BatchError, Normalizer, TokenView, evaluate};
 use crate::loss::registry::{BoundLoss, LossRegistration};
-
-/// The per-token side of a loss batch, borrowed: everything but the logits, which the operation
-/// takes as a tensor. Rows are sequences; position `i` is row `i / seq`.
-#[derive(Debug, Clone, Copy)]
-pub struct TokenView<'a> {
-    /// Sequences.
-    pub batch: usize,
-    /// Positions per sequence.
-    pub seq: usize,
-    /// Target ids; [`IGNORE_INDEX`] where there is none.
-    pub target_ids: &'a [i64],
-    /// Log-probabilities recorded by the generator.
-    pub generator_logprobs: &'a [f32],
-    /// Per-token advantages.
-    pub advantages: &'a [f32],
-    /// 1 for tokens that count, 0 for the rest.
-    pub loss_mask: &'a [f32],
-    /// Reference-model log-probabilities, when there is a reference model.
-    pub ref_logprobs: Option<&'a [f32]>,
-}
-
-impl TokenView<'_> {
-    /// Positions.
-    pub fn len(&self) -> usize {
-        self.batch * self.seq
-    }
-
-    /// Whether there are no positions.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Whether position `i` is trained on.
-    pub fn is_active(&self, i: usize) -> bool {
-        self.target_ids[i] != IGNORE_INDEX && self.loss_mask[i] != 0.0
-    }
-
-    /// Target ids as the kernels read them: -1 where the position does not count.
-    pub fn kernel_targets(&self) -> Vec<i32> {
-        (0..self.len())
-            .map(|i| {
-                if self.is_active(i) {
-                    self.target_ids[i] as i32
-                } else {
-                    -1
-                }
-            })
-            .collect()
-    }
-
-    /// An owned batch with these tokens and `logits` ([len, vocab], row-major).
-    pub fn with_logits(&self, vocab: usize, logits: Vec<f32>) -> LossBatch {
-        LossBatch {
-            batch: self.batch,
-            seq: self.seq,
-            vocab,
-            logits,
-            target_ids: self.target_ids.to_vec(),
-            generator_logprobs: self.generator_logprobs.to_vec(),
-            advantages: self.advantages.to_vec(),
-            loss_mask: self.loss_mask.to_vec(),
-            ref_logprobs: self.ref_logprobs.map(<[f32]>::to_vec),
-        }
-    }
-}
 
 /// A loss bound to its parameters, in both forms: the f64 function (host path) and the f32
 /// values the kernels read.
@@ -316,7 +251,7 @@ mod cube {
 
     use super::{LossBackend, LossOpError, PolicyLossInputs, PolicyLossStats, check_rows};
     use crate::kernels::device_loss::{
-        LossCall, LossRuntime, TokenInputsHost, forward_backward, token_metrics,
+        HostTokens, LossCall, LossRuntime, forward_backward, token_metrics,
     };
 
     impl<R, F, I, BT> LossBackend for CubeBackend<R, F, I, BT>
@@ -335,17 +270,8 @@ mod cube {
             let [rows, vocab] = shape.dims::<2>();
             check_rows(rows, inputs)?;
             let tokens = &inputs.tokens;
-            let targets = tokens.kernel_targets();
-            let sequence: Vec<usize> = (0..tokens.len()).map(|i| i / tokens.seq).collect();
-            let zeros = vec![0.0f32; tokens.len()];
-            let host = TokenInputsHost {
-                targets: &targets,
-                sequence: &sequence,
-                sequences: tokens.batch,
-                generator_logprobs: tokens.generator_logprobs,
-                ref_logprobs: tokens.ref_logprobs.unwrap_or(&zeros),
-                advantages: tokens.advantages,
-            };
+            let host_tokens = HostTokens::new(tokens);
+            let host = host_tokens.inputs(tokens);
             let call = LossCall {
                 params: &inputs.loss.params,
                 aggregation: inputs.aggregation,
@@ -368,7 +294,7 @@ mod cube {
             };
             let metrics = token_metrics(
                 &result,
-                &targets,
+                &host_tokens.targets,
                 tokens.generator_logprobs,
                 tokens.advantages,
                 tokens.ref_logprobs,
@@ -380,15 +306,8 @@ mod cube {
                 result.grad_logits.clone(),
                 logits.dtype,
             );
-            let logprobs = (0..tokens.len())
-                .map(|i| {
-                    if targets[i] >= 0 {
-                        f64::from(result.logprobs[i])
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
+            // The kernels write 0 for positions that do not count, as the reference does.
+            let logprobs = result.logprobs.iter().map(|&l| f64::from(l)).collect();
             Ok((
                 grad,
                 PolicyLossStats {

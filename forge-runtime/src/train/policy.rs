@@ -5,12 +5,12 @@ use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
 
 use super::loss_backend::{
-    AutodiffLossBackend, BoundPolicyLoss, LossOpError, PolicyLossInputs, TokenView, policy_loss,
+    AutodiffLossBackend, BoundPolicyLoss, LossOpError, PolicyLossInputs, policy_loss,
 };
 use super::token_batch::TokenBatch;
 use crate::config::Aggregation;
 use crate::kernels::device_loss::LossPath;
-use crate::loss::reference::Normalizer;
+use crate::loss::reference::{Normalizer, TokenView};
 use crate::model::CausalLm;
 use crate::rl::Episode;
 
@@ -161,11 +161,6 @@ fn entropy_bonus<B: AutodiffLossBackend>(
     let logp = log_softmax(scaled.clone(), 1);
     let entropy = (softmax(scaled, 1) * logp).sum().neg();
     let bonus = entropy * (-loss.entropy_coef / total_tokens);
-    let value = bonus
-        .clone()
-        .into_data()
-        .convert::<f64>()
-        .to_vec::<f64>()
-        .map_or(0.0, |v| v[0]);
+    let value = bonus.clone().into_scalar().elem::<f64>();
     (bonus, value)
 }
