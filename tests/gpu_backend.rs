@@ -129,3 +129,127 @@ fn compare(architecture: &str) {
         start += len;
     }
 }
+
+/// The backend the generator runs on (no autodiff).
+type WgpuInner = <WgpuBackend as AutodiffBackend>::InnerBackend;
+type CpuInner = <CpuBackend as AutodiffBackend>::InnerBackend;
+
+/// Last-position logits of the generic model over a whole sequence.
+fn last_logits<B: Backend>(model: &CausalLm<B>, ids: &[u32], device: &B::Device) -> Vec<f32> {
+    let values: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
+    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(values, [1, ids.len()]), device);
+    let logits = model.forward(ids);
+    let [_, s, v] = logits.dims();
+    logits
+        .slice([0..1, s - 1..s, 0..v])
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .expect("f32")
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+    assert!(scale > 0.0, "{what}: the reference is all zeros");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= tol * scale.max(1.0), "{what}, element {i}: engine {g} vs model {w}");
+    }
+}
+
+/// The decode engine's logits, step by step for two sequences of different lengths in slots out of
+/// order, equal the generic model's full forward pass over each sequence.
+fn engine_steps(architecture: &str) {
+    use forge::generate::DecodeBackend;
+    use forge::model::{KvCache, attention_bias};
+    let dir = Path::new(MODELS).join(architecture);
+    let device = Default::default();
+    let model: CausalLm<WgpuInner> = forge::model::load(&dir, &device).expect("fixture loads");
+    let mut engine = WgpuInner::decode_engine(&model, 3, 12).expect("the cubecl backend has an engine");
+    let mut sequences = vec![(vec![12u32, 40, 7], 2usize), (vec![250, 251, 252, 253, 9], 0)];
+    for (prompt, slot) in &sequences {
+        let len = prompt.len();
+        let ids: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
+        let ids = Tensor::<WgpuInner, 2, Int>::from_data(TensorData::new(ids, [1, len]), &device);
+        let positions = Tensor::<WgpuInner, 2, Int>::from_data(
+            TensorData::new((0..len as i64).collect::<Vec<_>>(), [1, len]),
+            &device,
+        );
+        let bias = attention_bias::<WgpuInner>(1, len, 0, None, &device);
+        let mut cache = KvCache::new(model.spec.num_layers);
+        let _ = model.hidden(ids, &positions, &bias, Some(&mut cache));
+        engine.load_prefill(&cache, &[*slot]);
+    }
+    for step in 0..3u32 {
+        let tokens: Vec<u32> = sequences.iter().map(|(_, s)| 17 + 31 * step + *s as u32).collect();
+        let positions: Vec<usize> = sequences.iter().map(|(p, _)| p.len()).collect();
+        let slots: Vec<usize> = sequences.iter().map(|(_, s)| *s).collect();
+        let logits = engine.step(&tokens, &positions, &slots);
+        let [rows, vocab] = logits.dims();
+        assert_eq!(rows, 2);
+        let got: Vec<f32> = logits.into_data().convert::<f32>().to_vec().expect("f32");
+        for (r, (seq, _)) in sequences.iter_mut().enumerate() {
+            seq.push(tokens[r]);
+            let want = last_logits(&model, seq, &device);
+            assert_close(
+                &format!("{architecture} step {step} row {r}"),
+                &got[r * vocab..(r + 1) * vocab],
+                &want,
+                1e-4,
+            );
+        }
+    }
+}
+
+#[test]
+fn the_decode_engine_computes_what_the_model_computes() {
+    if !forge_tests::require_vulkan("the_decode_engine_computes_what_the_model_computes") {
+        return;
+    }
+    for architecture in ["qwen3", "qwen2", "llama"] {
+        engine_steps(architecture);
+    }
+}
+
+/// Generation through the engine (wgpu) draws the same tokens, with the same log-probabilities, as
+/// the generic model on the CPU: several prompts of different lengths, several samples each.
+#[test]
+fn generation_through_the_decode_engine_matches_the_cpu() {
+    if !forge_tests::require_vulkan("generation_through_the_decode_engine_matches_the_cpu") {
+        return;
+    }
+    use forge::generate::{GenerateRequest, SamplingParams, generate};
+    for architecture in ["qwen3", "qwen2", "llama"] {
+        let dir = Path::new(MODELS).join(architecture);
+        let tokenizer = forge::tokenizer::Tokenizer::from_dir(&dir, None).expect("tokenizer");
+        let prompts = vec![vec![12u32, 40, 7], vec![3], vec![250, 251, 252, 253, 9]];
+        let params = SamplingParams {
+            temperature: 1.0,
+            max_new_tokens: 7,
+            seed: 11,
+            ..SamplingParams::default()
+        };
+        let request = GenerateRequest {
+            prompts: &prompts,
+            n: 2,
+            params: &params,
+            seed_offset: 3,
+            policy_version: 0,
+        };
+        let cpu: CausalLm<CpuInner> = forge::model::load(&dir, &Default::default()).expect("loads");
+        let gpu: CausalLm<WgpuInner> = forge::model::load(&dir, &Default::default()).expect("loads");
+        let want = generate(&cpu, &tokenizer, &request, &Default::default()).expect("cpu");
+        let got = generate(&gpu, &tokenizer, &request, &Default::default()).expect("wgpu");
+        let mut tokens = 0;
+        for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+            assert_eq!(g.token_ids, w.token_ids, "{architecture}: tokens");
+            assert_eq!(g.stop_reason, w.stop_reason);
+            for (a, b) in g.logprobs.iter().zip(&w.logprobs) {
+                assert!((a - b).abs() <= 1e-3, "{architecture}: logprob {a} vs {b}");
+            }
+            tokens += g.token_ids.len();
+        }
+        assert_eq!(got.iter().flatten().count(), 6);
+        assert!(tokens > 6, "{architecture}: completions are not all one token");
+    }
+}

@@ -158,7 +158,7 @@ fn print(text: &str) -> ExitCode {
 }
 
 /// Runs the experiment's recipe on backend `B`.
-fn run_recipe<B: crate::train::loss_backend::AutodiffLossBackend>(
+fn run_recipe<B: crate::recipes::RecipeBackend>(
     loaded: &Loaded,
     device: B::Device,
 ) -> Result<std::path::PathBuf, crate::recipes::RunError> {

@@ -7,6 +7,7 @@ use burn::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use super::engine::DecodeBackend;
 use super::sampling::{SamplingParams, mix_seed, sample};
 use crate::model::{CausalLm, KvCache, attention_bias};
 use crate::tokenizer::{Tokenizer, TokenizerError};
@@ -78,6 +79,8 @@ pub enum GenerateError {
 struct Row {
     prompt: usize,
     sample: usize,
+    /// Its slot in a decode engine's cache.
+    slot: usize,
     rng: StdRng,
     tokens: Vec<u32>,
     logprobs: Vec<f32>,
@@ -90,6 +93,12 @@ fn last_logits<B: Backend>(model: &CausalLm<B>, hidden: Tensor<B, 3>) -> Vec<Vec
     let [b, s, _] = hidden.dims();
     let logits = model.logits(hidden.narrow(1, s - 1, 1));
     let vocab = logits.dims()[2];
+    host_rows(logits.reshape([b, vocab]))
+}
+
+/// The rows of `logits` `[batch, vocab]` on the host.
+fn host_rows<B: Backend>(logits: Tensor<B, 2>) -> Vec<Vec<f32>> {
+    let [b, vocab] = logits.dims();
     let flat: Vec<f32> = logits
         .into_data()
         .convert::<f32>()
@@ -182,7 +191,7 @@ impl std::ops::AddAssign for GenerateTiming {
 
 /// Samples `request.n` completions of each prompt. `stop_token_ids` in the parameters are used
 /// together with the tokenizer's and the model config's end-of-sequence ids.
-pub fn generate<B: Backend>(
+pub fn generate<B: DecodeBackend>(
     model: &CausalLm<B>,
     tokenizer: &Tokenizer,
     request: &GenerateRequest<'_>,
@@ -192,7 +201,7 @@ pub fn generate<B: Backend>(
 }
 
 /// [`generate`], also reporting where the time went.
-pub fn generate_timed<B: Backend>(
+pub fn generate_timed<B: DecodeBackend>(
     model: &CausalLm<B>,
     tokenizer: &Tokenizer,
     request: &GenerateRequest<'_>,
@@ -237,6 +246,7 @@ pub fn generate_timed<B: Backend>(
 
     // Prefill each prompt once.
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let mut engine = B::decode_engine(model, prompts.len() * n, longest + params.max_new_tokens);
     let mut caches = Vec::with_capacity(prompts.len());
     let mut rows = Vec::with_capacity(prompts.len() * n);
     let mut logits = Vec::with_capacity(prompts.len() * n);
@@ -256,11 +266,15 @@ pub fn generate_timed<B: Backend>(
         let t = Instant::now();
         let last = last_logits(model, hidden).remove(0);
         timing.logits_s += t.elapsed().as_secs_f64();
-        caches.push(
-            cache
-                .left_pad(longest - len)
-                .select_rows(&vec![0; n], device),
-        );
+        let slots: Vec<usize> = (i * n..(i + 1) * n).collect();
+        match engine.as_mut() {
+            Some(engine) => engine.load_prefill(&cache, &slots),
+            None => caches.push(
+                cache
+                    .left_pad(longest - len)
+                    .select_rows(&vec![0; n], device),
+            ),
+        }
         for j in 0..n {
             let stream = seed_offset + (i * n + j) as u64;
             let mut padding = vec![true; longest - len];
@@ -268,6 +282,7 @@ pub fn generate_timed<B: Backend>(
             rows.push(Row {
                 prompt: i,
                 sample: j,
+                slot: i * n + j,
                 rng: StdRng::seed_from_u64(mix_seed(params.seed, stream)),
                 tokens: Vec::new(),
                 logprobs: Vec::new(),
@@ -321,11 +336,26 @@ pub fn generate_timed<B: Backend>(
         if live.is_empty() {
             break;
         }
+        rows = live;
+        // Feed the sampled tokens.
+        if let Some(engine) = engine.as_mut() {
+            let tokens: Vec<u32> = rows.iter().map(|r| *r.tokens.last().expect("one token sampled")).collect();
+            let positions: Vec<usize> = rows
+                .iter()
+                .map(|r| prompts[r.prompt].len() + r.tokens.len() - 1)
+                .collect();
+            let slots: Vec<usize> = rows.iter().map(|r| r.slot).collect();
+            let t = Instant::now();
+            let next = engine.step(&tokens, &positions, &slots);
+            timing.model_s += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            logits = host_rows(next);
+            timing.logits_s += t.elapsed().as_secs_f64();
+            continue;
+        }
         if keep.len() < cache.batch() {
             cache = cache.select_rows(&keep, device);
         }
-        rows = live;
-        // Feed the sampled tokens.
         let batch = rows.len();
         let past = cache.len();
         let ids: Vec<i64> = rows
@@ -411,6 +441,7 @@ mod sampling_rows_tests {
             .map(|i| Row {
                 prompt: 0,
                 sample: i,
+                slot: i,
                 rng: StdRng::seed_from_u64(mix_seed(7, i as u64)),
                 tokens: Vec::new(),
                 logprobs: Vec::new(),

@@ -6,6 +6,7 @@
 //! same temperature recomputes exactly it (up to floating-point differences between the batched
 //! decode and the full forward; `tests` measures that gap).
 
+mod engine;
 mod generator;
 mod sampling;
 
@@ -13,6 +14,7 @@ pub use generator::{
     Completion, CpuGenerator, GenerateError, GenerateRequest, GenerateTiming, StopReason, generate,
     generate_timed,
 };
+pub use engine::{DecodeBackend, DecodeEngine};
 pub use sampling::{SamplingParams, logprob_of, mix_seed, sample};
 
 #[cfg(test)]

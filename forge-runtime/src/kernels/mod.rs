@@ -2,6 +2,7 @@
 //! loss kernels call, and the device path that runs a whole loss batch. One kernel per file.
 
 pub mod args;
+pub mod decode;
 pub mod device_loss;
 pub mod fused_token_loss;
 pub mod logprob_backward;

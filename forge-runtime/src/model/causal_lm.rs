@@ -53,6 +53,11 @@ impl<B: Backend> KvCache<B> {
             .map_or(0, |l| l.keys.dims()[2])
     }
 
+    /// Layer `i`'s keys and values, if anything is cached.
+    pub fn layer(&self, i: usize) -> Option<&LayerCache<B>> {
+        self.layers.get(i).and_then(Option::as_ref)
+    }
+
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -1,6 +1,5 @@
 //! Held-out evaluation: generate for prompts never trained on, score with the run's rewards.
 
-use burn::prelude::*;
 
 use crate::data::{DataError, Prompt, PromptBuilder, Record, field_text};
 use crate::generate::{GenerateError, GenerateRequest, SamplingParams, generate};
@@ -49,7 +48,7 @@ pub struct EvalResult {
 }
 
 /// One completion per item, drawn with `params` (temperature 0: greedy).
-pub fn evaluate<B: Backend>(
+pub fn evaluate<B: crate::generate::DecodeBackend>(
     model: &CausalLm<B>,
     tokenizer: &Tokenizer,
     items: &[EvalItem],

@@ -17,7 +17,7 @@ use crate::loss::registry;
 use crate::metrics::{MetricsWriter, StepMetrics};
 use crate::model::CausalLm;
 use crate::rl::{Episode, ScoredCompletion, group_advantages};
-use crate::train::loss_backend::{AutodiffLossBackend, BoundPolicyLoss};
+use crate::train::loss_backend::BoundPolicyLoss;
 use crate::train::{
     Optimizer, PolicyLoss, TokenBatch, batch_normalizer, host_logits, policy_gradients,
 };
@@ -100,7 +100,7 @@ fn completion_logprobs<B: Backend>(
 }
 
 /// Runs GRPO as the experiment says. Returns the final model's directory.
-pub fn run_grpo<B: AutodiffLossBackend>(
+pub fn run_grpo<B: super::RecipeBackend>(
     loaded: Loaded,
     device: B::Device,
 ) -> Result<std::path::PathBuf, RunError> {

@@ -16,6 +16,20 @@ pub use grpo::run_grpo;
 pub use session::{RunError, Session};
 pub use sft::run_sft;
 
+/// What a recipe needs of its backend: the policy loss as a burn operation, and (on the inner,
+/// non-differentiating backend the generator runs on) a decode engine, if it has one.
+pub trait RecipeBackend:
+    crate::train::loss_backend::AutodiffLossBackend<InnerBackend: crate::generate::DecodeBackend>
+{
+}
+
+impl<B> RecipeBackend for B
+where
+    B: crate::train::loss_backend::AutodiffLossBackend,
+    B::InnerBackend: crate::generate::DecodeBackend,
+{
+}
+
 use burn::backend::{Autodiff, NdArray};
 
 /// The CPU training backend: burn's ndarray with autodiff.

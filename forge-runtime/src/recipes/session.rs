@@ -182,7 +182,10 @@ impl<B: AutodiffBackend> Session<B> {
         &self,
         model: &CausalLm<B::InnerBackend>,
         params: &crate::generate::SamplingParams,
-    ) -> Result<EvalResult, RunError> {
+    ) -> Result<EvalResult, RunError>
+    where
+        B::InnerBackend: crate::generate::DecodeBackend,
+    {
         super::eval::evaluate(
             model,
             &self.tokenizer,

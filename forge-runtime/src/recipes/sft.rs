@@ -26,7 +26,9 @@ const CONSOLE: [&str; 5] = [
 pub fn run_sft<B: AutodiffBackend>(
     loaded: Loaded,
     device: B::Device,
-) -> Result<std::path::PathBuf, RunError> {
+) -> Result<std::path::PathBuf, RunError> where
+    B::InnerBackend: crate::generate::DecodeBackend,
+{
     let exp = loaded.experiment.clone();
     let fields = &exp.dataset.fields;
     let sft = exp.sft.clone().unwrap_or_default();

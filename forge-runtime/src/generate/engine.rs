@@ -1,0 +1,428 @@
+//! The decode engine: one new token for each of many sequences per step, on a backend that has
+//! one (burn's cubecl backend: CUDA, or wgpu), with the model's weights as they are on the device,
+//! a KV cache allocated once for the whole generation, and a dozen kernel launches per layer.
+//!
+//! Why: the generic model decodes through ~3,000 burn operations per step (slices, concatenations
+//! of the growing cache, one matmul kernel per projection tuned for large products), 233 ms per
+//! step of 64 sequences on an H200 (bench/NOTES.md). The prompts' prefill still runs through the
+//! generic model (one forward per prompt), whose cache is then copied into the engine's slots.
+
+use burn::prelude::*;
+
+use crate::model::{CausalLm, KvCache};
+
+/// A backend that may decode through an engine; the default is none (the generic model decodes).
+pub trait DecodeBackend: Backend {
+    /// An engine decoding `slots` sequences of up to `max_len` positions with `model`'s current
+    /// weights (read, not copied, where the layout allows), or `None` to use the generic model.
+    fn decode_engine(
+        _model: &CausalLm<Self>,
+        _slots: usize,
+        _max_len: usize,
+    ) -> Option<Box<dyn DecodeEngine<Self>>> {
+        None
+    }
+}
+
+/// One generation's decoding state on the device.
+pub trait DecodeEngine<B: Backend> {
+    /// Copies the cache of one prompt's prefill (batch 1) into each of `slots`.
+    fn load_prefill(&mut self, cache: &KvCache<B>, slots: &[usize]);
+
+    /// Feeds token `tokens[r]` at position `positions[r]` to the sequence in slot `slots[r]` and
+    /// returns the next-token logits `[rows, vocab]` in f32.
+    fn step(&mut self, tokens: &[u32], positions: &[usize], slots: &[usize]) -> Tensor<B, 2>;
+}
+
+impl<E, I, Q> DecodeBackend for burn_ndarray::NdArray<E, I, Q>
+where
+    E: burn_ndarray::FloatNdArrayElement,
+    I: burn_ndarray::IntNdArrayElement,
+    Q: burn_ndarray::QuantElement,
+    burn_ndarray::NdArrayTensor: From<burn_ndarray::SharedArray<E>>,
+    burn_ndarray::NdArrayTensor: From<burn_ndarray::SharedArray<I>>,
+{
+}
+
+impl<B: DecodeBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy>
+    DecodeBackend for burn::backend::Autodiff<B, C>
+{
+}
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod cube {
+    use burn::tensor::{DType, Int, Tensor, TensorData, TensorPrimitive};
+    use burn_cubecl::element::BoolElement;
+    use burn_cubecl::tensor::CubeTensor;
+    use burn_cubecl::{CubeBackend, CubeRuntime, FloatElement, IntElement};
+    use cubecl::prelude::*;
+    use cubecl::server::Handle;
+
+    use super::{DecodeBackend, DecodeEngine};
+    use crate::kernels::args::array_arg;
+    use crate::kernels::decode::decode_attention::{self, decode_attention_kernel};
+    use crate::kernels::decode::kv_copy::kv_copy_kernel;
+    use crate::kernels::decode::qkv_rope_cache::qkv_rope_cache_kernel;
+    use crate::kernels::decode::rms_norm::{self, rms_norm_kernel};
+    use crate::kernels::decode::skinny_matmul::{
+        K_CHUNK, TILE, UNITS, epilogue, matmul_epilogue_kernel, skinny_matmul_kernel,
+    };
+    use crate::model::{CausalLm, KvCache, ModelSpec};
+
+    /// Longest cache the attention kernel's shared-memory scores allow (32 KB of f32).
+    const MAX_KEYS: usize = 8192;
+
+    /// Cubes a product should launch to fill a large GPU (two per multiprocessor of an H100).
+    const TARGET_CUBES: usize = 264;
+
+    type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+
+    /// A weight matrix `[k, n]`, contiguous, on the device.
+    struct Matrix {
+        handle: Handle,
+        k: usize,
+        n: usize,
+    }
+
+    struct Layer {
+        input_norm: Handle,
+        /// q, k and v projections side by side.
+        qkv: Matrix,
+        qkv_bias: Option<Handle>,
+        q_norm: Option<Handle>,
+        k_norm: Option<Handle>,
+        o: Matrix,
+        post_norm: Handle,
+        /// gate and up projections side by side.
+        gate_up: Matrix,
+        down: Matrix,
+        cache_k: Handle,
+        cache_v: Handle,
+    }
+
+    /// The engine on burn's cubecl backend.
+    pub struct CubeDecodeEngine<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> {
+        client: ComputeClient<R>,
+        device: R::Device,
+        spec: ModelSpec,
+        embed: Tensor<Cube<R, F, I, BT>, 2>,
+        layers: Vec<Layer>,
+        norm: Handle,
+        head: Matrix,
+        cos: Handle,
+        sin: Handle,
+        /// Stands in for an absent bias or norm weight.
+        none: Handle,
+        slots: usize,
+        max_len: usize,
+        max_keys: usize,
+        /// Positions the RoPE tables cover.
+        rope_positions: usize,
+    }
+
+    fn contiguous<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement, const D: usize>(
+        t: Tensor<Cube<R, F, I, BT>, D>,
+    ) -> Handle {
+        burn_cubecl::kernel::into_contiguous(t.into_primitive().tensor()).handle
+    }
+
+    impl<R, F, I, BT> DecodeBackend for Cube<R, F, I, BT>
+    where
+        R: CubeRuntime,
+        F: FloatElement,
+        I: IntElement,
+        BT: BoolElement,
+    {
+        fn decode_engine(
+            model: &CausalLm<Self>,
+            slots: usize,
+            max_len: usize,
+        ) -> Option<Box<dyn DecodeEngine<Self>>> {
+            let spec = &model.spec;
+            let float_ok = matches!(F::dtype(), DType::F32 | DType::BF16 | DType::F16);
+            if !float_ok || max_len > MAX_KEYS || spec.head_dim > 1024 || spec.head_dim % 2 != 0 {
+                return None;
+            }
+            Some(Box::new(CubeDecodeEngine::new(model, slots, max_len)))
+        }
+    }
+
+    impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> CubeDecodeEngine<R, F, I, BT> {
+        fn new(model: &CausalLm<Cube<R, F, I, BT>>, slots: usize, max_len: usize) -> Self {
+            let spec = model.spec.clone();
+            let embed = model.model.embed_tokens.weight.val();
+            let device = embed.device();
+            let client = embed.clone().into_primitive().tensor().client.clone();
+            let elem = core::mem::size_of::<F>();
+            let cache_bytes = slots * spec.num_kv_heads * max_len * spec.head_dim * elem;
+            let layers = model
+                .model
+                .layers
+                .iter()
+                .map(|layer| {
+                    let attn = &layer.self_attn;
+                    let weight = |l: &burn::nn::Linear<Cube<R, F, I, BT>>| l.weight.val();
+                    let qkv = Tensor::cat(
+                        vec![weight(&attn.q_proj), weight(&attn.k_proj), weight(&attn.v_proj)],
+                        1,
+                    );
+                    let [k, n] = qkv.dims();
+                    let qkv_bias = match (&attn.q_proj.bias, &attn.k_proj.bias, &attn.v_proj.bias) {
+                        (Some(q), Some(k), Some(v)) => {
+                            Some(contiguous(Tensor::cat(vec![q.val(), k.val(), v.val()], 0)))
+                        }
+                        _ => None,
+                    };
+                    let gate_up = Tensor::cat(
+                        vec![weight(&layer.mlp.gate_proj), weight(&layer.mlp.up_proj)],
+                        1,
+                    );
+                    let [gk, gn] = gate_up.dims();
+                    let o = weight(&attn.o_proj);
+                    let [ok, on] = o.dims();
+                    let down = weight(&layer.mlp.down_proj);
+                    let [dk, dn] = down.dims();
+                    Layer {
+                        input_norm: contiguous(layer.input_layernorm.weight.val()),
+                        qkv: Matrix {
+                            handle: contiguous(qkv),
+                            k,
+                            n,
+                        },
+                        qkv_bias,
+                        q_norm: attn.q_norm.as_ref().map(|n| contiguous(n.weight.val())),
+                        k_norm: attn.k_norm.as_ref().map(|n| contiguous(n.weight.val())),
+                        o: Matrix {
+                            handle: contiguous(o),
+                            k: ok,
+                            n: on,
+                        },
+                        post_norm: contiguous(layer.post_attention_layernorm.weight.val()),
+                        gate_up: Matrix {
+                            handle: contiguous(gate_up),
+                            k: gk,
+                            n: gn,
+                        },
+                        down: Matrix {
+                            handle: contiguous(down),
+                            k: dk,
+                            n: dn,
+                        },
+                        cache_k: client.empty(cache_bytes.max(elem)),
+                        cache_v: client.empty(cache_bytes.max(elem)),
+                    }
+                })
+                .collect();
+            // The tied head is the embedding transposed, laid out [hidden, vocab] once per
+            // generation (the weights change between generations).
+            let head = match &model.lm_head {
+                Some(head) => head.weight.val(),
+                None => embed.clone().transpose(),
+            };
+            let [hk, hn] = head.dims();
+            Self {
+                none: client.empty(elem.max(4)),
+                norm: contiguous(model.model.norm.weight.val()),
+                head: Matrix {
+                    handle: contiguous(head),
+                    k: hk,
+                    n: hn,
+                },
+                cos: contiguous(model.rope.cos.clone()),
+                sin: contiguous(model.rope.sin.clone()),
+                max_keys: max_len.next_multiple_of(decode_attention::BLOCK).max(decode_attention::BLOCK),
+                rope_positions: model.rope.len(),
+                client,
+                device,
+                spec,
+                embed,
+                layers,
+                slots,
+                max_len,
+            }
+        }
+
+        fn upload_u32(&self, values: impl Iterator<Item = usize>) -> Handle {
+            let values: Vec<u32> = values.map(|v| v as u32).collect();
+            self.client.create_from_slice(u32::as_bytes(&values))
+        }
+
+        fn rms_norm(&self, x: &Handle, weight: &Handle, rows: usize, width: usize) -> Handle {
+            let out = self.client.empty(rows * width * core::mem::size_of::<F>());
+            rms_norm_kernel::launch::<F, R>(
+                &self.client,
+                CubeCount::Static(rows as u32, 1, 1),
+                CubeDim::new_1d(rms_norm::BLOCK as u32),
+                array_arg::<R, F>(x, rows * width),
+                array_arg::<R, F>(weight, width),
+                array_arg::<R, F>(&out, rows * width),
+                rows as u32,
+                width as u32,
+                self.spec.rms_norm_eps as f32,
+                rms_norm::BLOCK,
+            );
+            out
+        }
+
+        /// `x [m, w.k] · w` summed over splits of `k` into `[splits, m, w.n]` f32 partials.
+        fn partials(&self, x: &Handle, w: &Matrix, m: usize, max_splits: usize) -> (Handle, usize) {
+            let tiles = w.n.div_ceil(TILE) * m.div_ceil(TILE);
+            let chunks = w.k.div_ceil(K_CHUNK);
+            let splits = TARGET_CUBES.div_ceil(tiles).clamp(1, chunks.min(max_splits));
+            let k_split = chunks.div_ceil(splits) * K_CHUNK;
+            let splits = w.k.div_ceil(k_split);
+            let partial = self.client.empty((splits * m * w.n).max(1) * 4);
+            skinny_matmul_kernel::launch::<F, R>(
+                &self.client,
+                CubeCount::Static(w.n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, splits as u32),
+                CubeDim::new_2d(UNITS as u32, UNITS as u32),
+                array_arg::<R, F>(x, m * w.k),
+                array_arg::<R, F>(&w.handle, w.k * w.n),
+                array_arg::<R, f32>(&partial, splits * m * w.n),
+                m as u32,
+                w.k as u32,
+                w.n as u32,
+                k_split as u32,
+            );
+            (partial, splits)
+        }
+
+        /// `x · w` then the epilogue `mode` into `out` (`[m, w.n]`, or `[m, w.n / 2]` for SwiGLU).
+        fn matmul(&self, x: &Handle, w: &Matrix, m: usize, bias: Option<&Handle>, mode: u32, out: &Handle) {
+            let (partial, splits) = self.partials(x, w, m, usize::MAX);
+            let outputs = if mode == epilogue::SWIGLU { m * w.n / 2 } else { m * w.n };
+            let units = 256usize;
+            matmul_epilogue_kernel::launch::<F, R>(
+                &self.client,
+                CubeCount::Static(outputs.div_ceil(units).max(1) as u32, 1, 1),
+                CubeDim::new_1d(units as u32),
+                array_arg::<R, f32>(&partial, splits * m * w.n),
+                array_arg::<R, F>(bias.unwrap_or(&self.none), bias.map_or(1, |_| w.n)),
+                array_arg::<R, F>(out, outputs),
+                splits as u32,
+                m as u32,
+                w.n as u32,
+                mode,
+                bias.is_some(),
+            );
+        }
+    }
+
+    impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> DecodeEngine<Cube<R, F, I, BT>>
+        for CubeDecodeEngine<R, F, I, BT>
+    {
+        fn load_prefill(&mut self, cache: &KvCache<Cube<R, F, I, BT>>, slots: &[usize]) {
+            let slots_h = self.upload_u32(slots.iter().copied());
+            let (kv, hd) = (self.spec.num_kv_heads, self.spec.head_dim);
+            for (i, layer) in self.layers.iter().enumerate() {
+                let Some(past) = cache.layer(i) else { continue };
+                let len = past.keys.dims()[2];
+                for (src, dst) in [(&past.keys, &layer.cache_k), (&past.values, &layer.cache_v)] {
+                    let src = contiguous(src.clone());
+                    let count = kv * len * hd;
+                    kv_copy_kernel::launch::<F, R>(
+                        &self.client,
+                        CubeCount::Static(count.div_ceil(256).max(1) as u32, 1, 1),
+                        CubeDim::new_1d(256),
+                        array_arg::<R, F>(&src, count),
+                        array_arg::<R, F>(dst, self.cache_len()),
+                        array_arg::<R, u32>(&slots_h, slots.len()),
+                        kv as u32,
+                        len as u32,
+                        self.max_len as u32,
+                        hd as u32,
+                    );
+                }
+            }
+        }
+
+        fn step(&mut self, tokens: &[u32], positions: &[usize], slots: &[usize]) -> Tensor<Cube<R, F, I, BT>, 2> {
+            let m = tokens.len();
+            let spec = &self.spec;
+            let (h, kv, hd, d) = (spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.hidden_size);
+            let elem = core::mem::size_of::<F>();
+            let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
+            let ids = Tensor::<Cube<R, F, I, BT>, 1, Int>::from_data(TensorData::new(ids, [m]), &self.device);
+            // The residual stream, updated in place by the epilogues.
+            let hidden = contiguous(self.embed.clone().select(0, ids));
+            let positions_h = self.upload_u32(positions.iter().copied());
+            let lengths_h = self.upload_u32(positions.iter().map(|p| p + 1));
+            let slots_h = self.upload_u32(slots.iter().copied());
+            let block = hd.next_power_of_two();
+            let cache_len = self.cache_len();
+            for layer in &self.layers {
+                let x = self.rms_norm(&hidden, &layer.input_norm, m, d);
+                let qkv = self.client.empty(m * layer.qkv.n * elem);
+                self.matmul(&x, &layer.qkv, m, layer.qkv_bias.as_ref(), epilogue::WRITE, &qkv);
+                let q = self.client.empty(m * h * hd * elem);
+                qkv_rope_cache_kernel::launch::<F, R>(
+                    &self.client,
+                    CubeCount::Static((h + 2 * kv) as u32, m as u32, 1),
+                    CubeDim::new_1d(block as u32),
+                    array_arg::<R, F>(&qkv, m * layer.qkv.n),
+                    array_arg::<R, F>(layer.q_norm.as_ref().unwrap_or(&self.none), if layer.q_norm.is_some() { hd } else { 1 }),
+                    array_arg::<R, F>(layer.k_norm.as_ref().unwrap_or(&self.none), if layer.k_norm.is_some() { hd } else { 1 }),
+                    array_arg::<R, F>(&self.cos, self.rope_len() * hd),
+                    array_arg::<R, F>(&self.sin, self.rope_len() * hd),
+                    array_arg::<R, u32>(&positions_h, m),
+                    array_arg::<R, u32>(&slots_h, m),
+                    array_arg::<R, F>(&q, m * h * hd),
+                    array_arg::<R, F>(&layer.cache_k, cache_len),
+                    array_arg::<R, F>(&layer.cache_v, cache_len),
+                    h as u32,
+                    kv as u32,
+                    self.max_len as u32,
+                    spec.rms_norm_eps as f32,
+                    hd,
+                    block,
+                    layer.q_norm.is_some(),
+                );
+                let attn = self.client.empty(m * h * hd * elem);
+                decode_attention_kernel::launch::<F, R>(
+                    &self.client,
+                    CubeCount::Static(h as u32, m as u32, 1),
+                    CubeDim::new_1d(decode_attention::BLOCK as u32),
+                    array_arg::<R, F>(&q, m * h * hd),
+                    array_arg::<R, F>(&layer.cache_k, cache_len),
+                    array_arg::<R, F>(&layer.cache_v, cache_len),
+                    array_arg::<R, u32>(&lengths_h, m),
+                    array_arg::<R, u32>(&slots_h, m),
+                    array_arg::<R, F>(&attn, m * h * hd),
+                    h as u32,
+                    kv as u32,
+                    self.max_len as u32,
+                    1.0 / (hd as f32).sqrt(),
+                    hd,
+                    self.max_keys,
+                );
+                self.matmul(&attn, &layer.o, m, None, epilogue::ADD, &hidden);
+                let x = self.rms_norm(&hidden, &layer.post_norm, m, d);
+                let act = self.client.empty(m * layer.gate_up.n / 2 * elem);
+                self.matmul(&x, &layer.gate_up, m, None, epilogue::SWIGLU, &act);
+                self.matmul(&act, &layer.down, m, None, epilogue::ADD, &hidden);
+            }
+            let x = self.rms_norm(&hidden, &self.norm, m, d);
+            // One split: the partial product is the f32 logits.
+            let (logits, _) = self.partials(&x, &self.head, m, 1);
+            let tensor = CubeTensor::new_contiguous(
+                self.client.clone(),
+                self.device.clone(),
+                [m, self.head.n].into(),
+                logits,
+                DType::F32,
+            );
+            Tensor::from_primitive(TensorPrimitive::Float(tensor))
+        }
+    }
+
+    impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> CubeDecodeEngine<R, F, I, BT> {
+        /// Elements of one layer's key (or value) cache.
+        fn cache_len(&self) -> usize {
+            (self.max_len * self.spec.num_kv_heads * self.spec.head_dim).max(1) * self.slots
+        }
+
+        fn rope_len(&self) -> usize {
+            self.rope_positions
+        }
+    }
+}

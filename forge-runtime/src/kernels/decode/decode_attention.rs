@@ -1,0 +1,83 @@
+//! Attention of one new query per sequence over its cached keys and values (grouped-query: query
+//! head `h` reads key/value head `h / (heads / kv_heads)`, transformers' `repeat_kv` order).
+
+// `#[cube]` generates public helper items (expand functions, launch modules) without docs.
+#![allow(missing_docs)]
+
+use cubecl::prelude::*;
+
+use super::rms_norm::{cube_max, cube_sum};
+
+/// Units per cube.
+pub const BLOCK: usize = 128;
+
+/// Cube (x, y) = (query head, row). Row `r` attends to positions `0..lengths[r]` of cache slot
+/// `slots[r]`; `q` `[rows, heads * head_dim]`, `out` the same shape. The scores of one row sit in
+/// shared memory: `max_keys` (comptime) bounds the cached length.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn decode_attention_kernel<F: Float>(
+    q: &Array<F>,
+    cache_k: &Array<F>,
+    cache_v: &Array<F>,
+    lengths: &Array<u32>,
+    slots: &Array<u32>,
+    out: &mut Array<F>,
+    heads: u32,
+    kv_heads: u32,
+    max_len: u32,
+    scale: f32,
+    #[comptime] head_dim: usize,
+    #[comptime] max_keys: usize,
+) {
+    let head = CUBE_POS_X as usize;
+    let row = CUBE_POS_Y as usize;
+    let tid = UNIT_POS as usize;
+    let (heads, kv_heads) = (heads as usize, kv_heads as usize);
+    let kvh = head / (heads / kv_heads);
+    let len = lengths[row] as usize;
+    let base = (slots[row] as usize * kv_heads + kvh) * max_len as usize * head_dim;
+    let q_base = (row * heads + head) * head_dim;
+
+    let mut qs = SharedMemory::<f32>::new(head_dim);
+    let mut d = tid;
+    while d < head_dim {
+        qs[d] = f32::cast_from(q[q_base + d]) * scale;
+        d += BLOCK;
+    }
+    sync_cube();
+
+    let mut scores = SharedMemory::<f32>::new(max_keys);
+    let mut local_max = f32::min_value();
+    let mut p = tid;
+    while p < len {
+        let key = base + p * head_dim;
+        let mut s = 0.0f32;
+        for j in 0..head_dim {
+            s += qs[j] * f32::cast_from(cache_k[key + j]);
+        }
+        scores[p] = s;
+        local_max = f32::max(local_max, s);
+        p += BLOCK;
+    }
+    let max = cube_max(local_max, BLOCK);
+    let mut local_sum = 0.0f32;
+    let mut p = tid;
+    while p < len {
+        let e = (scores[p] - max).exp();
+        scores[p] = e;
+        local_sum += e;
+        p += BLOCK;
+    }
+    // cube_sum synchronises, so every probability is in place after it.
+    let sum = cube_sum(local_sum, BLOCK);
+    let mut d = tid;
+    while d < head_dim {
+        let mut acc = 0.0f32;
+        for p in 0..len {
+            acc += scores[p] * f32::cast_from(cache_v[base + p * head_dim + d]);
+        }
+        out[q_base + d] = F::cast_from(acc / sum);
+        d += BLOCK;
+    }
+}

@@ -1,0 +1,160 @@
+//! `x [m, k] · w [k, n]` for few rows (a decode step: one row per sequence), with the reduction
+//! over `k` split across cubes so that a 64-row product still fills the GPU, and an epilogue that
+//! sums the splits and applies what the layer does next (bias, residual add, SwiGLU).
+//!
+//! Each cube computes a `TILE x TILE` tile of the output for one slice of `k`; its 256 units
+//! each hold a 4 x 4 block of accumulators. The rows of `x` for the current chunk of `k` sit in
+//! shared memory; `w` is read once per row tile (once overall for `m <= 64`), coalesced.
+
+// `#[cube]` generates public helper items (expand functions, launch modules) without docs.
+#![allow(missing_docs)]
+
+use cubecl::prelude::*;
+
+/// Rows and columns of the output one cube computes.
+pub const TILE: usize = 64;
+/// Output rows (and columns) per unit.
+pub const PER_UNIT: usize = 4;
+/// Units per cube along each axis (`TILE / PER_UNIT`).
+pub const UNITS: usize = TILE / PER_UNIT;
+/// Elements of `k` staged in shared memory at a time.
+pub const K_CHUNK: usize = 32;
+
+/// `partial[s, r, c] = Σ_{j in split s} x[r, j] · w[j, c]`: cube (x, y, z) = (column tile, row
+/// tile, split); each split covers `k_split` (a multiple of [`K_CHUNK`]) elements of `k`.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn skinny_matmul_kernel<F: Float>(
+    x: &Array<F>,
+    w: &Array<F>,
+    partial: &mut Array<f32>,
+    m: u32,
+    k: u32,
+    n: u32,
+    k_split: u32,
+) {
+    let (m, k, n) = (m as usize, k as usize, n as usize);
+    let tx = UNIT_POS_X as usize;
+    let ty = UNIT_POS_Y as usize;
+    let tid = ty * UNITS + tx;
+    let col0 = CUBE_POS_X as usize * TILE + tx * PER_UNIT;
+    let row_tile = CUBE_POS_Y as usize * TILE;
+    let k_begin = CUBE_POS_Z as usize * k_split as usize;
+    let k_end = usize::min(k, k_begin + k_split as usize);
+
+    let mut xs = SharedMemory::<f32>::new(TILE * K_CHUNK);
+    let mut acc = Array::<f32>::new(PER_UNIT * PER_UNIT);
+    #[unroll]
+    for i in 0..PER_UNIT * PER_UNIT {
+        acc[i] = 0.0f32;
+    }
+    let mut chunk = k_begin;
+    while chunk < k_end {
+        // Stage x[row_tile.., chunk..chunk + K_CHUNK] (zeros past the edges).
+        let mut e = tid;
+        while e < TILE * K_CHUNK {
+            let r = row_tile + e / K_CHUNK;
+            let j = chunk + e % K_CHUNK;
+            let mut v = 0.0f32;
+            if r < m && j < k_end {
+                v = f32::cast_from(x[r * k + j]);
+            }
+            xs[e] = v;
+            e += UNITS * UNITS;
+        }
+        sync_cube();
+        let steps = usize::min(K_CHUNK, k_end - chunk);
+        for kk in 0..steps {
+            let row_w = (chunk + kk) * n;
+            let mut wv = Array::<f32>::new(PER_UNIT);
+            #[unroll]
+            for c in 0..PER_UNIT {
+                let col = col0 + c;
+                let mut v = 0.0f32;
+                if col < n {
+                    v = f32::cast_from(w[row_w + col]);
+                }
+                wv[c] = v;
+            }
+            #[unroll]
+            for r in 0..PER_UNIT {
+                let a = xs[(ty * PER_UNIT + r) * K_CHUNK + kk];
+                #[unroll]
+                for c in 0..PER_UNIT {
+                    acc[r * PER_UNIT + c] += a * wv[c];
+                }
+            }
+        }
+        sync_cube();
+        chunk += K_CHUNK;
+    }
+    let base = CUBE_POS_Z as usize * m * n;
+    #[unroll]
+    for r in 0..PER_UNIT {
+        let row = row_tile + ty * PER_UNIT + r;
+        #[unroll]
+        for c in 0..PER_UNIT {
+            let col = col0 + c;
+            if row < m && col < n {
+                partial[base + row * n + col] = acc[r * PER_UNIT + c];
+            }
+        }
+    }
+}
+
+/// What the epilogue does with the summed product `y [m, n]`.
+pub mod epilogue {
+    /// `out = y (+ bias)`, `out` `[m, n]`.
+    pub const WRITE: u32 = 0;
+    /// `out += y` (a residual connection), `out` `[m, n]`.
+    pub const ADD: u32 = 1;
+    /// `out = silu(y[:, :n/2]) * y[:, n/2:]` (gate and up projections side by side), `out`
+    /// `[m, n/2]`.
+    pub const SWIGLU: u32 = 2;
+}
+
+/// Sums the `splits` partial products `[splits, m, n]` and applies `mode` (see [`epilogue`]);
+/// one unit per element of `out`.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_epilogue_kernel<F: Float>(
+    partial: &Array<f32>,
+    bias: &Array<F>,
+    out: &mut Array<F>,
+    splits: u32,
+    m: u32,
+    n: u32,
+    #[comptime] mode: u32,
+    #[comptime] has_bias: bool,
+) {
+    let i = ABSOLUTE_POS;
+    let (m, n) = (m as usize, n as usize);
+    let plane = m * n;
+    if comptime![mode == epilogue::SWIGLU] {
+        let half = n / 2;
+        if i < m * half {
+            let r = i / half;
+            let c = i % half;
+            let mut g = 0.0f32;
+            let mut u = 0.0f32;
+            for s in 0..splits as usize {
+                g += partial[s * plane + r * n + c];
+                u += partial[s * plane + r * n + half + c];
+            }
+            let silu = g / (1.0f32 + (-g).exp());
+            out[i] = F::cast_from(silu * u);
+        }
+    } else if i < plane {
+        let mut y = 0.0f32;
+        for s in 0..splits as usize {
+            y += partial[s * plane + i];
+        }
+        if comptime![has_bias] {
+            y += f32::cast_from(bias[i % n]);
+        }
+        if comptime![mode == epilogue::ADD] {
+            y += f32::cast_from(out[i]);
+        }
+        out[i] = F::cast_from(y);
+    }
+}
