@@ -53,6 +53,8 @@ pub fn decode_attention_kernel<F: Float>(
     while p < len {
         let key = base + p * head_dim;
         let mut s = 0.0f32;
+        // Unrolled (head_dim is known when compiling), so the row's loads are all in flight.
+        #[unroll]
         for j in 0..head_dim {
             s += qs[j] * f32::cast_from(cache_k[key + j]);
         }
@@ -74,8 +76,22 @@ pub fn decode_attention_kernel<F: Float>(
     let mut d = tid;
     while d < head_dim {
         let mut acc = 0.0f32;
-        for p in 0..len {
+        // Eight independent loads per iteration: one at a time, each waited for, made this loop
+        // bound by memory latency.
+        let mut p = 0usize;
+        while p + 8 <= len {
+            let v = base + p * head_dim + d;
+            let mut part = 0.0f32;
+            #[unroll]
+            for i in 0..8usize {
+                part += scores[p + i] * f32::cast_from(cache_v[v + i * head_dim]);
+            }
+            acc += part;
+            p += 8;
+        }
+        while p < len {
             acc += scores[p] * f32::cast_from(cache_v[base + p * head_dim + d]);
+            p += 1;
         }
         out[q_base + d] = F::cast_from(acc / sum);
         d += BLOCK;

@@ -3,8 +3,8 @@
 //! sums the splits and applies what the layer does next (bias, residual add, SwiGLU).
 //!
 //! Each cube computes a `TILE x TILE` tile of the output for one slice of `k`; its 256 units
-//! each hold a 4 x 4 block of accumulators. The rows of `x` for the current chunk of `k` sit in
-//! shared memory; `w` is read once per row tile (once overall for `m <= 64`), coalesced.
+//! each hold a 4 x 4 block of accumulators. The current chunk of `k` of both `x` and `w` is staged
+//! in shared memory; `w` is read once per row tile (once overall for `m <= 64`), coalesced.
 
 // `#[cube]` generates public helper items (expand functions, launch modules) without docs.
 #![allow(missing_docs)]
@@ -43,16 +43,21 @@ pub fn skinny_matmul_kernel<F: Float>(
     let k_end = usize::min(k, k_begin + k_split as usize);
 
     let mut xs = SharedMemory::<f32>::new(TILE * K_CHUNK);
+    let mut ws = SharedMemory::<f32>::new(K_CHUNK * TILE);
     let mut acc = Array::<f32>::new(PER_UNIT * PER_UNIT);
     #[unroll]
     for i in 0..PER_UNIT * PER_UNIT {
         acc[i] = 0.0f32;
     }
+    let col_tile = CUBE_POS_X as usize * TILE;
     let mut chunk = k_begin;
     while chunk < k_end {
-        // Stage x[row_tile.., chunk..chunk + K_CHUNK] (zeros past the edges).
-        let mut e = tid;
-        while e < TILE * K_CHUNK {
+        // Stage x[row_tile.., chunk..] and w[chunk.., col_tile..] (zeros past the edges). Each
+        // unit issues all its loads before the barrier: a load per step of k, waited for before
+        // the next, left the kernel bound by memory latency (bench/NOTES.md).
+        #[unroll]
+        for i in 0..TILE * K_CHUNK / (UNITS * UNITS) {
+            let e = tid + i * UNITS * UNITS;
             let r = row_tile + e / K_CHUNK;
             let j = chunk + e % K_CHUNK;
             let mut v = 0.0f32;
@@ -60,28 +65,27 @@ pub fn skinny_matmul_kernel<F: Float>(
                 v = f32::cast_from(x[r * k + j]);
             }
             xs[e] = v;
-            e += UNITS * UNITS;
+        }
+        #[unroll]
+        for i in 0..K_CHUNK * TILE / (UNITS * UNITS) {
+            let e = tid + i * UNITS * UNITS;
+            let j = chunk + e / TILE;
+            let col = col_tile + e % TILE;
+            let mut v = 0.0f32;
+            if j < k_end && col < n {
+                v = f32::cast_from(w[j * n + col]);
+            }
+            ws[e] = v;
         }
         sync_cube();
-        let steps = usize::min(K_CHUNK, k_end - chunk);
-        for kk in 0..steps {
-            let row_w = (chunk + kk) * n;
-            let mut wv = Array::<f32>::new(PER_UNIT);
-            #[unroll]
-            for c in 0..PER_UNIT {
-                let col = col0 + c;
-                let mut v = 0.0f32;
-                if col < n {
-                    v = f32::cast_from(w[row_w + col]);
-                }
-                wv[c] = v;
-            }
+        #[unroll]
+        for kk in 0..K_CHUNK {
             #[unroll]
             for r in 0..PER_UNIT {
                 let a = xs[(ty * PER_UNIT + r) * K_CHUNK + kk];
                 #[unroll]
                 for c in 0..PER_UNIT {
-                    acc[r * PER_UNIT + c] += a * wv[c];
+                    acc[r * PER_UNIT + c] += a * ws[kk * TILE + tx * PER_UNIT + c];
                 }
             }
         }
