@@ -153,7 +153,10 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
     assert!(scale > 0.0, "{what}: the reference is all zeros");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol * scale.max(1.0), "{what}, element {i}: engine {g} vs model {w}");
+        assert!(
+            (g - w).abs() <= tol * scale.max(1.0),
+            "{what}, element {i}: engine {g} vs model {w}"
+        );
     }
 }
 
@@ -165,8 +168,12 @@ fn engine_steps(architecture: &str) {
     let dir = Path::new(MODELS).join(architecture);
     let device = Default::default();
     let model: CausalLm<WgpuInner> = forge::model::load(&dir, &device).expect("fixture loads");
-    let mut engine = WgpuInner::decode_engine(&model, 3, 12).expect("the cubecl backend has an engine");
-    let mut sequences = vec![(vec![12u32, 40, 7], 2usize), (vec![250, 251, 252, 253, 9], 0)];
+    let mut engine =
+        WgpuInner::decode_engine(&model, 3, 12).expect("the cubecl backend has an engine");
+    let mut sequences = vec![
+        (vec![12u32, 40, 7], 2usize),
+        (vec![250, 251, 252, 253, 9], 0),
+    ];
     for (prompt, slot) in &sequences {
         let len = prompt.len();
         let ids: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
@@ -181,7 +188,10 @@ fn engine_steps(architecture: &str) {
         engine.load_prefill(&cache, &[*slot]);
     }
     for step in 0..3u32 {
-        let tokens: Vec<u32> = sequences.iter().map(|(_, s)| 17 + 31 * step + *s as u32).collect();
+        let tokens: Vec<u32> = sequences
+            .iter()
+            .map(|(_, s)| 17 + 31 * step + *s as u32)
+            .collect();
         let positions: Vec<usize> = sequences.iter().map(|(p, _)| p.len()).collect();
         let slots: Vec<usize> = sequences.iter().map(|(_, s)| *s).collect();
         let logits = engine.step(&tokens, &positions, &slots);
@@ -237,7 +247,8 @@ fn generation_through_the_decode_engine_matches_the_cpu() {
             policy_version: 0,
         };
         let cpu: CausalLm<CpuInner> = forge::model::load(&dir, &Default::default()).expect("loads");
-        let gpu: CausalLm<WgpuInner> = forge::model::load(&dir, &Default::default()).expect("loads");
+        let gpu: CausalLm<WgpuInner> =
+            forge::model::load(&dir, &Default::default()).expect("loads");
         let want = generate(&cpu, &tokenizer, &request, &Default::default()).expect("cpu");
         let got = generate(&gpu, &tokenizer, &request, &Default::default()).expect("wgpu");
         let mut tokens = 0;
@@ -250,6 +261,9 @@ fn generation_through_the_decode_engine_matches_the_cpu() {
             tokens += g.token_ids.len();
         }
         assert_eq!(got.iter().flatten().count(), 6);
-        assert!(tokens > 6, "{architecture}: completions are not all one token");
+        assert!(
+            tokens > 6,
+            "{architecture}: completions are not all one token"
+        );
     }
 }

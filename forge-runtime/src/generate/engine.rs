@@ -120,7 +120,13 @@ mod cube {
         rope_positions: usize,
     }
 
-    fn contiguous<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement, const D: usize>(
+    fn contiguous<
+        R: CubeRuntime,
+        F: FloatElement,
+        I: IntElement,
+        BT: BoolElement,
+        const D: usize,
+    >(
         t: Tensor<Cube<R, F, I, BT>, D>,
     ) -> Handle {
         burn_cubecl::kernel::into_contiguous(t.into_primitive().tensor()).handle
@@ -140,14 +146,20 @@ mod cube {
         ) -> Option<Box<dyn DecodeEngine<Self>>> {
             let spec = &model.spec;
             let float_ok = matches!(F::dtype(), DType::F32 | DType::BF16 | DType::F16);
-            if !float_ok || max_len > MAX_KEYS || spec.head_dim > 1024 || spec.head_dim % 2 != 0 {
+            if !float_ok
+                || max_len > MAX_KEYS
+                || spec.head_dim > 1024
+                || !spec.head_dim.is_multiple_of(2)
+            {
                 return None;
             }
             Some(Box::new(CubeDecodeEngine::new(model, slots, max_len)))
         }
     }
 
-    impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> CubeDecodeEngine<R, F, I, BT> {
+    impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>
+        CubeDecodeEngine<R, F, I, BT>
+    {
         fn new(model: &CausalLm<Cube<R, F, I, BT>>, slots: usize, max_len: usize) -> Self {
             let spec = model.spec.clone();
             let embed = model.model.embed_tokens.weight.val();
@@ -163,7 +175,11 @@ mod cube {
                     let attn = &layer.self_attn;
                     let weight = |l: &burn::nn::Linear<Cube<R, F, I, BT>>| l.weight.val();
                     let qkv = Tensor::cat(
-                        vec![weight(&attn.q_proj), weight(&attn.k_proj), weight(&attn.v_proj)],
+                        vec![
+                            weight(&attn.q_proj),
+                            weight(&attn.k_proj),
+                            weight(&attn.v_proj),
+                        ],
                         1,
                     );
                     let [k, n] = qkv.dims();
@@ -230,7 +246,9 @@ mod cube {
                 },
                 cos: contiguous(model.rope.cos.clone()),
                 sin: contiguous(model.rope.sin.clone()),
-                max_keys: max_len.next_multiple_of(decode_attention::BLOCK).max(decode_attention::BLOCK),
+                max_keys: max_len
+                    .next_multiple_of(decode_attention::BLOCK)
+                    .max(decode_attention::BLOCK),
                 rope_positions: model.rope.len(),
                 client,
                 device,
@@ -268,13 +286,19 @@ mod cube {
         fn partials(&self, x: &Handle, w: &Matrix, m: usize, max_splits: usize) -> (Handle, usize) {
             let tiles = w.n.div_ceil(TILE) * m.div_ceil(TILE);
             let chunks = w.k.div_ceil(K_CHUNK);
-            let splits = TARGET_CUBES.div_ceil(tiles).clamp(1, chunks.min(max_splits));
+            let splits = TARGET_CUBES
+                .div_ceil(tiles)
+                .clamp(1, chunks.min(max_splits));
             let k_split = chunks.div_ceil(splits) * K_CHUNK;
             let splits = w.k.div_ceil(k_split);
             let partial = self.client.empty((splits * m * w.n).max(1) * 4);
             skinny_matmul_kernel::launch::<F, R>(
                 &self.client,
-                CubeCount::Static(w.n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, splits as u32),
+                CubeCount::Static(
+                    w.n.div_ceil(TILE) as u32,
+                    m.div_ceil(TILE) as u32,
+                    splits as u32,
+                ),
                 CubeDim::new_2d(UNITS as u32, UNITS as u32),
                 array_arg::<R, F>(x, m * w.k),
                 array_arg::<R, F>(&w.handle, w.k * w.n),
@@ -288,9 +312,21 @@ mod cube {
         }
 
         /// `x · w` then the epilogue `mode` into `out` (`[m, w.n]`, or `[m, w.n / 2]` for SwiGLU).
-        fn matmul(&self, x: &Handle, w: &Matrix, m: usize, bias: Option<&Handle>, mode: u32, out: &Handle) {
+        fn matmul(
+            &self,
+            x: &Handle,
+            w: &Matrix,
+            m: usize,
+            bias: Option<&Handle>,
+            mode: u32,
+            out: &Handle,
+        ) {
             let (partial, splits) = self.partials(x, w, m, usize::MAX);
-            let outputs = if mode == epilogue::SWIGLU { m * w.n / 2 } else { m * w.n };
+            let outputs = if mode == epilogue::SWIGLU {
+                m * w.n / 2
+            } else {
+                m * w.n
+            };
             let units = 256usize;
             matmul_epilogue_kernel::launch::<F, R>(
                 &self.client,
@@ -308,8 +344,8 @@ mod cube {
         }
     }
 
-    impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> DecodeEngine<Cube<R, F, I, BT>>
-        for CubeDecodeEngine<R, F, I, BT>
+    impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>
+        DecodeEngine<Cube<R, F, I, BT>> for CubeDecodeEngine<R, F, I, BT>
     {
         fn load_prefill(&mut self, cache: &KvCache<Cube<R, F, I, BT>>, slots: &[usize]) {
             let slots_h = self.upload_u32(slots.iter().copied());
@@ -336,13 +372,26 @@ mod cube {
             }
         }
 
-        fn step(&mut self, tokens: &[u32], positions: &[usize], slots: &[usize]) -> Tensor<Cube<R, F, I, BT>, 2> {
+        fn step(
+            &mut self,
+            tokens: &[u32],
+            positions: &[usize],
+            slots: &[usize],
+        ) -> Tensor<Cube<R, F, I, BT>, 2> {
             let m = tokens.len();
             let spec = &self.spec;
-            let (h, kv, hd, d) = (spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.hidden_size);
+            let (h, kv, hd, d) = (
+                spec.num_heads,
+                spec.num_kv_heads,
+                spec.head_dim,
+                spec.hidden_size,
+            );
             let elem = core::mem::size_of::<F>();
             let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
-            let ids = Tensor::<Cube<R, F, I, BT>, 1, Int>::from_data(TensorData::new(ids, [m]), &self.device);
+            let ids = Tensor::<Cube<R, F, I, BT>, 1, Int>::from_data(
+                TensorData::new(ids, [m]),
+                &self.device,
+            );
             // The residual stream, updated in place by the epilogues.
             let hidden = contiguous(self.embed.clone().select(0, ids));
             let positions_h = self.upload_u32(positions.iter().copied());
@@ -353,15 +402,28 @@ mod cube {
             for layer in &self.layers {
                 let x = self.rms_norm(&hidden, &layer.input_norm, m, d);
                 let qkv = self.client.empty(m * layer.qkv.n * elem);
-                self.matmul(&x, &layer.qkv, m, layer.qkv_bias.as_ref(), epilogue::WRITE, &qkv);
+                self.matmul(
+                    &x,
+                    &layer.qkv,
+                    m,
+                    layer.qkv_bias.as_ref(),
+                    epilogue::WRITE,
+                    &qkv,
+                );
                 let q = self.client.empty(m * h * hd * elem);
                 qkv_rope_cache_kernel::launch::<F, R>(
                     &self.client,
                     CubeCount::Static((h + 2 * kv) as u32, m as u32, 1),
                     CubeDim::new_1d(block as u32),
                     array_arg::<R, F>(&qkv, m * layer.qkv.n),
-                    array_arg::<R, F>(layer.q_norm.as_ref().unwrap_or(&self.none), if layer.q_norm.is_some() { hd } else { 1 }),
-                    array_arg::<R, F>(layer.k_norm.as_ref().unwrap_or(&self.none), if layer.k_norm.is_some() { hd } else { 1 }),
+                    array_arg::<R, F>(
+                        layer.q_norm.as_ref().unwrap_or(&self.none),
+                        if layer.q_norm.is_some() { hd } else { 1 },
+                    ),
+                    array_arg::<R, F>(
+                        layer.k_norm.as_ref().unwrap_or(&self.none),
+                        if layer.k_norm.is_some() { hd } else { 1 },
+                    ),
                     array_arg::<R, F>(&self.cos, self.rope_len() * hd),
                     array_arg::<R, F>(&self.sin, self.rope_len() * hd),
                     array_arg::<R, u32>(&positions_h, m),
@@ -415,7 +477,9 @@ mod cube {
         }
     }
 
-    impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> CubeDecodeEngine<R, F, I, BT> {
+    impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>
+        CubeDecodeEngine<R, F, I, BT>
+    {
         /// Elements of one layer's key (or value) cache.
         fn cache_len(&self) -> usize {
             (self.max_len * self.spec.num_kv_heads * self.spec.head_dim).max(1) * self.slots

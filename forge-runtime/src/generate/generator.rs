@@ -339,7 +339,10 @@ pub fn generate_timed<B: DecodeBackend>(
         rows = live;
         // Feed the sampled tokens.
         if let Some(engine) = engine.as_mut() {
-            let tokens: Vec<u32> = rows.iter().map(|r| *r.tokens.last().expect("one token sampled")).collect();
+            let tokens: Vec<u32> = rows
+                .iter()
+                .map(|r| *r.tokens.last().expect("one token sampled"))
+                .collect();
             let positions: Vec<usize> = rows
                 .iter()
                 .map(|r| prompts[r.prompt].len() + r.tokens.len() - 1)

@@ -10,11 +10,11 @@ mod engine;
 mod generator;
 mod sampling;
 
+pub use engine::{DecodeBackend, DecodeEngine};
 pub use generator::{
     Completion, CpuGenerator, GenerateError, GenerateRequest, GenerateTiming, StopReason, generate,
     generate_timed,
 };
-pub use engine::{DecodeBackend, DecodeEngine};
 pub use sampling::{SamplingParams, logprob_of, mix_seed, sample};
 
 #[cfg(test)]

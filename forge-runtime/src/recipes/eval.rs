@@ -1,6 +1,5 @@
 //! Held-out evaluation: generate for prompts never trained on, score with the run's rewards.
 
-
 use crate::data::{DataError, Prompt, PromptBuilder, Record, field_text};
 use crate::generate::{GenerateError, GenerateRequest, SamplingParams, generate};
 use crate::model::CausalLm;

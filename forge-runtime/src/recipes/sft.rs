@@ -26,7 +26,8 @@ const CONSOLE: [&str; 5] = [
 pub fn run_sft<B: AutodiffBackend>(
     loaded: Loaded,
     device: B::Device,
-) -> Result<std::path::PathBuf, RunError> where
+) -> Result<std::path::PathBuf, RunError>
+where
     B::InnerBackend: crate::generate::DecodeBackend,
 {
     let exp = loaded.experiment.clone();

@@ -60,7 +60,7 @@ pub fn rms_norm_kernel<F: Float>(
     eps: f32,
     #[comptime] block: usize,
 ) {
-    let row = CUBE_POS as usize;
+    let row = CUBE_POS;
     // Whole cubes leave together, so the cube-wide barriers below see every unit.
     if row < rows as usize {
         let w = width as usize;
@@ -76,7 +76,8 @@ pub fn rms_norm_kernel<F: Float>(
         let inv = 1.0f32 / (total / width as f32 + eps).sqrt();
         let mut j = UNIT_POS as usize;
         while j < w {
-            out[base + j] = F::cast_from(f32::cast_from(x[base + j]) * inv * f32::cast_from(weight[j]));
+            out[base + j] =
+                F::cast_from(f32::cast_from(x[base + j]) * inv * f32::cast_from(weight[j]));
             j += block;
         }
     }
