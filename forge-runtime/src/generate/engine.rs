@@ -398,6 +398,11 @@ mod cube {
             let lengths_h = self.upload_u32(positions.iter().map(|p| p + 1));
             let slots_h = self.upload_u32(slots.iter().copied());
             let block = hd.next_power_of_two();
+            // Keys are read as vectors of up to 4 elements (wgpu's widest).
+            let key_vector = [4usize, 2, 1]
+                .into_iter()
+                .find(|w| hd.is_multiple_of(*w))
+                .unwrap_or(1);
             let cache_len = self.cache_len();
             for layer in &self.layers {
                 let x = self.rms_norm(&hidden, &layer.input_norm, m, d);
@@ -444,6 +449,7 @@ mod cube {
                     &self.client,
                     CubeCount::Static(h as u32, m as u32, 1),
                     CubeDim::new_1d(decode_attention::BLOCK as u32),
+                    key_vector,
                     array_arg::<R, F>(&q, m * h * hd),
                     array_arg::<R, F>(&layer.cache_k, cache_len),
                     array_arg::<R, F>(&layer.cache_v, cache_len),
@@ -455,6 +461,7 @@ mod cube {
                     self.max_len as u32,
                     1.0 / (hd as f32).sqrt(),
                     hd,
+                    hd / key_vector,
                     self.max_keys,
                 );
                 self.matmul(&attn, &layer.o, m, None, epilogue::ADD, &hidden);

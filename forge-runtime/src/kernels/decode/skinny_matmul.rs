@@ -20,6 +20,48 @@ pub const UNITS: usize = TILE / PER_UNIT;
 /// Elements of `k` staged in shared memory at a time.
 pub const K_CHUNK: usize = 32;
 
+/// Elements of x (and of w) each unit loads per chunk.
+const LOADS: usize = TILE * K_CHUNK / (UNITS * UNITS);
+
+/// Loads chunk `chunk..chunk + K_CHUNK` of `x[row_tile..]` and `w[.., col_tile..]` into this
+/// unit's registers (zeros past the edges): element `tid + i * units` of each `[TILE, K_CHUNK]`
+/// (x) and `[K_CHUNK, TILE]` (w) tile, so consecutive units read consecutive addresses.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn load_chunk<F: Float>(
+    x: &Array<F>,
+    w: &Array<F>,
+    rx: &mut Array<f32>,
+    rw: &mut Array<f32>,
+    chunk: usize,
+    k_end: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    row_tile: usize,
+    col_tile: usize,
+    tid: usize,
+) {
+    #[unroll]
+    for i in 0..LOADS {
+        let e = tid + i * UNITS * UNITS;
+        let r = row_tile + e / K_CHUNK;
+        let j = chunk + e % K_CHUNK;
+        let mut v = 0.0f32;
+        if r < m && j < k_end {
+            v = f32::cast_from(x[r * k + j]);
+        }
+        rx[i] = v;
+        let j = chunk + e / TILE;
+        let col = col_tile + e % TILE;
+        let mut u = 0.0f32;
+        if j < k_end && col < n {
+            u = f32::cast_from(w[j * n + col]);
+        }
+        rw[i] = u;
+    }
+}
+
 /// `partial[s, r, c] = Σ_{j in split s} x[r, j] · w[j, c]`: cube (x, y, z) = (column tile, row
 /// tile, split); each split covers `k_split` (a multiple of [`K_CHUNK`]) elements of `k`.
 #[cube(launch)]
@@ -50,34 +92,28 @@ pub fn skinny_matmul_kernel<F: Float>(
         acc[i] = 0.0f32;
     }
     let col_tile = CUBE_POS_X as usize * TILE;
+    // The next chunk of x and w, loaded into registers while the current one is multiplied:
+    // with the loads waited for at each chunk, warps spent ~12 of every ~18 cycles stalled on
+    // them (ncu, bench/NOTES.md).
+    let mut rx = Array::<f32>::new(LOADS);
+    let mut rw = Array::<f32>::new(LOADS);
+    load_chunk::<F>(
+        x, w, &mut rx, &mut rw, k_begin, k_end, m, k, n, row_tile, col_tile, tid,
+    );
     let mut chunk = k_begin;
     while chunk < k_end {
-        // Stage x[row_tile.., chunk..] and w[chunk.., col_tile..] (zeros past the edges). Each
-        // unit issues all its loads before the barrier: a load per step of k, waited for before
-        // the next, left the kernel bound by memory latency (bench/NOTES.md).
         #[unroll]
-        for i in 0..TILE * K_CHUNK / (UNITS * UNITS) {
-            let e = tid + i * UNITS * UNITS;
-            let r = row_tile + e / K_CHUNK;
-            let j = chunk + e % K_CHUNK;
-            let mut v = 0.0f32;
-            if r < m && j < k_end {
-                v = f32::cast_from(x[r * k + j]);
-            }
-            xs[e] = v;
-        }
-        #[unroll]
-        for i in 0..K_CHUNK * TILE / (UNITS * UNITS) {
-            let e = tid + i * UNITS * UNITS;
-            let j = chunk + e / TILE;
-            let col = col_tile + e % TILE;
-            let mut v = 0.0f32;
-            if j < k_end && col < n {
-                v = f32::cast_from(w[j * n + col]);
-            }
-            ws[e] = v;
+        for i in 0..LOADS {
+            xs[tid + i * UNITS * UNITS] = rx[i];
+            ws[tid + i * UNITS * UNITS] = rw[i];
         }
         sync_cube();
+        let next = chunk + K_CHUNK;
+        if next < k_end {
+            load_chunk::<F>(
+                x, w, &mut rx, &mut rw, next, k_end, m, k, n, row_tile, col_tile, tid,
+            );
+        }
         #[unroll]
         for kk in 0..K_CHUNK {
             #[unroll]
@@ -90,7 +126,7 @@ pub fn skinny_matmul_kernel<F: Float>(
             }
         }
         sync_cube();
-        chunk += K_CHUNK;
+        chunk = next;
     }
     let base = CUBE_POS_Z as usize * m * n;
     #[unroll]
