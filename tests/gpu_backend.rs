@@ -222,7 +222,9 @@ fn the_decode_engine_computes_what_the_model_computes() {
 }
 
 /// Generation through the engine (wgpu) draws the same tokens, with the same log-probabilities, as
-/// the generic model on the CPU: several prompts of different lengths, several samples each.
+/// the generic model on the CPU: several prompts of different lengths, several samples each;
+/// sampled on the device (temperature 1), greedy on the device (temperature 0), and on the host
+/// from the engine's logits (top-p).
 #[test]
 fn generation_through_the_decode_engine_matches_the_cpu() {
     if !forge_tests::require_vulkan("generation_through_the_decode_engine_matches_the_cpu") {
@@ -233,37 +235,44 @@ fn generation_through_the_decode_engine_matches_the_cpu() {
         let dir = Path::new(MODELS).join(architecture);
         let tokenizer = forge::tokenizer::Tokenizer::from_dir(&dir, None).expect("tokenizer");
         let prompts = vec![vec![12u32, 40, 7], vec![3], vec![250, 251, 252, 253, 9]];
-        let params = SamplingParams {
-            temperature: 1.0,
-            max_new_tokens: 7,
-            seed: 11,
-            ..SamplingParams::default()
-        };
-        let request = GenerateRequest {
-            prompts: &prompts,
-            n: 2,
-            params: &params,
-            seed_offset: 3,
-            policy_version: 0,
-        };
-        let cpu: CausalLm<CpuInner> = forge::model::load(&dir, &Default::default()).expect("loads");
-        let gpu: CausalLm<WgpuInner> =
-            forge::model::load(&dir, &Default::default()).expect("loads");
-        let want = generate(&cpu, &tokenizer, &request, &Default::default()).expect("cpu");
-        let got = generate(&gpu, &tokenizer, &request, &Default::default()).expect("wgpu");
-        let mut tokens = 0;
-        for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
-            assert_eq!(g.token_ids, w.token_ids, "{architecture}: tokens");
-            assert_eq!(g.stop_reason, w.stop_reason);
-            for (a, b) in g.logprobs.iter().zip(&w.logprobs) {
-                assert!((a - b).abs() <= 1e-3, "{architecture}: logprob {a} vs {b}");
+        for (temperature, top_p) in [(1.0, 1.0), (0.0, 1.0), (0.8, 0.9)] {
+            let params = SamplingParams {
+                temperature,
+                top_p,
+                max_new_tokens: 7,
+                seed: 11,
+                ..SamplingParams::default()
+            };
+            let request = GenerateRequest {
+                prompts: &prompts,
+                n: 2,
+                params: &params,
+                seed_offset: 3,
+                policy_version: 0,
+            };
+            let cpu: CausalLm<CpuInner> =
+                forge::model::load(&dir, &Default::default()).expect("loads");
+            let gpu: CausalLm<WgpuInner> =
+                forge::model::load(&dir, &Default::default()).expect("loads");
+            let want = generate(&cpu, &tokenizer, &request, &Default::default()).expect("cpu");
+            let got = generate(&gpu, &tokenizer, &request, &Default::default()).expect("wgpu");
+            let mut tokens = 0;
+            for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+                assert_eq!(
+                    g.token_ids, w.token_ids,
+                    "{architecture} T={temperature} top_p={top_p}: tokens"
+                );
+                assert_eq!(g.stop_reason, w.stop_reason);
+                for (a, b) in g.logprobs.iter().zip(&w.logprobs) {
+                    assert!((a - b).abs() <= 1e-3, "{architecture}: logprob {a} vs {b}");
+                }
+                tokens += g.token_ids.len();
             }
-            tokens += g.token_ids.len();
+            assert_eq!(got.iter().flatten().count(), 6);
+            assert!(
+                tokens > 6,
+                "{architecture}: completions are not all one token"
+            );
         }
-        assert_eq!(got.iter().flatten().count(), 6);
-        assert!(
-            tokens > 6,
-            "{architecture}: completions are not all one token"
-        );
     }
 }

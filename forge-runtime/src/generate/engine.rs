@@ -32,6 +32,18 @@ pub trait DecodeEngine<B: Backend> {
     /// Feeds token `tokens[r]` at position `positions[r]` to the sequence in slot `slots[r]` and
     /// returns the next-token logits `[rows, vocab]` in f32.
     fn step(&mut self, tokens: &[u32], positions: &[usize], slots: &[usize]) -> Tensor<B, 2>;
+
+    /// Draws one token per row of `logits` (from [`DecodeEngine::step`]) on the device, without
+    /// copying the logits to the host: row `r` with `uniforms[r]` (in [0, 1), from the row's own
+    /// random stream, as the host's sampler uses it), or the most likely token when `temperature`
+    /// is 0. Returns each token with log softmax(logits / T) at it (T = 1 when greedy). No top-k
+    /// or top-p: the caller samples on the host when those are set.
+    fn sample(
+        &mut self,
+        logits: Tensor<B, 2>,
+        uniforms: &[f64],
+        temperature: f64,
+    ) -> Result<Vec<(u32, f64)>, String>;
 }
 
 impl<E, I, Q> DecodeBackend for burn_ndarray::NdArray<E, I, Q>
@@ -64,6 +76,7 @@ mod cube {
     use crate::kernels::decode::kv_copy::kv_copy_kernel;
     use crate::kernels::decode::qkv_rope_cache::qkv_rope_cache_kernel;
     use crate::kernels::decode::rms_norm::{self, rms_norm_kernel};
+    use crate::kernels::decode::sample_rows::{self, sample_rows_kernel};
     use crate::kernels::decode::skinny_matmul::{
         K_CHUNK, TILE, UNITS, epilogue, matmul_epilogue_kernel, skinny_matmul_kernel,
     };
@@ -482,11 +495,68 @@ mod cube {
             );
             Tensor::from_primitive(TensorPrimitive::Float(tensor))
         }
+
+        fn sample(
+            &mut self,
+            logits: Tensor<Cube<R, F, I, BT>, 2>,
+            uniforms: &[f64],
+            temperature: f64,
+        ) -> Result<Vec<(u32, f64)>, String> {
+            self.sample_on_device(logits, uniforms, temperature)
+        }
     }
 
     impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>
         CubeDecodeEngine<R, F, I, BT>
     {
+        /// Runs [`sample_rows_kernel`] over `logits` `[rows, vocab]` f32.
+        fn sample_on_device(
+            &self,
+            logits: Tensor<Cube<R, F, I, BT>, 2>,
+            uniforms: &[f64],
+            temperature: f64,
+        ) -> Result<Vec<(u32, f64)>, String> {
+            let [rows, vocab] = logits.dims();
+            let logits = contiguous(logits);
+            let greedy = temperature <= 0.0;
+            let uniforms: Vec<f32> = if greedy {
+                vec![0.0; rows]
+            } else {
+                uniforms.iter().map(|&u| u as f32).collect()
+            };
+            let uniforms_h = self.client.create_from_slice(f32::as_bytes(&uniforms));
+            let tokens_h = self.client.empty(rows.max(1) * 4);
+            let logprobs_h = self.client.empty(rows.max(1) * 4);
+            let inv_temperature = if greedy {
+                1.0
+            } else {
+                (1.0 / temperature) as f32
+            };
+            sample_rows_kernel::launch::<R>(
+                &self.client,
+                CubeCount::Static(rows as u32, 1, 1),
+                CubeDim::new_1d(sample_rows::BLOCK as u32),
+                array_arg::<R, f32>(&logits, rows * vocab),
+                array_arg::<R, f32>(&uniforms_h, rows),
+                array_arg::<R, u32>(&tokens_h, rows),
+                array_arg::<R, f32>(&logprobs_h, rows),
+                vocab as u32,
+                inv_temperature,
+                greedy,
+            );
+            let bytes =
+                cubecl::future::block_on(self.client.read_async(vec![tokens_h, logprobs_h]))
+                    .map_err(|e| format!("reading the sampled tokens: {e:?}"))?;
+            let tokens = u32::from_bytes(&bytes[0]);
+            let logprobs = f32::from_bytes(&bytes[1]);
+            Ok(tokens
+                .iter()
+                .zip(logprobs)
+                .take(rows)
+                .map(|(&t, &l)| (t, f64::from(l)))
+                .collect())
+        }
+
         /// Elements of one layer's key (or value) cache.
         fn cache_len(&self) -> usize {
             (self.max_len * self.spec.num_kv_heads * self.spec.head_dim).max(1) * self.slots

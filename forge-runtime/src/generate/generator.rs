@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use burn::prelude::*;
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 
 use super::engine::DecodeBackend;
 use super::sampling::{SamplingParams, mix_seed, sample};
@@ -70,6 +70,9 @@ pub enum GenerateError {
         /// The model's limit.
         max: usize,
     },
+    /// The device failed while sampling.
+    #[error("sampling on the device: {0}")]
+    Device(String),
     /// Decoding the sampled tokens failed.
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
@@ -175,7 +178,8 @@ pub struct GenerateRequest<'a> {
 pub struct GenerateTiming {
     /// Issuing the model's forward passes (on a GPU backend, launching work; on the CPU, the work).
     pub model_s: f64,
-    /// Waiting for the last position's logits and copying them to the host.
+    /// Waiting for the GPU and reading back its results: the last position's logits, or the
+    /// tokens the decode engine drew on the device.
     pub logits_s: f64,
     /// Sampling on the host (softmax, draws, stop checks, decoding finished completions).
     pub sample_s: f64,
@@ -292,13 +296,43 @@ pub fn generate_timed<B: DecodeBackend>(
         }
     }
     let mut cache = KvCache::concat(caches);
+    // The engine's logits, left on the device; drawn from there when no top-k / top-p needs the
+    // host's sort.
+    let mut on_device: Option<Tensor<B, 2>> = None;
+    let device_sampling = params.top_k == 0 && params.top_p >= 1.0;
 
     loop {
         // Sample one token per live row; finished rows leave the batch.
+        let draws = match (on_device.take(), engine.as_mut()) {
+            (Some(next), Some(engine)) if device_sampling => {
+                let t = Instant::now();
+                // One number per row from the row's stream, as the host's sampler draws it.
+                let uniforms: Vec<f64> = if params.temperature > 0.0 {
+                    rows.iter_mut().map(|r| r.rng.random::<f64>()).collect()
+                } else {
+                    Vec::new()
+                };
+                let draws = engine
+                    .sample(next, &uniforms, params.temperature)
+                    .map_err(GenerateError::Device)?;
+                timing.logits_s += t.elapsed().as_secs_f64();
+                draws
+            }
+            (next, _) => {
+                if let Some(next) = next {
+                    let t = Instant::now();
+                    logits = host_rows(next);
+                    timing.logits_s += t.elapsed().as_secs_f64();
+                }
+                let t = Instant::now();
+                let draws = sample_rows(&logits, &mut rows, params);
+                timing.sample_s += t.elapsed().as_secs_f64();
+                draws
+            }
+        };
         let t = Instant::now();
         let mut keep = Vec::with_capacity(rows.len());
         let mut live = Vec::with_capacity(rows.len());
-        let draws = sample_rows(&logits, &mut rows, params);
         debug_assert_eq!(draws.len(), rows.len());
         for (r, mut row) in rows.drain(..).enumerate() {
             let (token, logprob) = draws[r];
@@ -351,9 +385,7 @@ pub fn generate_timed<B: DecodeBackend>(
             let t = Instant::now();
             let next = engine.step(&tokens, &positions, &slots);
             timing.model_s += t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            logits = host_rows(next);
-            timing.logits_s += t.elapsed().as_secs_f64();
+            on_device = Some(next);
             continue;
         }
         if keep.len() < cache.batch() {

@@ -6,4 +6,5 @@ pub mod decode_attention;
 pub mod kv_copy;
 pub mod qkv_rope_cache;
 pub mod rms_norm;
+pub mod sample_rows;
 pub mod skinny_matmul;
