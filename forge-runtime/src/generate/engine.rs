@@ -26,8 +26,9 @@ pub trait DecodeBackend: Backend {
 
 /// One generation's decoding state on the device.
 pub trait DecodeEngine<B: Backend> {
-    /// Copies the cache of one prompt's prefill (batch 1) into each of `slots`.
-    fn load_prefill(&mut self, cache: &KvCache<B>, slots: &[usize]);
+    /// Copies the cache of a prefill of equal-length prompts into the engine: batch row `b` into
+    /// each of `slots[b]` (every row the same number of slots).
+    fn load_prefill(&mut self, cache: &KvCache<B>, slots: &[Vec<usize>]);
 
     /// Feeds token `tokens[r]` at position `positions[r]` to the sequence in slot `slots[r]` and
     /// returns the next-token logits `[rows, vocab]` in f32.
@@ -360,22 +361,25 @@ mod cube {
     impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>
         DecodeEngine<Cube<R, F, I, BT>> for CubeDecodeEngine<R, F, I, BT>
     {
-        fn load_prefill(&mut self, cache: &KvCache<Cube<R, F, I, BT>>, slots: &[usize]) {
-            let slots_h = self.upload_u32(slots.iter().copied());
+        fn load_prefill(&mut self, cache: &KvCache<Cube<R, F, I, BT>>, slots: &[Vec<usize>]) {
+            let per_row = slots.first().map_or(0, Vec::len);
+            debug_assert!(slots.iter().all(|s| s.len() == per_row));
+            let slots_h = self.upload_u32(slots.iter().flatten().copied());
             let (kv, hd) = (self.spec.num_kv_heads, self.spec.head_dim);
             for (i, layer) in self.layers.iter().enumerate() {
                 let Some(past) = cache.layer(i) else { continue };
-                let len = past.keys.dims()[2];
+                let [rows, _, len, _] = past.keys.dims();
                 for (src, dst) in [(&past.keys, &layer.cache_k), (&past.values, &layer.cache_v)] {
                     let src = contiguous(src.clone());
-                    let count = kv * len * hd;
+                    let count = rows * kv * len * hd;
                     kv_copy_kernel::launch::<F, R>(
                         &self.client,
-                        CubeCount::Static(count.div_ceil(256).max(1) as u32, 1, 1),
+                        CubeCount::Static(count.div_ceil(256).clamp(1, 65_535) as u32, 1, 1),
                         CubeDim::new_1d(256),
                         array_arg::<R, F>(&src, count),
                         array_arg::<R, F>(dst, self.cache_len()),
-                        array_arg::<R, u32>(&slots_h, slots.len()),
+                        array_arg::<R, u32>(&slots_h, (rows * per_row).max(1)),
+                        per_row as u32,
                         kv as u32,
                         len as u32,
                         self.max_len as u32,

@@ -252,33 +252,56 @@ pub fn generate_timed<B: DecodeBackend>(
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let mut engine = B::decode_engine(model, prompts.len() * n, longest + params.max_new_tokens);
     let mut caches = Vec::with_capacity(prompts.len());
-    let mut rows = Vec::with_capacity(prompts.len() * n);
-    let mut logits = Vec::with_capacity(prompts.len() * n);
-    for (i, prompt) in prompts.iter().enumerate() {
-        let len = prompt.len();
-        let ids = int_tensor::<B>(
-            prompt.iter().map(|&t| i64::from(t)).collect(),
-            [1, len],
-            device,
-        );
-        let positions = int_tensor::<B>((0..len as i64).collect(), [1, len], device);
+    // One forward per group of equal-length prompts where the engine decodes (its cache has a slot
+    // per sample, so no row needs padding): 64 prompts' prefill one at a time took over a third
+    // of a decode benchmark (bench/NOTES.md). One per prompt for the generic model.
+    let groups: Vec<Vec<usize>> = if engine.is_some() {
+        equal_length_groups(prompts)
+    } else {
+        (0..prompts.len()).map(|i| vec![i]).collect()
+    };
+    let mut firsts: Vec<Vec<f32>> = vec![Vec::new(); prompts.len()];
+    for group in &groups {
+        let (g, len) = (group.len(), prompts[group[0]].len());
+        let ids: Vec<i64> = group
+            .iter()
+            .flat_map(|&i| prompts[i].iter().map(|&t| i64::from(t)))
+            .collect();
+        let positions: Vec<i64> = (0..g).flat_map(|_| 0..len as i64).collect();
         let bias = attention_bias::<B>(1, len, 0, None, device);
         let mut cache = KvCache::new(model.spec.num_layers);
         let t = Instant::now();
-        let hidden = model.hidden(ids, &positions, &bias, Some(&mut cache));
+        let hidden = model.hidden(
+            int_tensor::<B>(ids, [g, len], device),
+            &int_tensor::<B>(positions, [g, len], device),
+            &bias,
+            Some(&mut cache),
+        );
         timing.model_s += t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let last = last_logits(model, hidden).remove(0);
+        for (&i, last) in group.iter().zip(last_logits(model, hidden)) {
+            firsts[i] = last;
+        }
         timing.logits_s += t.elapsed().as_secs_f64();
-        let slots: Vec<usize> = (i * n..(i + 1) * n).collect();
         match engine.as_mut() {
-            Some(engine) => engine.load_prefill(&cache, &slots),
+            Some(engine) => {
+                let slots: Vec<Vec<usize>> = group
+                    .iter()
+                    .map(|&i| (i * n..(i + 1) * n).collect())
+                    .collect();
+                engine.load_prefill(&cache, &slots);
+            }
             None => caches.push(
                 cache
                     .left_pad(longest - len)
                     .select_rows(&vec![0; n], device),
             ),
         }
+    }
+    let mut rows = Vec::with_capacity(prompts.len() * n);
+    let mut logits = Vec::with_capacity(prompts.len() * n);
+    for (i, prompt) in prompts.iter().enumerate() {
+        let len = prompt.len();
         for j in 0..n {
             let stream = seed_offset + (i * n + j) as u64;
             let mut padding = vec![true; longest - len];
@@ -292,7 +315,7 @@ pub fn generate_timed<B: DecodeBackend>(
                 logprobs: Vec::new(),
                 padding,
             });
-            logits.push(last.clone());
+            logits.push(firsts[i].clone());
         }
     }
     let mut cache = KvCache::concat(caches);
@@ -425,6 +448,26 @@ pub fn generate_timed<B: DecodeBackend>(
         .map(|samples| samples.into_iter().flatten().collect())
         .collect();
     Ok((completions, timing))
+}
+
+/// Most prompts prefilled in one forward pass (bounds the attention scores' memory).
+const PREFILL_GROUP: usize = 64;
+
+/// Indices of `prompts` grouped by length, at most [`PREFILL_GROUP`] per group.
+fn equal_length_groups(prompts: &[Vec<u32>]) -> Vec<Vec<usize>> {
+    let mut by_length: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (i, p) in prompts.iter().enumerate() {
+        by_length.entry(p.len()).or_default().push(i);
+    }
+    by_length
+        .into_values()
+        .flat_map(|group| {
+            group
+                .chunks(PREFILL_GROUP)
+                .map(<[usize]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Whether the decoded tail of `tokens` contains a stop string. Only the text the last token

@@ -5,29 +5,41 @@
 
 use cubecl::prelude::*;
 
-/// `cache[slot, h, p, d] = src[h, p, d]` for every slot in `slots`, `p < len`. `src` is
-/// `[kv_heads, len, head_dim]`, `cache` `[slots, kv_heads, max_len, head_dim]`; one unit per
-/// element of `src`.
+/// `cache[slot, h, p, d] = src[b, h, p, d]` for every slot `slots[b * per_row..(b + 1) *
+/// per_row]`. `src` is `[rows, kv_heads, len, head_dim]`, `cache` `[slots, kv_heads, max_len,
+/// head_dim]`; units stride over the elements of `src` (any launch size covers it).
 #[cube(launch)]
+#[allow(clippy::too_many_arguments)]
 pub fn kv_copy_kernel<F: Float>(
     src: &Array<F>,
     cache: &mut Array<F>,
     slots: &Array<u32>,
+    per_row: u32,
     kv_heads: u32,
     len: u32,
     max_len: u32,
     head_dim: u32,
 ) {
-    let i = ABSOLUTE_POS;
-    let (len, max_len, hd) = (len as usize, max_len as usize, head_dim as usize);
-    if i < kv_heads as usize * len * hd {
-        let d = i % hd;
-        let p = (i / hd) % len;
-        let h = i / (hd * len);
+    let (kv, len, max_len, hd) = (
+        kv_heads as usize,
+        len as usize,
+        max_len as usize,
+        head_dim as usize,
+    );
+    let row_elems = kv * len * hd;
+    let stride = CUBE_COUNT_X as usize * CUBE_DIM_X as usize;
+    let mut i = ABSOLUTE_POS;
+    while i < src.len() {
+        let b = i / row_elems;
+        let r = i % row_elems;
+        let d = r % hd;
+        let p = (r / hd) % len;
+        let h = r / (hd * len);
         let value = src[i];
-        for s in 0..slots.len() {
-            let slot = slots[s] as usize;
-            cache[((slot * kv_heads as usize + h) * max_len + p) * hd + d] = value;
+        for s in 0..per_row as usize {
+            let slot = slots[b * per_row as usize + s] as usize;
+            cache[((slot * kv + h) * max_len + p) * hd + d] = value;
         }
+        i += stride;
     }
 }
