@@ -18,7 +18,8 @@ pub const BLOCK: usize = 256;
 /// weight Σ_{j<=i} exp((x_j - max) / T) exceeds `uniforms[r]` times the total. Greedy: the first
 /// most likely token. `logprobs[r]` = log softmax(x · inv_temperature) at the token.
 #[cube(launch)]
-#[allow(unused_assignments)]
+// cubecl's kernels have no `div_ceil`; the outer `if` is decided when compiling the kernel.
+#[allow(unused_assignments, clippy::manual_div_ceil, clippy::collapsible_if)]
 pub fn sample_rows_kernel(
     logits: &Array<f32>,
     uniforms: &Array<f32>,
