@@ -56,8 +56,8 @@ impl GeneratedCrate {
         ))
     }
 
-    /// Hash of everything the binary is built from: generated files, user code, the Forge build
-    /// doing the building.
+    /// Hash of everything the binary is built from: generated files, user code, Forge's runtime
+    /// and macro sources, the Forge build doing the building.
     pub fn fingerprint(&self) -> Result<String, BuildError> {
         let mut hasher = Sha256::new();
         for path in &self.inputs {
@@ -276,6 +276,12 @@ pub(super) fn generate(
     for c in &crates {
         collect_sources(&c.dir, &mut inputs);
     }
+    // The generated crate compiles Forge's runtime and macros from the checkout: an edit there
+    // must rebuild even when the `forge` running now was built before it (a stale binary was
+    // reported "Up to date" otherwise).
+    for forge_crate in ["forge-runtime", "forge-macros"] {
+        collect_sources(&toolchain.home.join(forge_crate), &mut inputs);
+    }
     Ok(GeneratedCrate {
         crate_dir,
         package,
@@ -285,7 +291,8 @@ pub(super) fn generate(
     })
 }
 
-/// Every `.rs` and `Cargo.toml` of a user crate (skipping `target`), for the fingerprint.
+/// Every `.rs` and `Cargo.toml` of a crate (skipping `target` and hidden folders), for the
+/// fingerprint.
 fn collect_sources(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
