@@ -98,6 +98,19 @@ mod cube {
         n: usize,
     }
 
+    impl Matrix {
+        fn new<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+            t: Tensor<Cube<R, F, I, BT>, 2>,
+        ) -> Self {
+            let [k, n] = t.dims();
+            Self {
+                handle: contiguous(t),
+                k,
+                n,
+            }
+        }
+    }
+
     struct Layer {
         input_norm: Handle,
         /// q, k and v projections side by side.
@@ -196,7 +209,6 @@ mod cube {
                         ],
                         1,
                     );
-                    let [k, n] = qkv.dims();
                     let qkv_bias = match (&attn.q_proj.bias, &attn.k_proj.bias, &attn.v_proj.bias) {
                         (Some(q), Some(k), Some(v)) => {
                             Some(contiguous(Tensor::cat(vec![q.val(), k.val(), v.val()], 0)))
@@ -207,37 +219,16 @@ mod cube {
                         vec![weight(&layer.mlp.gate_proj), weight(&layer.mlp.up_proj)],
                         1,
                     );
-                    let [gk, gn] = gate_up.dims();
-                    let o = weight(&attn.o_proj);
-                    let [ok, on] = o.dims();
-                    let down = weight(&layer.mlp.down_proj);
-                    let [dk, dn] = down.dims();
                     Layer {
                         input_norm: contiguous(layer.input_layernorm.weight.val()),
-                        qkv: Matrix {
-                            handle: contiguous(qkv),
-                            k,
-                            n,
-                        },
+                        qkv: Matrix::new(qkv),
                         qkv_bias,
                         q_norm: attn.q_norm.as_ref().map(|n| contiguous(n.weight.val())),
                         k_norm: attn.k_norm.as_ref().map(|n| contiguous(n.weight.val())),
-                        o: Matrix {
-                            handle: contiguous(o),
-                            k: ok,
-                            n: on,
-                        },
+                        o: Matrix::new(weight(&attn.o_proj)),
                         post_norm: contiguous(layer.post_attention_layernorm.weight.val()),
-                        gate_up: Matrix {
-                            handle: contiguous(gate_up),
-                            k: gk,
-                            n: gn,
-                        },
-                        down: Matrix {
-                            handle: contiguous(down),
-                            k: dk,
-                            n: dn,
-                        },
+                        gate_up: Matrix::new(gate_up),
+                        down: Matrix::new(weight(&layer.mlp.down_proj)),
                         cache_k: client.empty(cache_bytes.max(elem)),
                         cache_v: client.empty(cache_bytes.max(elem)),
                     }
@@ -249,15 +240,10 @@ mod cube {
                 Some(head) => head.weight.val(),
                 None => embed.clone().transpose(),
             };
-            let [hk, hn] = head.dims();
             Self {
                 none: client.empty(elem.max(4)),
                 norm: contiguous(model.model.norm.weight.val()),
-                head: Matrix {
-                    handle: contiguous(head),
-                    k: hk,
-                    n: hn,
-                },
+                head: Matrix::new(head),
                 cos: contiguous(model.rope.cos.clone()),
                 sin: contiguous(model.rope.sin.clone()),
                 max_keys: max_len
@@ -271,6 +257,20 @@ mod cube {
                 layers,
                 slots,
                 max_len,
+            }
+        }
+
+        /// Elements of one layer's key (or value) cache.
+        fn cache_len(&self) -> usize {
+            (self.max_len * self.spec.num_kv_heads * self.spec.head_dim).max(1) * self.slots
+        }
+
+        /// `handle` as an array of `len` elements, or a one-element stand-in when absent (the
+        /// kernel's comptime flag keeps it unread).
+        fn optional_arg(&self, handle: Option<&Handle>, len: usize) -> ArrayArg<R> {
+            match handle {
+                Some(h) => array_arg::<R, F>(h, len),
+                None => array_arg::<R, F>(&self.none, 1),
             }
         }
 
@@ -347,7 +347,7 @@ mod cube {
                 CubeCount::Static(outputs.div_ceil(units).max(1) as u32, 1, 1),
                 CubeDim::new_1d(units as u32),
                 array_arg::<R, f32>(&partial, splits * m * w.n),
-                array_arg::<R, F>(bias.unwrap_or(&self.none), bias.map_or(1, |_| w.n)),
+                self.optional_arg(bias, w.n),
                 array_arg::<R, F>(out, outputs),
                 splits as u32,
                 m as u32,
@@ -412,7 +412,6 @@ mod cube {
             // The residual stream, updated in place by the epilogues.
             let hidden = contiguous(self.embed.clone().select(0, ids));
             let positions_h = self.upload_u32(positions.iter().copied());
-            let lengths_h = self.upload_u32(positions.iter().map(|p| p + 1));
             let slots_h = self.upload_u32(slots.iter().copied());
             let block = hd.next_power_of_two();
             // Keys are read as vectors of up to 4 elements (wgpu's widest).
@@ -438,16 +437,10 @@ mod cube {
                     CubeCount::Static((h + 2 * kv) as u32, m as u32, 1),
                     CubeDim::new_1d(block as u32),
                     array_arg::<R, F>(&qkv, m * layer.qkv.n),
-                    array_arg::<R, F>(
-                        layer.q_norm.as_ref().unwrap_or(&self.none),
-                        if layer.q_norm.is_some() { hd } else { 1 },
-                    ),
-                    array_arg::<R, F>(
-                        layer.k_norm.as_ref().unwrap_or(&self.none),
-                        if layer.k_norm.is_some() { hd } else { 1 },
-                    ),
-                    array_arg::<R, F>(&self.cos, self.rope_len() * hd),
-                    array_arg::<R, F>(&self.sin, self.rope_len() * hd),
+                    self.optional_arg(layer.q_norm.as_ref(), hd),
+                    self.optional_arg(layer.k_norm.as_ref(), hd),
+                    array_arg::<R, F>(&self.cos, self.rope_positions * hd),
+                    array_arg::<R, F>(&self.sin, self.rope_positions * hd),
                     array_arg::<R, u32>(&positions_h, m),
                     array_arg::<R, u32>(&slots_h, m),
                     array_arg::<R, F>(&q, m * h * hd),
@@ -470,7 +463,7 @@ mod cube {
                     array_arg::<R, F>(&q, m * h * hd),
                     array_arg::<R, F>(&layer.cache_k, cache_len),
                     array_arg::<R, F>(&layer.cache_v, cache_len),
-                    array_arg::<R, u32>(&lengths_h, m),
+                    array_arg::<R, u32>(&positions_h, m),
                     array_arg::<R, u32>(&slots_h, m),
                     array_arg::<R, F>(&attn, m * h * hd),
                     h as u32,
@@ -502,20 +495,6 @@ mod cube {
 
         fn sample(
             &mut self,
-            logits: Tensor<Cube<R, F, I, BT>, 2>,
-            uniforms: &[f64],
-            temperature: f64,
-        ) -> Result<Vec<(u32, f64)>, String> {
-            self.sample_on_device(logits, uniforms, temperature)
-        }
-    }
-
-    impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>
-        CubeDecodeEngine<R, F, I, BT>
-    {
-        /// Runs [`sample_rows_kernel`] over `logits` `[rows, vocab]` f32.
-        fn sample_on_device(
-            &self,
             logits: Tensor<Cube<R, F, I, BT>, 2>,
             uniforms: &[f64],
             temperature: f64,
@@ -559,15 +538,6 @@ mod cube {
                 .take(rows)
                 .map(|(&t, &l)| (t, f64::from(l)))
                 .collect())
-        }
-
-        /// Elements of one layer's key (or value) cache.
-        fn cache_len(&self) -> usize {
-            (self.max_len * self.spec.num_kv_heads * self.spec.head_dim).max(1) * self.slots
-        }
-
-        fn rope_len(&self) -> usize {
-            self.rope_positions
         }
     }
 }

@@ -6,12 +6,12 @@
 
 use cubecl::prelude::*;
 
-use super::rms_norm::{cube_max, cube_sum};
+use super::cube_reduce::{cube_max, cube_sum};
 
 /// Units per cube.
 pub const BLOCK: usize = 128;
 
-/// Cube (x, y) = (query head, row). Row `r` attends to positions `0..lengths[r]` of cache slot
+/// Cube (x, y) = (query head, row). Row `r` attends to positions `0..=positions[r]` of cache slot
 /// `slots[r]`; `q` `[rows, heads * head_dim]`, `out` the same shape; `cache_k` is read as
 /// `key_vectors` vectors of `N` elements per key (`head_dim = key_vectors * N`). The scores of one row sit in
 /// shared memory: `max_keys` (comptime) bounds the cached length.
@@ -21,7 +21,7 @@ pub fn decode_attention_kernel<F: Float, N: Size>(
     q: &Array<F>,
     cache_k: &Array<Vector<F, N>>,
     cache_v: &Array<F>,
-    lengths: &Array<u32>,
+    positions: &Array<u32>,
     slots: &Array<u32>,
     out: &mut Array<F>,
     heads: u32,
@@ -37,7 +37,8 @@ pub fn decode_attention_kernel<F: Float, N: Size>(
     let tid = UNIT_POS as usize;
     let (heads, kv_heads) = (heads as usize, kv_heads as usize);
     let kvh = head / (heads / kv_heads);
-    let len = lengths[row] as usize;
+    // The new token's position is the last one cached.
+    let len = positions[row] as usize + 1;
     let base = (slots[row] as usize * kv_heads + kvh) * max_len as usize * head_dim;
     let q_base = (row * heads + head) * head_dim;
 

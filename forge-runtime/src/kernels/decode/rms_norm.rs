@@ -5,49 +5,10 @@
 
 use cubecl::prelude::*;
 
+use super::cube_reduce::cube_sum;
+
 /// Units per cube; one cube per row. A power of two (the shared-memory tree needs it).
 pub const BLOCK: usize = 128;
-
-/// Σ over the cube of each unit's `value`, the same in every unit. Every unit must call it.
-#[cube]
-pub fn cube_sum(value: f32, #[comptime] block: usize) -> f32 {
-    let tid = UNIT_POS as usize;
-    let mut shared = SharedMemory::<f32>::new(block);
-    shared[tid] = value;
-    sync_cube();
-    let mut stride = (block / 2).runtime();
-    while stride > 0 {
-        if tid < stride {
-            shared[tid] += shared[tid + stride];
-        }
-        sync_cube();
-        stride /= 2;
-    }
-    let total = shared[0];
-    // The next call overwrites the array.
-    sync_cube();
-    total
-}
-
-/// The largest of each unit's `value` over the cube, the same in every unit.
-#[cube]
-pub fn cube_max(value: f32, #[comptime] block: usize) -> f32 {
-    let tid = UNIT_POS as usize;
-    let mut shared = SharedMemory::<f32>::new(block);
-    shared[tid] = value;
-    sync_cube();
-    let mut stride = (block / 2).runtime();
-    while stride > 0 {
-        if tid < stride {
-            shared[tid] = f32::max(shared[tid], shared[tid + stride]);
-        }
-        sync_cube();
-        stride /= 2;
-    }
-    let total = shared[0];
-    sync_cube();
-    total
-}
 
 /// `out[r, :] = weight * x[r, :] / sqrt(mean(x[r, :]²) + eps)` for row `r` = the cube's position.
 #[cube(launch)]
