@@ -246,39 +246,43 @@ fn check_autodiff_op<B: forge::train::loss_backend::AutodiffLossBackend>(
         tokens: batch.tokens(),
     };
     let n = batch.batch * batch.seq;
-    let logits = Tensor::<B, 2>::from_data(
-        TensorData::new(batch.logits.clone(), [n, batch.vocab]),
-        device,
-    )
-    .require_grad();
-    let (value, stats) = policy_loss(logits.clone(), &inputs).expect("the operation runs");
-    let upstream = 2.5;
-    let grads = (value.clone() * upstream).backward();
-    let grad: Vec<f64> = logits
-        .grad(&grads)
-        .expect("the logits get a gradient")
-        .into_data()
-        .convert::<f64>()
-        .to_vec()
-        .expect("f64");
-    let what = |t: &str| {
-        format!(
-            "{name} as a burn op on {} ({t})",
-            std::any::type_name::<B>()
+    // 1 is the usual upstream factor (nothing to scale: the device path skips the pass);
+    // 2.5 checks the scaling.
+    for upstream in [1.0, 2.5] {
+        let logits = Tensor::<B, 2>::from_data(
+            TensorData::new(batch.logits.clone(), [n, batch.vocab]),
+            device,
         )
-    };
-    let value: Vec<f64> = value.into_data().convert::<f64>().to_vec().expect("f64");
-    assert_close(&what("loss tensor"), &value, &[want.loss]);
-    assert_close(&what("loss"), &[stats.loss], &[want.loss]);
-    assert_close(&what("logprobs"), &stats.logprobs, &want.logprobs);
-    let scaled: Vec<f64> = want.grad_logits.iter().map(|g| g * upstream).collect();
-    assert_close(&what("grad_logits"), &grad, &scaled);
-    for ((key, g), (_, w)) in stats.metrics.iter().zip(&want.metrics) {
-        assert!(
-            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-            "{}: {g} vs {w}",
-            what(key)
-        );
+        .require_grad();
+        let (value, pending) = policy_loss(logits.clone(), &inputs).expect("the operation runs");
+        let grads = (value.clone() * upstream).backward();
+        let stats = pending.read().expect("the stats are read");
+        let grad: Vec<f64> = logits
+            .grad(&grads)
+            .expect("the logits get a gradient")
+            .into_data()
+            .convert::<f64>()
+            .to_vec()
+            .expect("f64");
+        let what = |t: &str| {
+            format!(
+                "{name} as a burn op on {} ({t}, upstream {upstream})",
+                std::any::type_name::<B>()
+            )
+        };
+        let value: Vec<f64> = value.into_data().convert::<f64>().to_vec().expect("f64");
+        assert_close(&what("loss tensor"), &value, &[want.loss]);
+        assert_close(&what("loss"), &[stats.loss], &[want.loss]);
+        assert_close(&what("logprobs"), &stats.logprobs, &want.logprobs);
+        let scaled: Vec<f64> = want.grad_logits.iter().map(|g| g * upstream).collect();
+        assert_close(&what("grad_logits"), &grad, &scaled);
+        for ((key, g), (_, w)) in stats.metrics.iter().zip(&want.metrics) {
+            assert!(
+                (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                "{}: {g} vs {w}",
+                what(key)
+            );
+        }
     }
 }
 

@@ -109,7 +109,7 @@ fn main() -> anyhow::Result<()> {
     let extra_in_use = after.bytes_in_use.saturating_sub(before.bytes_in_use);
     let reserved_growth = after.bytes_reserved.saturating_sub(before.bytes_reserved);
     let torch_loss = torch["loss"].as_f64().context("torch loss")?;
-    let loss_rel = (result.loss - torch_loss).abs() / torch_loss.abs();
+    let loss_rel = (result.tokens.loss - torch_loss).abs() / torch_loss.abs();
     let grad = client
         .read_one(result.grad_logits.clone())
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
@@ -137,7 +137,7 @@ fn main() -> anyhow::Result<()> {
     });
     // The same loss as the trainer calls it: a burn operation on the logits (a tracked leaf of
     // burn's cubecl backend), `backward()`, and the gradient taken from the graph.
-    let (burn_op_ms, burn_op_loss_rel) = {
+    let (burn_op_ms, burn_op_with_stats_ms, burn_op_loss_rel) = {
         use burn::prelude::*;
         use burn::tensor::{DType, TensorPrimitive};
         use forge::train::loss_backend::{BoundPolicyLoss, PolicyLossInputs, policy_loss};
@@ -179,21 +179,24 @@ fn main() -> anyhow::Result<()> {
             },
         };
         let step = || {
-            let (value, stats) = policy_loss(logits_t.clone(), &inputs).expect("runs");
+            let (value, pending) = policy_loss(logits_t.clone(), &inputs).expect("runs");
             let grads = value.backward();
             let grad = logits_t.grad(&grads).expect("gradient");
             cubecl::future::block_on(client.sync()).expect("sync");
             drop(grad);
-            stats.loss
+            pending
         };
-        let value = step();
+        // The trainer reads the per-token results after queuing the backward pass; timed with
+        // and without that read.
+        let value = step().read().expect("stats").loss;
         let rel = (value - torch_loss).abs() / torch_loss.abs();
-        (
-            forge_bench::median_ms(3, 10, || {
-                let _ = step();
-            }),
-            rel,
-        )
+        let op_ms = forge_bench::median_ms(3, 10, || {
+            drop(step());
+        });
+        let op_and_stats_ms = forge_bench::median_ms(3, 10, || {
+            let _ = step().read().expect("stats");
+        });
+        (op_ms, op_and_stats_ms, rel)
     };
     // The fused kernel alone (inputs already on the device, no host round trip): what the call
     // adds on top of it is host work (uploads, reading the per-token results back).
@@ -228,9 +231,41 @@ fn main() -> anyhow::Result<()> {
             token_outputs: client.empty(packed_len * 4),
         };
         let launch = <CudaRuntime as LossRuntime>::fused_launcher(loss).context("fused grpo")?;
-        forge_bench::median_ms(3, 10, || {
+        let sync = || cubecl::future::block_on(client.sync()).expect("sync");
+        let alone = forge_bench::median_ms(3, 10, || {
             launch(&client, &io);
-            cubecl::future::block_on(client.sync()).expect("sync");
+            sync();
+        });
+        // Where the call's extra time goes: a fresh gradient buffer from the pool each time (as
+        // the call allocates it), the uploads of the per-token inputs, the read of the results.
+        let fresh_grad = forge_bench::median_ms(3, 10, || {
+            let io = FusedLossIo {
+                grad_logits: client.empty(rows * vocab * 2),
+                ..io.clone()
+            };
+            launch(&client, &io);
+            sync();
+        });
+        let packed = [&old[..], &reference[..], &adv[..], &vec![1.0f32; rows][..]].concat();
+        let uploads = forge_bench::median_ms(3, 10, || {
+            let a = client.create_from_slice(i32::as_bytes(&targets));
+            let b = client.create_from_slice(f32::as_bytes(&packed));
+            let c = client.create_from_slice(f32::as_bytes(&param_values));
+            sync();
+            drop((a, b, c));
+        });
+        let read = forge_bench::median_ms(3, 10, || {
+            let bytes = cubecl::future::block_on(client.read_async(vec![io.token_outputs.clone()]))
+                .expect("read");
+            drop(bytes);
+        });
+        let sync_only = forge_bench::median_ms(3, 10, sync);
+        serde_json::json!({
+            "fused_kernel_only_ms": alone,
+            "fused_kernel_fresh_grad_buffer_ms": fresh_grad,
+            "uploads_and_sync_ms": uploads,
+            "read_token_outputs_ms": read,
+            "empty_sync_ms": sync_only,
         })
     };
     // Other layouts of the fused kernel, each checked against PyTorch's loss.
@@ -242,7 +277,7 @@ fn main() -> anyhow::Result<()> {
                 cubes_per_sm,
             };
             let r = run_path(LossPath::Fused(shape));
-            let rel = (r.loss - torch_loss).abs() / torch_loss.abs();
+            let rel = (r.tokens.loss - torch_loss).abs() / torch_loss.abs();
             drop(r);
             let t = forge_bench::median_ms(2, 5, || {
                 let _ = run_path(LossPath::Fused(shape));
@@ -254,7 +289,7 @@ fn main() -> anyhow::Result<()> {
     }
     // The three-kernel path (what sequence-level losses such as GSPO run), for comparison.
     let split = run_path(LossPath::Split);
-    let split_loss_rel = (split.loss - torch_loss).abs() / torch_loss.abs();
+    let split_loss_rel = (split.tokens.loss - torch_loss).abs() / torch_loss.abs();
     drop(split);
     let split_ms = forge_bench::median_ms(3, 10, || {
         let _ = run_path(LossPath::Split);
@@ -317,13 +352,15 @@ fn main() -> anyhow::Result<()> {
         "dtype": "bf16",
         "forge_ms": ms,
         "forge_burn_op_ms": burn_op_ms,
+        "forge_burn_op_over_floor": burn_op_ms / floor_ms,
+        "forge_burn_op_with_stats_read_ms": burn_op_with_stats_ms,
         "forge_burn_op_loss_rel_err": burn_op_loss_rel,
         "torch_eager_ms": torch["eager_ms"],
         "torch_compiled_ms": torch["compiled_ms"],
         "floor_ms": floor_ms,
         "forge_over_floor": ms / floor_ms,
         "fused_shape": format!("{:?}", <CudaRuntime as LossRuntime>::FUSED_SHAPE),
-        "fused_kernel_only_ms": kernel_ms,
+        "fused_kernel_breakdown": kernel_ms,
         "fused_shapes": shapes,
         "split_ms": split_ms,
         "split_over_floor": split_ms / floor_ms,
@@ -337,7 +374,7 @@ fn main() -> anyhow::Result<()> {
         "forge_extra_bytes_in_use": extra_in_use,
         "forge_reserved_growth_bytes": reserved_growth,
         "torch_eager_peak_extra_bytes": torch["eager_peak_extra_bytes"],
-        "loss_forge": result.loss,
+        "loss_forge": result.tokens.loss,
         "loss_torch": torch_loss,
         "loss_rel_err": loss_rel,
         "grad_rows_checked": rows.len(),

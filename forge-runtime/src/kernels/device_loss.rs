@@ -15,6 +15,7 @@ use super::args::array_arg;
 use super::fused_token_loss::{FusedLossIo, FusedShape, LogitsElem};
 use super::logprob_backward::logprob_backward_kernel;
 use super::logprob_forward::{BLOCK, logprob_forward_kernel};
+use super::loss_scalars::{SUM_BLOCK, weighted_sum_kernel};
 use crate::config::Aggregation;
 use crate::loss::reference::{BatchError, LossBatch, LossOutput, Metrics, Normalizer, TokenView};
 use crate::loss::registry::{FusedLossLauncher, LossRegistration};
@@ -213,13 +214,20 @@ impl HostTokens {
     }
 }
 
-/// What [`forward_backward`] returns: the loss, the gradient on the device, per-token values.
+/// What [`forward_backward`] returns: the gradient on the device, the loss and per-token values.
 #[derive(Debug)]
 pub struct DeviceLossResult {
-    /// The aggregated loss.
-    pub loss: f64,
     /// d loss / d logits, [tokens, vocab], in the logits' element type.
     pub grad_logits: Handle,
+    /// The loss and per-token values, on the host.
+    pub tokens: TokenResults,
+}
+
+/// The loss and the per-token values a loss evaluation reads back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenResults {
+    /// The aggregated loss.
+    pub loss: f64,
     /// Target log-probabilities (0 for tokens that do not count).
     pub logprobs: Vec<f32>,
     /// Entropies.
@@ -251,6 +259,22 @@ pub fn forward_backward<R: LossRuntime, E: Float + CubeElement>(
     loss: &LossRegistration,
     call: &LossCall<'_>,
 ) -> Result<DeviceLossResult, DeviceLossError> {
+    let launched = launch::<R, E>(client, loss, call)?;
+    Ok(DeviceLossResult {
+        grad_logits: launched.grad_logits,
+        tokens: launched.results.read()?,
+    })
+}
+
+/// [`forward_backward`] without waiting for the device where the path allows it: the fused
+/// kernel is queued and its per-token results stay on the device until
+/// [`LaunchedLoss::finish`]; the split path (sequence-level losses) needs them on the host half
+/// way, so it has read them when this returns.
+pub fn launch<R: LossRuntime, E: Float + CubeElement>(
+    client: &ComputeClient<R>,
+    loss: &LossRegistration,
+    call: &LossCall<'_>,
+) -> Result<LaunchedLoss<R>, DeviceLossError> {
     let n = call.tokens.targets.len();
     if n > MAX_ROWS {
         return Err(DeviceLossError::TooLarge(n, MAX_ROWS));
@@ -260,11 +284,123 @@ pub fn forward_backward<R: LossRuntime, E: Float + CubeElement>(
         LossPath::Fused(shape) => Some(shape),
         LossPath::Split => None,
     };
-    match (R::fused_launcher(loss), shape, logits_elem::<E>()) {
+    let (grad_logits, pending) = match (R::fused_launcher(loss), shape, logits_elem::<E>()) {
         (Some(launch), Some(shape), Some(elem)) => {
-            fused_forward_backward::<R, E>(client, launch, elem, shape, call)
+            fused_launch::<R, E>(client, launch, elem, shape, call)
         }
-        _ => split_forward_backward::<R, E>(client, loss, call),
+        _ => {
+            let result = split_forward_backward::<R, E>(client, loss, call)?;
+            (result.grad_logits, Pending::Read(result.tokens))
+        }
+    };
+    Ok(LaunchedLoss {
+        grad_logits,
+        results: PendingResults {
+            client: client.clone(),
+            pending,
+        },
+    })
+}
+
+/// A loss whose kernels are queued on the device (see [`launch`]).
+#[derive(Debug)]
+pub struct LaunchedLoss<R: Runtime> {
+    /// d loss / d logits, [tokens, vocab], in the logits' element type (being written). The only
+    /// reference to it: an owner may update it in place.
+    pub grad_logits: Handle,
+    /// The loss and per-token values, still on the device.
+    pub results: PendingResults<R>,
+}
+
+/// The loss and per-token values of a [`LaunchedLoss`].
+pub struct PendingResults<R: Runtime> {
+    client: ComputeClient<R>,
+    pending: Pending,
+}
+
+impl<R: Runtime> std::fmt::Debug for PendingResults<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingResults")
+            .field("read", &matches!(self.pending, Pending::Read(_)))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a launched loss still has to read.
+enum Pending {
+    /// The fused kernel's outputs: `token_outputs` holds logprob, entropy, value and d loss /
+    /// d logprob without KL (`n` each); `token_inputs` holds, after three other columns, the
+    /// aggregation weights, which `weight` keeps in f64 for the host's sum.
+    Fused {
+        n: usize,
+        token_outputs: Handle,
+        token_inputs: Handle,
+        weight: Vec<f64>,
+    },
+    /// Everything is on the host already.
+    Read(TokenResults),
+}
+
+impl<R: Runtime> PendingResults<R> {
+    /// The aggregated loss as a one-element device buffer of element type `F`, without waiting for
+    /// the device on the fused path (a one-cube sum of weight x value, in f32).
+    pub fn loss_value<F: Float + CubeElement>(&self) -> Handle {
+        match &self.pending {
+            Pending::Fused {
+                n,
+                token_outputs,
+                token_inputs,
+                ..
+            } => {
+                let out = self.client.empty(core::mem::size_of::<F>());
+                weighted_sum_kernel::launch::<F, R>(
+                    &self.client,
+                    CubeCount::Static(1, 1, 1),
+                    CubeDim::new_1d(SUM_BLOCK as u32),
+                    array_arg::<R, f32>(token_outputs, (4 * n).max(1)),
+                    array_arg::<R, f32>(token_inputs, (4 * n).max(1)),
+                    (2 * n) as u32,
+                    (3 * n) as u32,
+                    *n as u32,
+                    array_arg::<R, F>(&out, 1),
+                    SUM_BLOCK,
+                );
+                out
+            }
+            Pending::Read(result) => self
+                .client
+                .create_from_slice(F::as_bytes(&[F::new(result.loss as f32)])),
+        }
+    }
+
+    /// Waits for the kernels and reads the per-token results (one synchronisation); the loss is
+    /// summed on the host in f64.
+    pub fn read(self) -> Result<TokenResults, DeviceLossError> {
+        match self.pending {
+            Pending::Read(result) => Ok(result),
+            Pending::Fused {
+                n,
+                token_outputs,
+                weight,
+                ..
+            } => {
+                let outputs = read(&self.client, token_outputs)?;
+                let column = |k: usize| outputs[k * n..(k + 1) * n].to_vec();
+                let value = column(2);
+                let loss = weight
+                    .iter()
+                    .zip(&value)
+                    .map(|(&w, &v)| w * f64::from(v))
+                    .sum();
+                Ok(TokenResults {
+                    loss,
+                    logprobs: column(0),
+                    entropy: column(1),
+                    d_logprob_without_kl: column(3),
+                    d_seq_without_kl: vec![0.0; n],
+                })
+            }
+        }
     }
 }
 
@@ -320,13 +456,13 @@ pub struct LossCall<'a> {
     pub path: LossPath,
 }
 
-fn fused_forward_backward<R: LossRuntime, E: Float + CubeElement>(
+fn fused_launch<R: LossRuntime, E: Float + CubeElement>(
     client: &ComputeClient<R>,
     launch: FusedLossLauncher<R>,
     elem: LogitsElem,
     shape: FusedShape,
     inputs: &LossCall<'_>,
-) -> Result<DeviceLossResult, DeviceLossError> {
+) -> (Handle, Pending) {
     let tokens = inputs.tokens;
     let (n, vocab) = (tokens.targets.len(), inputs.vocab);
     let count = active_counts(tokens);
@@ -367,22 +503,13 @@ fn fused_forward_backward<R: LossRuntime, E: Float + CubeElement>(
         token_outputs: client.empty((4 * n).max(1) * 4),
     };
     launch(client, &io);
-    let outputs = read(client, io.token_outputs)?;
-    let column = |k: usize| outputs[k * n..(k + 1) * n].to_vec();
-    let (logprobs, entropy, value, d_lp0) = (column(0), column(1), column(2), column(3));
-    let loss = weight
-        .iter()
-        .zip(&value)
-        .map(|(&w, &v)| w * f64::from(v))
-        .sum();
-    Ok(DeviceLossResult {
-        loss,
-        grad_logits: io.grad_logits,
-        logprobs,
-        entropy,
-        d_logprob_without_kl: d_lp0,
-        d_seq_without_kl: vec![0.0; n],
-    })
+    let pending = Pending::Fused {
+        n,
+        token_outputs: io.token_outputs,
+        token_inputs: io.token_inputs,
+        weight,
+    };
+    (io.grad_logits, pending)
 }
 
 fn split_forward_backward<R: LossRuntime, E: Float + CubeElement>(
@@ -500,12 +627,14 @@ fn split_forward_backward<R: LossRuntime, E: Float + CubeElement>(
         BLOCK,
     );
     Ok(DeviceLossResult {
-        loss: total,
         grad_logits: grad_h,
-        logprobs,
-        entropy,
-        d_logprob_without_kl: d_lp0,
-        d_seq_without_kl: d_seq0,
+        tokens: TokenResults {
+            loss: total,
+            logprobs,
+            entropy,
+            d_logprob_without_kl: d_lp0,
+            d_seq_without_kl: d_seq0,
+        },
     })
 }
 
@@ -565,16 +694,21 @@ pub fn evaluate_on<R: LossRuntime>(
     let result = forward_backward::<R, f32>(client, loss, &call)?;
     let grad = read(client, result.grad_logits.clone())?;
     let metrics = token_metrics(
-        &result,
+        &result.tokens,
         &host_tokens.targets,
         &batch.generator_logprobs,
         &batch.advantages,
         batch.ref_logprobs.as_deref(),
     );
     Ok(LossOutput {
-        loss: result.loss,
+        loss: result.tokens.loss,
         grad_logits: grad.iter().take(n * vocab).map(|&g| f64::from(g)).collect(),
-        logprobs: result.logprobs.iter().map(|&l| f64::from(l)).collect(),
+        logprobs: result
+            .tokens
+            .logprobs
+            .iter()
+            .map(|&l| f64::from(l))
+            .collect(),
         metrics,
     })
 }
@@ -582,7 +716,7 @@ pub fn evaluate_on<R: LossRuntime>(
 /// The `loss/...` metrics of a device result, as the f64 reference computes them: `targets` are
 /// the kernels' (-1 where a position does not count).
 pub fn token_metrics(
-    result: &DeviceLossResult,
+    result: &TokenResults,
     targets: &[i32],
     generator_logprobs: &[f32],
     advantages: &[f32],

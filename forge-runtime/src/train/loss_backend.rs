@@ -77,7 +77,7 @@ pub struct PolicyLossInputs<'a> {
     pub tokens: TokenView<'a>,
 }
 
-/// What the operation reports besides the loss tensor, read on the host.
+/// What the operation reports besides the loss tensor, on the host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicyLossStats {
     /// The aggregated loss.
@@ -86,6 +86,44 @@ pub struct PolicyLossStats {
     pub logprobs: Vec<f64>,
     /// `loss/...` metrics.
     pub metrics: Vec<(String, f64)>,
+}
+
+/// [`PolicyLossStats`] still on the device: reading them waits for the loss kernels, so a caller
+/// reads them after queuing the backward pass, and the device never idles while the host waits.
+pub struct PendingLossStats(Box<dyn FnOnce() -> Result<PolicyLossStats, LossOpError>>);
+
+impl PendingLossStats {
+    /// Stats already on the host.
+    pub fn ready(stats: PolicyLossStats) -> Self {
+        Self(Box::new(move || Ok(stats)))
+    }
+
+    /// Stats `read` fetches when asked.
+    pub fn deferred(read: impl FnOnce() -> Result<PolicyLossStats, LossOpError> + 'static) -> Self {
+        Self(Box::new(read))
+    }
+
+    /// Waits for the device and returns the stats.
+    pub fn read(self) -> Result<PolicyLossStats, LossOpError> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for PendingLossStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PendingLossStats")
+    }
+}
+
+/// What [`LossBackend::policy_loss_and_grad`] computes.
+#[derive(Debug)]
+pub struct LossAndGrad<B: Backend> {
+    /// The aggregated loss, a one-element tensor in the logits' element type.
+    pub value: FloatTensor<B>,
+    /// d loss / d logits, in the logits' shape and element type.
+    pub grad: FloatTensor<B>,
+    /// Per-token results and metrics.
+    pub stats: PendingLossStats,
 }
 
 /// Why the operation could not run.
@@ -109,7 +147,29 @@ pub trait LossBackend: Backend {
     fn policy_loss_and_grad(
         logits: FloatTensor<Self>,
         inputs: &PolicyLossInputs<'_>,
-    ) -> Result<(FloatTensor<Self>, PolicyLossStats), LossOpError>;
+    ) -> Result<LossAndGrad<Self>, LossOpError>;
+
+    /// `grad` times the one element of `upstream`, where that is not 1 (the usual case: the loss
+    /// is the objective, or a term of a sum that is). By default the host reads the factor.
+    fn scale_by_upstream(
+        grad: FloatTensor<Self>,
+        upstream: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        scale_on_host::<Self>(grad, upstream)
+    }
+}
+
+/// [`LossBackend::scale_by_upstream`] with the factor read on the host: a synchronisation, where
+/// multiplying unconditionally would be one more pass over the whole [tokens, vocab] gradient.
+fn scale_on_host<B: Backend>(grad: FloatTensor<B>, upstream: FloatTensor<B>) -> FloatTensor<B> {
+    let scale: f64 = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(upstream))
+        .into_scalar()
+        .elem();
+    if scale == 1.0 {
+        grad
+    } else {
+        B::float_mul_scalar(grad, scale.into())
+    }
 }
 
 /// An autodiff backend with the policy loss as a differentiable operation.
@@ -118,40 +178,32 @@ pub trait AutodiffLossBackend: AutodiffBackend {
     fn policy_loss(
         logits: FloatTensor<Self>,
         inputs: &PolicyLossInputs<'_>,
-    ) -> Result<(FloatTensor<Self>, PolicyLossStats), LossOpError>;
+    ) -> Result<(FloatTensor<Self>, PendingLossStats), LossOpError>;
 }
 
 /// The policy loss of `logits` ([tokens, vocab], tokens laid out as `inputs.tokens`), as a
-/// one-element tensor whose backward pass reaches whatever produced the logits.
+/// one-element tensor whose backward pass reaches whatever produced the logits. Neither this
+/// call nor the backward pass waits for the device; the stats do when read.
 pub fn policy_loss<B: AutodiffLossBackend>(
     logits: Tensor<B, 2>,
     inputs: &PolicyLossInputs<'_>,
-) -> Result<(Tensor<B, 1>, PolicyLossStats), LossOpError> {
+) -> Result<(Tensor<B, 1>, PendingLossStats), LossOpError> {
     let (loss, stats) = B::policy_loss(logits.into_primitive().tensor(), inputs)?;
     Ok((Tensor::from_primitive(TensorPrimitive::Float(loss)), stats))
 }
 
 /// The backward step: d loss / d logits, computed in the forward pass, times the upstream
-/// gradient. That is 1 when the loss is the objective (`loss.backward()`, or a sum it is part of):
-/// reading it costs a synchronisation, where multiplying would be one more pass over the whole
-/// [tokens, vocab] gradient.
+/// gradient (see [`LossBackend::scale_by_upstream`]).
 #[derive(Debug)]
 struct PolicyLossBackward;
 
-impl<B: Backend> Backward<B, 1> for PolicyLossBackward {
+impl<B: LossBackend> Backward<B, 1> for PolicyLossBackward {
     type State = FloatTensor<B>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad_logits = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |upstream| {
-            let scale: f64 = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(upstream))
-                .into_scalar()
-                .elem();
-            if scale == 1.0 {
-                grad_logits
-            } else {
-                B::float_mul_scalar(grad_logits, scale.into())
-            }
+            B::scale_by_upstream(grad_logits, upstream)
         });
     }
 }
@@ -160,23 +212,17 @@ impl<B: LossBackend, C: CheckpointStrategy> AutodiffLossBackend for Autodiff<B, 
     fn policy_loss(
         logits: FloatTensor<Self>,
         inputs: &PolicyLossInputs<'_>,
-    ) -> Result<(FloatTensor<Self>, PolicyLossStats), LossOpError> {
-        let device = B::float_device(&logits.primitive);
-        let dtype = logits.primitive.dtype();
+    ) -> Result<(FloatTensor<Self>, PendingLossStats), LossOpError> {
         let prep = PolicyLossBackward
             .prepare::<C>([logits.node.clone()])
             .compute_bound()
             .stateful();
-        let (grad, stats) = B::policy_loss_and_grad(logits.primitive, inputs)?;
-        let value = B::float_from_data(
-            TensorData::new(vec![stats.loss as f32], [1]).convert_dtype(dtype),
-            &device,
-        );
+        let out = B::policy_loss_and_grad(logits.primitive, inputs)?;
         let loss = match prep {
-            OpsKind::Tracked(prep) => prep.finish(grad, value),
-            OpsKind::UnTracked(prep) => prep.finish(value),
+            OpsKind::Tracked(prep) => prep.finish(out.grad, out.value),
+            OpsKind::UnTracked(prep) => prep.finish(out.value),
         };
-        Ok((loss, stats))
+        Ok((loss, out.stats))
     }
 }
 
@@ -184,7 +230,8 @@ impl<B: LossBackend, C: CheckpointStrategy> AutodiffLossBackend for Autodiff<B, 
 fn host_policy_loss<B: Backend>(
     logits: FloatTensor<B>,
     inputs: &PolicyLossInputs<'_>,
-) -> Result<(FloatTensor<B>, PolicyLossStats), LossOpError> {
+) -> Result<LossAndGrad<B>, LossOpError> {
+    let dtype = logits.dtype();
     let logits = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(logits));
     let [rows, vocab] = logits.dims();
     check_rows(rows, inputs)?;
@@ -204,14 +251,19 @@ fn host_policy_loss<B: Backend>(
     )?;
     let grad: Vec<f32> = out.grad_logits.iter().map(|&g| g as f32).collect();
     let grad = Tensor::<B, 2>::from_data(TensorData::new(grad, [rows, vocab]), &device);
-    Ok((
-        grad.into_primitive().tensor(),
-        PolicyLossStats {
+    let value = B::float_from_data(
+        TensorData::new(vec![out.loss as f32], [1]).convert_dtype(dtype),
+        &device,
+    );
+    Ok(LossAndGrad {
+        value,
+        grad: grad.into_primitive().tensor(),
+        stats: PendingLossStats::ready(PolicyLossStats {
             loss: out.loss,
             logprobs: out.logprobs,
             metrics: out.metrics,
-        },
-    ))
+        }),
+    })
 }
 
 fn check_rows(rows: usize, inputs: &PolicyLossInputs<'_>) -> Result<(), LossOpError> {
@@ -236,23 +288,33 @@ where
     fn policy_loss_and_grad(
         logits: FloatTensor<Self>,
         inputs: &PolicyLossInputs<'_>,
-    ) -> Result<(FloatTensor<Self>, PolicyLossStats), LossOpError> {
+    ) -> Result<LossAndGrad<Self>, LossOpError> {
         host_policy_loss::<Self>(logits, inputs)
     }
 }
 
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod cube {
-    use burn::tensor::DType;
     use burn::tensor::ops::FloatTensor;
+    use burn::tensor::{DType, Shape};
     use burn_cubecl::element::BoolElement;
     use burn_cubecl::tensor::CubeTensor;
     use burn_cubecl::{CubeBackend, CubeRuntime, FloatElement, IntElement};
+    use cubecl::prelude::*;
+    use half::{bf16, f16};
 
-    use super::{LossBackend, LossOpError, PolicyLossInputs, PolicyLossStats, check_rows};
-    use crate::kernels::device_loss::{
-        HostTokens, LossCall, LossRuntime, forward_backward, token_metrics,
+    use super::{
+        LossAndGrad, LossBackend, LossOpError, PendingLossStats, PolicyLossInputs, PolicyLossStats,
+        check_rows, scale_on_host,
     };
+    use crate::kernels::args::array_arg;
+    use crate::kernels::device_loss::{
+        HostTokens, LaunchedLoss, LossCall, LossRuntime, launch, token_metrics,
+    };
+    use crate::kernels::loss_scalars::{SCALE_BLOCK, scale_unless_one_kernel};
+
+    /// Cubes of the scaling launch: enough to keep a GPU busy when the factor is not 1.
+    const SCALE_CUBES: u32 = 1024;
 
     impl<R, F, I, BT> LossBackend for CubeBackend<R, F, I, BT>
     where
@@ -264,7 +326,7 @@ mod cube {
         fn policy_loss_and_grad(
             logits: FloatTensor<Self>,
             inputs: &PolicyLossInputs<'_>,
-        ) -> Result<(FloatTensor<Self>, PolicyLossStats), LossOpError> {
+        ) -> Result<LossAndGrad<Self>, LossOpError> {
             let logits: CubeTensor<R> = burn_cubecl::kernel::into_contiguous(logits);
             let shape = logits.meta.shape().clone();
             let [rows, vocab] = shape.dims::<2>();
@@ -283,39 +345,102 @@ mod cube {
                 path: inputs.path,
             };
             let (client, registration) = (&logits.client, inputs.loss.registration);
-            let result = match logits.dtype {
-                DType::F32 => forward_backward::<R, f32>(client, registration, &call)?,
-                DType::BF16 => forward_backward::<R, half::bf16>(client, registration, &call)?,
+            let (launched, value): (LaunchedLoss<R>, _) = match logits.dtype {
+                DType::F32 => {
+                    let launched = launch::<R, f32>(client, registration, &call)?;
+                    let value = launched.results.loss_value::<f32>();
+                    (launched, value)
+                }
+                DType::BF16 => {
+                    let launched = launch::<R, bf16>(client, registration, &call)?;
+                    let value = launched.results.loss_value::<bf16>();
+                    (launched, value)
+                }
                 other => {
                     return Err(LossOpError::Logits(format!(
                         "element type {other:?}; the loss kernels read f32 or bf16"
                     )));
                 }
             };
-            let metrics = token_metrics(
-                &result,
-                &host_tokens.targets,
-                tokens.generator_logprobs,
-                tokens.advantages,
-                tokens.ref_logprobs,
-            );
-            let grad = CubeTensor::new_contiguous(
-                logits.client.clone(),
-                logits.device.clone(),
-                shape,
-                result.grad_logits.clone(),
-                logits.dtype,
-            );
-            // The kernels write 0 for positions that do not count, as the reference does.
-            let logprobs = result.logprobs.iter().map(|&l| f64::from(l)).collect();
-            Ok((
-                grad,
-                PolicyLossStats {
+            let tensor = |handle, shape| {
+                CubeTensor::new_contiguous(
+                    logits.client.clone(),
+                    logits.device.clone(),
+                    shape,
+                    handle,
+                    logits.dtype,
+                )
+            };
+            let LaunchedLoss {
+                grad_logits,
+                results,
+            } = launched;
+            // The graph holds the only reference: the backward pass may scale it in place.
+            let grad = tensor(grad_logits, shape);
+            let value = tensor(value, Shape::new([1]));
+            // What the metrics need, owned: they are computed when the stats are read.
+            let targets = host_tokens.targets;
+            let generator_logprobs = tokens.generator_logprobs.to_vec();
+            let advantages = tokens.advantages.to_vec();
+            let ref_logprobs = tokens.ref_logprobs.map(<[f32]>::to_vec);
+            let stats = PendingLossStats::deferred(move || {
+                let result = results.read()?;
+                let metrics = token_metrics(
+                    &result,
+                    &targets,
+                    &generator_logprobs,
+                    &advantages,
+                    ref_logprobs.as_deref(),
+                );
+                // The kernels write 0 for positions that do not count, as the reference does.
+                let logprobs = result.logprobs.iter().map(|&l| f64::from(l)).collect();
+                Ok(PolicyLossStats {
                     loss: result.loss,
                     logprobs,
                     metrics,
-                },
-            ))
+                })
+            });
+            Ok(LossAndGrad { value, grad, stats })
+        }
+
+        /// The factor stays on the device: one small launch that leaves the gradient untouched
+        /// when the factor is 1 (no synchronisation), and scales it in place otherwise.
+        fn scale_by_upstream(
+            grad: FloatTensor<Self>,
+            upstream: FloatTensor<Self>,
+        ) -> FloatTensor<Self> {
+            if !grad.can_mut() || !grad.is_contiguous() || grad.dtype != upstream.dtype {
+                return scale_on_host::<Self>(grad, upstream);
+            }
+            let len = grad.meta.shape().num_elements();
+            let count = CubeCount::Static(SCALE_CUBES, 1, 1);
+            let dim = CubeDim::new_1d(SCALE_BLOCK as u32);
+            let client = &grad.client;
+            match grad.dtype {
+                DType::F32 => scale_unless_one_kernel::launch::<f32, R>(
+                    client,
+                    count,
+                    dim,
+                    array_arg::<R, f32>(&grad.handle, len),
+                    array_arg::<R, f32>(&upstream.handle, 1),
+                ),
+                DType::BF16 => scale_unless_one_kernel::launch::<bf16, R>(
+                    client,
+                    count,
+                    dim,
+                    array_arg::<R, bf16>(&grad.handle, len),
+                    array_arg::<R, bf16>(&upstream.handle, 1),
+                ),
+                DType::F16 => scale_unless_one_kernel::launch::<f16, R>(
+                    client,
+                    count,
+                    dim,
+                    array_arg::<R, f16>(&grad.handle, len),
+                    array_arg::<R, f16>(&upstream.handle, 1),
+                ),
+                _ => return scale_on_host::<Self>(grad, upstream),
+            }
+            grad
         }
     }
 }

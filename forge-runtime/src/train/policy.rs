@@ -119,19 +119,23 @@ pub fn policy_gradients<B: AutodiffLossBackend>(
         tokens: view,
     };
     let logits = logits.reshape([b * s, vocab]);
-    let (mut objective, out) = policy_loss(logits.clone(), &inputs)?;
-    let mut value = out.loss;
+    let (mut objective, pending) = policy_loss(logits.clone(), &inputs)?;
+    let mut bonus_value = 0.0;
     let active: Vec<usize> = (0..b * s).filter(|&i| view.is_active(i)).collect();
     if loss.entropy_coef > 0.0 && normalizer.tokens > 0.0 && !active.is_empty() {
-        let (bonus, bonus_value) = entropy_bonus(logits, &active, loss, normalizer.tokens, device);
+        let bonus;
+        (bonus, bonus_value) = entropy_bonus(logits, &active, loss, normalizer.tokens, device);
         objective = objective + bonus;
-        value += bonus_value;
     }
+    // The backward pass is queued before the loss's per-token results are read, so the host
+    // does not wait for the loss kernel in between.
+    let grads = GradientsParams::from_grads(objective.backward(), model);
+    let out = pending.read()?;
+    let value = out.loss + bonus_value;
     let max_logprob_gap = active
         .iter()
         .map(|&i| (out.logprobs[i] - f64::from(generator_logprobs[i])).abs())
         .fold(0.0, f64::max);
-    let grads = GradientsParams::from_grads(objective.backward(), model);
     let mut metrics = out.metrics;
     metrics.retain(|(k, _)| k != "loss/active_frac");
     Ok((

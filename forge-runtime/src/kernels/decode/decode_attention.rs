@@ -6,7 +6,7 @@
 
 use cubecl::prelude::*;
 
-use super::cube_reduce::{cube_max, cube_sum};
+use crate::kernels::cube_reduce::{cube_max, cube_sum};
 
 /// Units per cube.
 pub const BLOCK: usize = 128;

@@ -2,7 +2,6 @@
 //! in a dozen launches over a preallocated KV cache, instead of the ~3,000 burn operations a
 //! decode step of the generic model issues (bench/NOTES.md). One kernel per file.
 
-pub mod cube_reduce;
 pub mod decode_attention;
 pub mod kv_copy;
 pub mod qkv_rope_cache;

@@ -7,7 +7,7 @@
 
 use cubecl::prelude::*;
 
-use super::cube_reduce::cube_sum;
+use crate::kernels::cube_reduce::cube_sum;
 
 /// Cube (x, y) = (head among `heads + 2 * kv_heads`, row); `block` units (a power of two, at
 /// least `head_dim`), one per element of the head.

@@ -5,7 +5,7 @@
 
 use cubecl::prelude::*;
 
-use super::cube_reduce::cube_sum;
+use crate::kernels::cube_reduce::cube_sum;
 
 /// Units per cube; one cube per row. A power of two (the shared-memory tree needs it).
 pub const BLOCK: usize = 128;

@@ -8,7 +8,7 @@
 
 use cubecl::prelude::*;
 
-use super::cube_reduce::cube_max;
+use crate::kernels::cube_reduce::cube_max;
 
 /// Units per cube; one cube per row, each unit owning a contiguous chunk of the vocabulary (the
 /// draw walks the vocabulary in order, as the host's sampler does).

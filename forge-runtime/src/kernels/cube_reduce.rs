@@ -1,5 +1,5 @@
-//! Sums and maxima of one value per unit over a cube, through a shared-memory tree; the decode
-//! kernels' reductions over a row or a head.
+//! Sums and maxima of one value per unit over a cube, through a shared-memory tree: the decode
+//! kernels' reductions over a row or a head, and the loss value's sum over tokens.
 
 // `#[cube]` generates public helper items (expand functions, launch modules) without docs.
 #![allow(missing_docs)]
