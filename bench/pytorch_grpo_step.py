@@ -1,15 +1,18 @@
-"""PyTorch + transformers side of the GRPO step benchmark (bench/run_grpo_step.sh): the same
-shape as bench/grpo_step/grpo-qwen3-0.6b.yaml, one GPU, written the way a TRL-style loop is:
+"""PyTorch + transformers side of the GRPO step benchmark (bench/run_grpo_step.sh): the shape the
+Forge run is given, one GPU, written the way a TRL-style loop is:
 `generate` (sampling, KV cache), the policy's logprobs recomputed by a forward pass, GRPO's
 clipped loss (token mean, no KL), backward, AdamW. Random Qwen3-0.6B-shaped weights; the
 prompts are random ids of the Forge run's prompt length; every completion runs to max_new_tokens
 (no stop token), as the Forge run's random completions do. Rewards are zero on both sides, so the
-reward stage is left out. Timed per stage with CUDA synchronisation, in f32 (the Forge run's
-dtype) and bf16 (what PyTorch users run).
+reward stage is left out. The 64 sequences train in MICRO micro-batches (gradient accumulation,
+as the Forge run's `gradient_accumulation_steps`). Timed per stage with CUDA synchronisation, in
+f32 (the Forge run's dtype) and bf16 (what PyTorch users run).
 
-Run: python3 bench/pytorch_grpo_step.py [STEPS]   (prints one JSON line per dtype and step)
+Run: PROMPT_LEN=256 NEW=512 MICRO=8 python3 bench/pytorch_grpo_step.py [STEPS]
+(those are the defaults, benchmark 4's shape; prints one JSON line per dtype and step)
 """
 import json
+import os
 import sys
 import time
 
@@ -17,7 +20,10 @@ import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
-PROMPTS, SAMPLES, PROMPT_LEN, NEW = 8, 8, 6, 128
+PROMPTS, SAMPLES = 8, 8
+PROMPT_LEN = int(os.environ.get("PROMPT_LEN", 256))
+NEW = int(os.environ.get("NEW", 512))
+MICRO = int(os.environ.get("MICRO", 8))
 V = 151936
 dev = "cuda"
 
@@ -34,7 +40,8 @@ def run(dtype):
     torch.manual_seed(0)
     cfg = Qwen3Config(vocab_size=V, hidden_size=1024, intermediate_size=3072,
                       num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
-                      head_dim=128, max_position_embeddings=4096, tie_word_embeddings=True,
+                      head_dim=128, max_position_embeddings=max(4096, PROMPT_LEN + NEW),
+                      tie_word_embeddings=True,
                       rope_theta=1000000.0, bos_token_id=None, eos_token_id=None,
                       pad_token_id=0)
     model = Qwen3ForCausalLM(cfg).to(dev, dtype)
@@ -55,17 +62,21 @@ def run(dtype):
         advantages = torch.zeros(batch.shape[0], device=dev)
 
         def train():
-            logits = model(seqs).logits[:, PROMPT_LEN - 1:-1].float()
-            targets = seqs[:, PROMPT_LEN:]
-            logp = torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            old = logp.detach()
-            ratio = torch.exp(logp - old)
-            adv = advantages.unsqueeze(1)
-            loss = -torch.min(ratio * adv, ratio.clamp(0.8, 1.28) * adv).mean()
-            loss.backward()
+            total = 0.0
+            for part in seqs.chunk(MICRO):
+                adv = advantages[:part.shape[0]].unsqueeze(1)
+                logits = model(part).logits[:, PROMPT_LEN - 1:-1].float()
+                targets = part[:, PROMPT_LEN:]
+                logp = torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+                old = logp.detach()
+                ratio = torch.exp(logp - old)
+                loss = -torch.min(ratio * adv, ratio.clamp(0.8, 1.28) * adv).mean() / MICRO
+                loss.backward()
+                total += loss.item()
+                del logits, logp, ratio, loss
             opt.step()
             opt.zero_grad(set_to_none=True)
-            return loss.item()
+            return total
 
         _, t_train = sync_time(train)
         tokens = batch.shape[0] * NEW
@@ -73,7 +84,8 @@ def run(dtype):
             "side": "pytorch", "dtype": str(dtype).removeprefix("torch."), "step": step,
             "generate_s": t_gen, "generate_tok_s": tokens / t_gen,
             "train_s": t_train, "train_tok_s": tokens / t_train,
-            "step_s": t_gen + t_train,
+            "step_s": t_gen + t_train, "prompt_len": PROMPT_LEN, "new_tokens": NEW,
+            "micro_batches": MICRO,
             "device": torch.cuda.get_device_name(0), "torch": torch.__version__,
         }), flush=True)
     del model, opt

@@ -1,18 +1,38 @@
 #!/usr/bin/env bash
-# A few GRPO steps of a random Qwen3-0.6B-shaped policy on one GPU (bench/grpo_step/), with the
-# step time broken down by stage in metrics.jsonl. The binary is the one `forge build` generated
-# for bench/grpo_step/grpo-qwen3-0.6b.yaml, carried in .device-carry/ (see bench/README.md):
+# Benchmark 4: GRPO steps of a random Qwen3-0.6B-shaped policy on one GPU (bench/grpo_step/), 8
+# prompts x 8 samples, with the step time broken down by stage in metrics.jsonl. The binary is
+# the one `forge build` generated for bench/grpo_step/grpo-qwen3-0.6b.yaml, carried in
+# .device-carry/ (see bench/README.md):
 #   bash bench/run_grpo_step.sh [OUT_DIR]
-# Prints the per-step stage times as JSON lines: PyTorch + transformers first
-# (bench/pytorch_grpo_step.py, same shape, f32 and bf16), then Forge.
+# The shape comes from the environment; the defaults are benchmark 4's (256-token prompts,
+# 512-token responses, 8 micro-batches of 8 sequences). Session 5-6's smaller runs were
+# PROMPT_LEN=6 NEW=128 MICRO=1. Prints the per-step stage times as JSON lines: PyTorch +
+# transformers first (bench/pytorch_grpo_step.py, same shape, f32 and bf16), then Forge.
 set -euo pipefail
 out=${1:-$(mktemp -d)}
 root=$(pwd)
-python3 bench/pytorch_grpo_step.py 3
+export PROMPT_LEN=${PROMPT_LEN:-256} NEW=${NEW:-512} MICRO=${MICRO:-8} STEPS=${STEPS:-3}
+python3 bench/pytorch_grpo_step.py "$STEPS"
+# Prompts of exactly PROMPT_LEN tokens (the arithmetic tokenizer reads one character a token):
+# random sums ending in "=", all one length, as PyTorch's random prompts are.
+python3 - "$out/prompts.jsonl" <<'PY'
+import json, os, random, sys
+n = int(os.environ["PROMPT_LEN"])
+rng = random.Random(0)
+with open(sys.argv[1], "w") as f:
+    for _ in range(64):
+        body = "".join(rng.choice("0123456789+") for _ in range(n - 2))
+        body = "1" + body.replace("++", "+1")[: n - 2]
+        f.write(json.dumps({"prompt": body + "=", "answer": "0"}) + "\n")
+PY
 LD_LIBRARY_PATH=/usr/local/cuda/lib64 ./.device-carry/grpo-qwen3-0.6b \
   --set "model.path=$root/bench/grpo_step/qwen3-0.6b" \
-  --set "dataset.path=$root/examples/arith/assets/train.jsonl" \
-  --set "metrics.dir=$out"
+  --set "dataset.path=$out/prompts.jsonl" \
+  --set "metrics.dir=$out" \
+  --set "sampling.max_tokens=$NEW" \
+  --set "training.seq_len=$((PROMPT_LEN + NEW))" \
+  --set "training.gradient_accumulation_steps=$MICRO" \
+  --set "training.steps=$STEPS"
 python3 - "$out/grpo-qwen3-0.6b/metrics.jsonl" <<'PY'
 import json, sys
 keys = ["step", "time/step_s", "time/generate_s", "time/generate_model_s",

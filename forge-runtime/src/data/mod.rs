@@ -1,6 +1,7 @@
 //! Training data: records read from a file, turned into prompts, in a seeded order whose position
 //! a checkpoint can restore.
 
+mod columnar;
 mod order;
 mod prompts;
 mod records;
@@ -27,17 +28,17 @@ pub enum DataError {
     BadRecord {
         /// The file.
         path: PathBuf,
-        /// 1-based line number.
+        /// 1-based line (JSONL) or row (Parquet, Arrow).
         line: usize,
         /// What is wrong.
         message: String,
     },
-    /// The format is not readable by this build.
+    /// The file or directory is not in the format it should be.
     #[error("{path}: {message}")]
-    Unsupported {
+    Malformed {
         /// The file or directory.
         path: PathBuf,
-        /// Why.
+        /// What is wrong.
         message: String,
     },
     /// No usable records.

@@ -1,16 +1,16 @@
-//! Reading records: JSONL (one object per line). Parquet and the HF `save_to_disk` layout are
-//! recognised and reported as not readable by this build.
+//! Reading records: JSONL (one object per line), Parquet, and the HF `datasets` `save_to_disk`
+//! layout (Arrow files; see `columnar`), all checked record by record the same way.
 
 use std::path::{Path, PathBuf};
 
-use super::DataError;
+use super::{DataError, columnar};
 use crate::config::{BadRecordPolicy, DatasetConfig, DatasetFormat};
 use crate::reward::Sample;
 
 /// One record and where it came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
-    /// 1-based line in the file.
+    /// 1-based line (JSONL) or row (Parquet, Arrow) in the file.
     pub line: usize,
     /// Its fields.
     pub fields: Sample,
@@ -19,7 +19,7 @@ pub struct Record {
 /// A record that was skipped, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedRecord {
-    /// 1-based line in the file.
+    /// 1-based line (JSONL) or row (Parquet, Arrow) in the file.
     pub line: usize,
     /// What was wrong.
     pub message: String,
@@ -37,7 +37,7 @@ pub struct Dataset {
 }
 
 /// Reads the records of `path`, checking each has the fields in `required`. Bad records are
-/// skipped (with their line numbers) or stop the read, as `config.on_bad_record` says.
+/// skipped (with their line or row numbers) or stop the read, as `config.on_bad_record` says.
 pub fn load_records(
     path: &Path,
     config: &DatasetConfig,
@@ -48,52 +48,53 @@ pub fn load_records(
         DatasetFormat::Auto => detect(path),
         f => f,
     };
-    match format {
-        DatasetFormat::Jsonl | DatasetFormat::Auto => {}
-        DatasetFormat::Parquet | DatasetFormat::HfDisk => {
-            return Err(DataError::Unsupported {
+    // One item per line or row; `None` for a blank JSONL line, which is not a record.
+    type Rows = Box<dyn Iterator<Item = Option<Result<serde_json::Value, String>>>>;
+    let rows: Rows = match format {
+        DatasetFormat::Jsonl | DatasetFormat::Auto => {
+            let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
                 path: path.to_path_buf(),
-                message: "Parquet and HF `save_to_disk` datasets are not readable by this build yet; convert to JSONL (`datasets.Dataset.to_json(path, lines=True)`)".into(),
-            });
+                source,
+            })?;
+            let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            Box::new(lines.into_iter().map(|line| {
+                (!line.trim().is_empty())
+                    .then(|| serde_json::from_str(&line).map_err(|e| format!("not JSON: {e}")))
+            }))
         }
-    }
-    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+        DatasetFormat::Parquet => Box::new(
+            columnar::parquet_rows(path)?
+                .into_iter()
+                .map(|r| Some(Ok(r))),
+        ),
+        DatasetFormat::HfDisk => Box::new(
+            columnar::hf_disk_rows(path, &config.split)?
+                .into_iter()
+                .map(|r| Some(Ok(r))),
+        ),
+    };
     let mut records = Vec::new();
     let mut skipped = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line_no = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed = serde_json::from_str::<serde_json::Value>(line)
-            .map_err(|e| format!("not JSON: {e}"))
-            .and_then(|v| match v {
-                serde_json::Value::Object(fields) => Ok(fields),
-                _ => Err("not a JSON object".to_string()),
-            })
-            .and_then(
-                |fields| match required.iter().find(|f| !fields.contains_key(**f)) {
+    for (i, row) in rows.enumerate() {
+        let line = i + 1;
+        let Some(row) = row else { continue };
+        let checked = row.and_then(|v| match v {
+            serde_json::Value::Object(fields) => {
+                match required.iter().find(|f| !fields.contains_key(**f)) {
                     Some(missing) => Err(format!("no field `{missing}`")),
                     None => Ok(fields),
-                },
-            );
-        match parsed {
-            Ok(fields) => records.push(Record {
-                line: line_no,
-                fields,
-            }),
+                }
+            }
+            _ => Err("not a JSON object".to_string()),
+        });
+        match checked {
+            Ok(fields) => records.push(Record { line, fields }),
             Err(message) => match config.on_bad_record {
-                BadRecordPolicy::Skip => skipped.push(SkippedRecord {
-                    line: line_no,
-                    message,
-                }),
+                BadRecordPolicy::Skip => skipped.push(SkippedRecord { line, message }),
                 BadRecordPolicy::Error => {
                     return Err(DataError::BadRecord {
                         path: path.to_path_buf(),
-                        line: line_no,
+                        line,
                         message,
                     });
                 }
@@ -172,5 +173,108 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.records.len(), 1);
+    }
+
+    /// The fixtures `scripts/make_dataset_fixtures.py` wrote: the same rows as JSONL (what every
+    /// reader must give), Parquet and an HF `save_to_disk` DatasetDict (train: rows 1-4, test:
+    /// rows 5-6). Row 4's answer is null.
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/datasets")
+            .join(name)
+    }
+
+    fn with_format(policy: BadRecordPolicy, format: DatasetFormat, split: &str) -> DatasetConfig {
+        DatasetConfig {
+            format,
+            split: split.into(),
+            ..config(policy)
+        }
+    }
+
+    fn expected_rows() -> Vec<Sample> {
+        let text = std::fs::read_to_string(fixture("gsm8k-tiny.jsonl")).unwrap();
+        text.lines()
+            .map(|l| match serde_json::from_str(l).unwrap() {
+                serde_json::Value::Object(mut fields) => {
+                    // The Arrow readers leave null fields out, as JSONL writers may.
+                    fields.retain(|_, v| !v.is_null());
+                    fields
+                }
+                _ => unreachable!("the fixture holds objects"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parquet_rows_read_as_their_jsonl_twins_with_bad_rows_numbered() {
+        let want = expected_rows();
+        let required = ["question", "answer"];
+        for format in [DatasetFormat::Auto, DatasetFormat::Parquet] {
+            let cfg = with_format(BadRecordPolicy::Skip, format, "train");
+            let d = load_records(&fixture("gsm8k-tiny.parquet"), &cfg, &required, None).unwrap();
+            let got: Vec<&Sample> = d.records.iter().map(|r| &r.fields).collect();
+            let want: Vec<&Sample> = [0, 1, 2, 4, 5].iter().map(|&i| &want[i]).collect();
+            assert_eq!(got, want);
+            assert_eq!(d.records[3].line, 5);
+            assert_eq!(d.skipped.len(), 1);
+            assert_eq!(d.skipped[0].line, 4);
+            assert!(d.skipped[0].message.contains("answer"), "{:?}", d.skipped);
+        }
+        assert_eq!(field_text(&want[1], "tags"), r#"["mul","easy"]"#);
+        let cfg = with_format(BadRecordPolicy::Error, DatasetFormat::Auto, "train");
+        let e = load_records(&fixture("gsm8k-tiny.parquet"), &cfg, &required, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gsm8k-tiny.parquet:4: no field `answer`"), "{e}");
+    }
+
+    #[test]
+    fn hf_disk_splits_read_as_their_jsonl_twins() {
+        let want = expected_rows();
+        let dir = fixture("gsm8k-tiny-disk");
+        let required = ["question"];
+        for (split, rows) in [("train", 0..4), ("test", 4..6)] {
+            for format in [DatasetFormat::Auto, DatasetFormat::HfDisk] {
+                let cfg = with_format(BadRecordPolicy::Error, format, split);
+                let d = load_records(&dir, &cfg, &required, None).unwrap();
+                let got: Vec<&Sample> = d.records.iter().map(|r| &r.fields).collect();
+                let want: Vec<&Sample> = want[rows.clone()].iter().collect();
+                assert_eq!(got, want, "split {split}");
+            }
+        }
+        // One split's directory is a Dataset of its own.
+        let cfg = with_format(BadRecordPolicy::Error, DatasetFormat::Auto, "ignored");
+        let d = load_records(&dir.join("test"), &cfg, &required, None).unwrap();
+        assert_eq!(d.records.len(), 2);
+        let cfg = with_format(BadRecordPolicy::Error, DatasetFormat::Auto, "validation");
+        let e = load_records(&dir, &cfg, &required, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no split `validation`") && e.contains("train, test"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn files_in_the_wrong_format_are_reported_not_skipped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = config(BadRecordPolicy::Skip);
+        let fake = tmp.path().join("x.parquet");
+        std::fs::write(&fake, "{\"question\": \"not parquet\"}\n").unwrap();
+        let e = load_records(&fake, &cfg, &["question"], None).unwrap_err();
+        assert!(e.to_string().contains("not a readable Parquet file"), "{e}");
+        let e = load_records(tmp.path(), &cfg, &["question"], None).unwrap_err();
+        assert!(e.to_string().contains("no state.json"), "{e}");
+        std::fs::create_dir(tmp.path().join("d")).unwrap();
+        std::fs::write(
+            tmp.path().join("d/state.json"),
+            r#"{"_data_files": [{"filename": "data.arrow"}]}"#,
+        )
+        .unwrap();
+        std::fs::write(tmp.path().join("d/data.arrow"), "garbage").unwrap();
+        let e = load_records(&tmp.path().join("d"), &cfg, &["question"], None).unwrap_err();
+        assert!(e.to_string().contains("not a readable Arrow file"), "{e}");
     }
 }
