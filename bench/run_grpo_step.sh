@@ -6,13 +6,14 @@
 #   bash bench/run_grpo_step.sh [OUT_DIR]
 # The shape comes from the environment; the defaults are benchmark 4's (256-token prompts,
 # 512-token responses, 8 micro-batches of 8 sequences). Session 5-6's smaller runs were
-# PROMPT_LEN=6 NEW=128 MICRO=1. Prints the per-step stage times as JSON lines: PyTorch +
+# PROMPT_LEN=6 NEW=128 MICRO=1. FORGE_ARGS adds arguments to the Forge run (e.g.
+# FORGE_ARGS="--set model.matmul_precision=tf32"); SKIP_TORCH=1 leaves PyTorch out. Prints the per-step stage times as JSON lines: PyTorch +
 # transformers first (bench/pytorch_grpo_step.py, same shape, f32 and bf16), then Forge.
 set -euo pipefail
 out=${1:-$(mktemp -d)}
 root=$(pwd)
 export PROMPT_LEN=${PROMPT_LEN:-256} NEW=${NEW:-512} MICRO=${MICRO:-8} STEPS=${STEPS:-3}
-python3 bench/pytorch_grpo_step.py "$STEPS"
+[ -n "${SKIP_TORCH:-}" ] || python3 bench/pytorch_grpo_step.py "$STEPS"
 # Prompts of exactly PROMPT_LEN tokens (the arithmetic tokenizer reads one character a token):
 # random sums ending in "=", all one length, as PyTorch's random prompts are.
 python3 - "$out/prompts.jsonl" <<'PY'
@@ -32,7 +33,7 @@ LD_LIBRARY_PATH=/usr/local/cuda/lib64 ./.device-carry/grpo-qwen3-0.6b \
   --set "sampling.max_tokens=$NEW" \
   --set "training.seq_len=$((PROMPT_LEN + NEW))" \
   --set "training.gradient_accumulation_steps=$MICRO" \
-  --set "training.steps=$STEPS"
+  --set "training.steps=$STEPS" ${FORGE_ARGS:-}
 python3 - "$out/grpo-qwen3-0.6b/metrics.jsonl" <<'PY'
 import json, sys
 keys = ["step", "time/step_s", "time/generate_s", "time/generate_model_s",

@@ -256,6 +256,9 @@ fn run(loaded: &Loaded, selection: &CompiledSelection) -> ExitCode {
         Backend::Wgpu => run_recipe::<crate::recipes::WgpuBackend>(loaded, Default::default()),
         #[cfg(feature = "cuda")]
         Backend::Cuda => {
+            crate::kernels::cublas::allow_tf32(
+                loaded.experiment.model.matmul_precision == crate::config::MatmulPrecision::Tf32,
+            );
             run_recipe::<crate::recipes::CudaBackend>(loaded, cubecl::cuda::CudaDevice::new(0))
         }
         #[allow(unreachable_patterns)]

@@ -38,7 +38,8 @@ pub use load::{LoadOptions, Loaded, load_file, load_str};
 pub use loss::{Aggregation, LossConfig};
 pub use metrics::{MetricsConfig, MetricsSink};
 pub use model::{
-    Architecture, DType, ModelConfig, ModelInit, ModelSource, TokenizerConfig, is_experiment_file,
+    Architecture, DType, MatmulPrecision, ModelConfig, ModelInit, ModelSource, TokenizerConfig,
+    is_experiment_file,
 };
 pub use overrides::{Override, OverrideError, extract_dotted_flags};
 pub use parallelism::ParallelismConfig;

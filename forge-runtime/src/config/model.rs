@@ -22,6 +22,23 @@ pub struct ModelConfig {
     /// Precision of weights and activations. Optimiser state stays in f32.
     #[serde(default)]
     pub dtype: DType,
+    /// How f32 matrix products run on CUDA (cuBLAS): `tf32` (the default) uses TF32 tensor
+    /// cores (inputs rounded to a 10-bit mantissa, f32 accumulation; what
+    /// `torch.backends.cuda.matmul.allow_tf32 = True` does), ~3x faster than `highest`, exact f32
+    /// (PyTorch's default). No effect on other backends or on bf16 products.
+    #[serde(default)]
+    pub matmul_precision: MatmulPrecision,
+}
+
+/// How f32 matrix products run on CUDA.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MatmulPrecision {
+    /// Exact f32.
+    Highest,
+    /// TF32 tensor cores (10-bit mantissa inputs, f32 accumulation).
+    #[default]
+    Tf32,
 }
 
 /// Where a model's starting weights come from.

@@ -3,6 +3,8 @@
 
 pub mod args;
 pub mod cube_reduce;
+#[cfg(feature = "cuda")]
+pub mod cublas;
 pub mod decode;
 pub mod device_loss;
 pub mod fused_token_loss;

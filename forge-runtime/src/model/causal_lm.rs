@@ -3,7 +3,10 @@
 use burn::nn::{Embedding, EmbeddingConfig, Linear};
 use burn::prelude::*;
 
-use super::layers::{DecoderLayer, INIT_STD, LayerCache, RmsNorm, attention_bias, linear};
+use super::layers::{
+    DecoderLayer, INIT_STD, LayerCache, RmsNorm, attention_bias, linear, linear_2d,
+};
+use super::matmul::matmul_2d;
 use super::rope::RopeTables;
 use super::spec::ModelSpec;
 
@@ -170,8 +173,8 @@ impl<B: Backend> CausalLm<B> {
         // One [b * s, hidden] x [hidden, vocab] product (see `layers::project`).
         let rows = hidden.reshape([b * s, h]);
         let logits = match &self.lm_head {
-            Some(head) => head.forward(rows),
-            None => rows.matmul(self.model.embed_tokens.weight.val().transpose()),
+            Some(head) => linear_2d(head, rows),
+            None => matmul_2d(rows, self.model.embed_tokens.weight.val().transpose()),
         };
         let vocab = logits.dims()[1];
         logits.reshape([b, s, vocab])

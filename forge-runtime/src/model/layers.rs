@@ -6,6 +6,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{silu, softmax};
 
+use super::matmul::matmul_2d;
 use super::rope::RopeTables;
 use super::spec::ModelSpec;
 
@@ -173,9 +174,18 @@ impl<B: Backend> Attention<B> {
 /// allocate on an H200, bench/NOTES.md); flattened, it is one product.
 fn project<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     let [b, s, n] = x.dims();
-    let y = linear.forward(x.reshape([b * s, n]));
+    let y = linear_2d(linear, x.reshape([b * s, n]));
     let out = y.dims()[1];
     y.reshape([b, s, out])
+}
+
+/// `linear` applied to rows `x` [rows, in]: the product through [`matmul_2d`] (cuBLAS on CUDA).
+pub(super) fn linear_2d<B: Backend>(linear: &Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    let y = matmul_2d(x, linear.weight.val());
+    match &linear.bias {
+        Some(bias) => y + bias.val().unsqueeze(),
+        None => y,
+    }
 }
 
 /// The identity, whose backward pass writes the gradient into a fresh contiguous tensor (a full

@@ -7,6 +7,8 @@
 
 mod causal_lm;
 mod layers;
+mod matmul;
+pub use matmul::matmul_2d;
 mod rope;
 mod spec;
 mod weights;
