@@ -26,7 +26,8 @@ pub struct DatasetConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_prompt: Option<String>,
     /// Read records lazily instead of loading the whole file (for datasets larger than memory).
-    /// Shuffling then happens within a window of `shuffle_buffer` records.
+    /// Shuffling then happens within a window of `shuffle_buffer` records. Not built yet:
+    /// `true` is rejected when the experiment is checked.
     #[serde(default)]
     pub streaming: bool,
     /// Shuffle the records each epoch.

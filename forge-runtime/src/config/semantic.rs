@@ -289,6 +289,14 @@ fn training(exp: &Experiment, c: &mut Checks<'_>) {
             None,
         );
     }
+    if exp.dataset.streaming {
+        c.error(
+            "/dataset/streaming",
+            "`dataset.streaming` is not built yet: Forge reads the whole dataset into memory"
+                .into(),
+            Some("remove the key (or set it to false)".into()),
+        );
+    }
     if exp.recipe == Recipe::Grpo && exp.sampling.max_tokens >= t.seq_len {
         c.error(
             "/sampling/max_tokens",
