@@ -268,7 +268,7 @@ pub fn forward_backward<R: LossRuntime, E: Float + CubeElement>(
 
 /// [`forward_backward`] without waiting for the device where the path allows it: the fused
 /// kernel is queued and its per-token results stay on the device until
-/// [`LaunchedLoss::finish`]; the split path (sequence-level losses) needs them on the host half
+/// [`PendingResults::read`]; the split path (sequence-level losses) needs them on the host half
 /// way, so it has read them when this returns.
 pub fn launch<R: LossRuntime, E: Float + CubeElement>(
     client: &ComputeClient<R>,
