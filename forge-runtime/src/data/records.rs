@@ -49,17 +49,17 @@ pub fn load_records(
         f => f,
     };
     // One item per line or row; `None` for a blank JSONL line, which is not a record.
-    type Rows = Box<dyn Iterator<Item = Option<Result<serde_json::Value, String>>>>;
-    let rows: Rows = match format {
+    type Rows<'a> = Box<dyn Iterator<Item = Option<Result<serde_json::Value, String>>> + 'a>;
+    let text;
+    let rows: Rows<'_> = match format {
         DatasetFormat::Jsonl | DatasetFormat::Auto => {
-            let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+            text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
                 path: path.to_path_buf(),
                 source,
             })?;
-            let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-            Box::new(lines.into_iter().map(|line| {
+            Box::new(text.lines().map(|line| {
                 (!line.trim().is_empty())
-                    .then(|| serde_json::from_str(&line).map_err(|e| format!("not JSON: {e}")))
+                    .then(|| serde_json::from_str(line).map_err(|e| format!("not JSON: {e}")))
             }))
         }
         DatasetFormat::Parquet => Box::new(

@@ -412,35 +412,28 @@ mod cube {
             if !grad.can_mut() || !grad.is_contiguous() || grad.dtype != upstream.dtype {
                 return scale_on_host::<Self>(grad, upstream);
             }
-            let len = grad.meta.shape().num_elements();
-            let count = CubeCount::Static(SCALE_CUBES, 1, 1);
-            let dim = CubeDim::new_1d(SCALE_BLOCK as u32);
-            let client = &grad.client;
             match grad.dtype {
-                DType::F32 => scale_unless_one_kernel::launch::<f32, R>(
-                    client,
-                    count,
-                    dim,
-                    array_arg::<R, f32>(&grad.handle, len),
-                    array_arg::<R, f32>(&upstream.handle, 1),
-                ),
-                DType::BF16 => scale_unless_one_kernel::launch::<bf16, R>(
-                    client,
-                    count,
-                    dim,
-                    array_arg::<R, bf16>(&grad.handle, len),
-                    array_arg::<R, bf16>(&upstream.handle, 1),
-                ),
-                DType::F16 => scale_unless_one_kernel::launch::<f16, R>(
-                    client,
-                    count,
-                    dim,
-                    array_arg::<R, f16>(&grad.handle, len),
-                    array_arg::<R, f16>(&upstream.handle, 1),
-                ),
+                DType::F32 => scale_on_device::<R, f32>(&grad, &upstream),
+                DType::BF16 => scale_on_device::<R, bf16>(&grad, &upstream),
+                DType::F16 => scale_on_device::<R, f16>(&grad, &upstream),
                 _ => return scale_on_host::<Self>(grad, upstream),
             }
             grad
         }
+    }
+
+    /// `grad *= upstream[0]` in place unless the factor is 1, elements of type `E`.
+    fn scale_on_device<R: CubeRuntime, E: Float + CubeElement>(
+        grad: &CubeTensor<R>,
+        upstream: &CubeTensor<R>,
+    ) {
+        let len = grad.meta.shape().num_elements();
+        scale_unless_one_kernel::launch::<E, R>(
+            &grad.client,
+            CubeCount::Static(SCALE_CUBES, 1, 1),
+            CubeDim::new_1d(SCALE_BLOCK as u32),
+            array_arg::<R, E>(&grad.handle, len),
+            array_arg::<R, E>(&upstream.handle, 1),
+        );
     }
 }
