@@ -219,12 +219,16 @@ fn forge_loss_eval_on_wgpu_agrees_with_cpu() {
 
 /// The policy loss as a burn operation on `B`: its value, its metrics and the gradient that
 /// `backward()` leaves on the logits (scaled by an upstream factor, which the backward step must
-/// carry) agree with the f64 reference.
+/// carry) agree with the f64 reference. Twice: on logits the caller keeps (a gradient buffer of
+/// its own), and on logits made by an operation and handed over, with the per-token inputs
+/// uploaded ahead, as the trainer calls it; there the gradient is written over the logits where
+/// `in_place_when_owned` (the fused kernels of cubecl backends).
 fn check_autodiff_op<B: forge::train::loss_backend::AutodiffLossBackend>(
     device: &B::Device,
     batch: &LossBatch,
     name: &str,
     aggregation: Aggregation,
+    in_place_when_owned: bool,
 ) {
     use burn::prelude::*;
     use forge::train::loss_backend::{PolicyLossInputs, policy_loss};
@@ -244,19 +248,37 @@ fn check_autodiff_op<B: forge::train::loss_backend::AutodiffLossBackend>(
         normalizer: norm,
         path: LossPath::Auto,
         tokens: batch.tokens(),
+        uploaded: None,
     };
+    let uploaded = B::upload_loss_tokens(&inputs, device);
     let n = batch.batch * batch.seq;
     // 1 is the usual upstream factor (nothing to scale: the device path skips the pass);
     // 2.5 checks the scaling.
-    for upstream in [1.0, 2.5] {
+    for (upstream, owned) in [(1.0, false), (2.5, false), (1.0, true), (2.5, true)] {
         let logits = Tensor::<B, 2>::from_data(
             TensorData::new(batch.logits.clone(), [n, batch.vocab]),
             device,
         )
         .require_grad();
-        let (value, pending) = policy_loss(logits.clone(), &inputs).expect("the operation runs");
+        let (value, pending) = if owned {
+            // Logits that only the operation holds, as a model's last layer hands them over.
+            let made = logits.clone() * 1.0;
+            let inputs = PolicyLossInputs {
+                uploaded: uploaded.as_ref(),
+                ..inputs
+            };
+            policy_loss(made, &inputs)
+        } else {
+            policy_loss(logits.clone(), &inputs)
+        }
+        .expect("the operation runs");
         let grads = (value.clone() * upstream).backward();
         let stats = pending.read().expect("the stats are read");
+        assert_eq!(
+            stats.gradient_in_place,
+            owned && in_place_when_owned,
+            "{name}: gradient in place (logits owned by the operation: {owned})"
+        );
         let grad: Vec<f64> = logits
             .grad(&grads)
             .expect("the logits get a gradient")
@@ -266,7 +288,7 @@ fn check_autodiff_op<B: forge::train::loss_backend::AutodiffLossBackend>(
             .expect("f64");
         let what = |t: &str| {
             format!(
-                "{name} as a burn op on {} ({t}, upstream {upstream})",
+                "{name} as a burn op on {} ({t}, upstream {upstream}, owned logits {owned})",
                 std::any::type_name::<B>()
             )
         };
@@ -294,7 +316,7 @@ fn the_loss_is_a_burn_operation_whose_backward_reaches_the_logits() {
         ("grpo", Aggregation::FixedHorizon),
         ("gspo", Aggregation::SequenceMean),
     ] {
-        check_autodiff_op::<Cpu>(&Default::default(), &batch, name, aggregation);
+        check_autodiff_op::<Cpu>(&Default::default(), &batch, name, aggregation, false);
     }
     if !forge_tests::require_vulkan(
         "the_loss_is_a_burn_operation_whose_backward_reaches_the_logits",
@@ -306,11 +328,14 @@ fn the_loss_is_a_burn_operation_whose_backward_reaches_the_logits() {
         ("grpo", Aggregation::FixedHorizon),
         ("gspo", Aggregation::SequenceMean),
     ] {
+        // Token-level losses run fused, which can write over the logits; GSPO's three kernels
+        // read them three times and do not.
         check_autodiff_op::<forge::recipes::WgpuBackend>(
             &Default::default(),
             &batch,
             name,
             aggregation,
+            name == "grpo",
         );
     }
 }

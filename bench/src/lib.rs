@@ -18,3 +18,26 @@ pub fn median_ms(warmup: usize, reps: usize, mut f: impl FnMut()) -> f64 {
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
 }
+
+/// [`median_ms`] of `timed(setup())`: `setup` runs untimed before each call (and must leave the
+/// device idle), for steps that consume their inputs.
+pub fn median_ms_with_setup<T>(
+    warmup: usize,
+    reps: usize,
+    mut setup: impl FnMut() -> T,
+    mut timed: impl FnMut(T),
+) -> f64 {
+    for _ in 0..warmup {
+        timed(setup());
+    }
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let input = setup();
+            let start = Instant::now();
+            timed(input);
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}

@@ -93,6 +93,8 @@ fn main() -> anyhow::Result<()> {
             temperature: 1.0,
             norm,
             path,
+            uploaded: None,
+            in_place: false,
         };
         let result = forward_backward::<CudaRuntime, bf16>(&client, loss, &call).expect("runs");
         cubecl::future::block_on(client.sync()).expect("sync");
@@ -137,7 +139,7 @@ fn main() -> anyhow::Result<()> {
     });
     // The same loss as the trainer calls it: a burn operation on the logits (a tracked leaf of
     // burn's cubecl backend), `backward()`, and the gradient taken from the graph.
-    let (burn_op_ms, burn_op_with_stats_ms, burn_op_loss_rel) = {
+    let (burn_op_ms, burn_op_with_stats_ms, burn_op_loss_rel, trainer_op) = {
         use burn::prelude::*;
         use burn::tensor::{DType, TensorPrimitive};
         use forge::train::loss_backend::{BoundPolicyLoss, PolicyLossInputs, policy_loss};
@@ -168,6 +170,7 @@ fn main() -> anyhow::Result<()> {
             temperature: 1.0,
             normalizer: norm,
             path: LossPath::Auto,
+            uploaded: None,
             tokens: TokenView {
                 batch: 1,
                 seq: n,
@@ -196,7 +199,99 @@ fn main() -> anyhow::Result<()> {
         let op_and_stats_ms = forge_bench::median_ms(3, 10, || {
             let _ = step().read().expect("stats");
         });
-        (op_ms, op_and_stats_ms, rel)
+        // As the trainer calls it: the per-token inputs uploaded before the forward pass (as
+        // PyTorch's are on the device before its timed step), and logits that only the
+        // operation holds (a model's output), so the gradient is written over them. Each
+        // call gets a fresh copy of the logits, made untimed.
+        let uploaded =
+            <Train as forge::train::loss_backend::AutodiffLossBackend>::upload_loss_tokens(
+                &inputs,
+                &CudaDevice::new(0),
+            );
+        let owned_inputs = PolicyLossInputs {
+            uploaded: uploaded.as_ref(),
+            ..inputs
+        };
+        let fresh_logits = || {
+            let copy = Tensor::<Inner, 2>::from_primitive(TensorPrimitive::Float(
+                logits_t.clone().inner().into_primitive().tensor(),
+            )) * 1.0;
+            let copy = Tensor::<Train, 2>::from_inner(copy).require_grad();
+            cubecl::future::block_on(client.sync()).expect("sync");
+            copy
+        };
+        let owned_step = |logits: Tensor<Train, 2>| {
+            let (value, pending) = policy_loss(logits, &owned_inputs).expect("runs");
+            let grads = value.backward();
+            cubecl::future::block_on(client.sync()).expect("sync");
+            drop(grads);
+            pending
+        };
+        let stats = owned_step(fresh_logits()).read().expect("stats");
+        let owned_rel = (stats.loss - torch_loss).abs() / torch_loss.abs();
+        let owned_ms = forge_bench::median_ms_with_setup(3, 10, fresh_logits, |logits| {
+            drop(owned_step(logits));
+        });
+        // Which part makes the difference: owned logits with the op uploading its inputs, and
+        // kept logits with the inputs uploaded ahead.
+        let owned_no_upload_ms = forge_bench::median_ms_with_setup(3, 10, fresh_logits, |logits| {
+            let (value, pending) = policy_loss(logits, &inputs).expect("runs");
+            let grads = value.backward();
+            cubecl::future::block_on(client.sync()).expect("sync");
+            drop((grads, pending));
+        });
+        let kept_uploaded_ms = forge_bench::median_ms(3, 10, || {
+            let (value, pending) = policy_loss(logits_t.clone(), &owned_inputs).expect("runs");
+            let grads = value.backward();
+            let grad = logits_t.grad(&grads).expect("gradient");
+            cubecl::future::block_on(client.sync()).expect("sync");
+            drop((grad, pending));
+        });
+        // The owned path in phases, each ended by a device sync (medians over 10 calls):
+        // the operation, the backward pass, dropping the gradients.
+        let mut phases = [Vec::new(), Vec::new(), Vec::new()];
+        for _ in 0..13 {
+            let logits = fresh_logits();
+            let sync = || cubecl::future::block_on(client.sync()).expect("sync");
+            let start = std::time::Instant::now();
+            let (value, pending) = policy_loss(logits, &owned_inputs).expect("runs");
+            sync();
+            let t_op = start.elapsed().as_secs_f64() * 1e3;
+            let grads = value.backward();
+            sync();
+            let t_backward = start.elapsed().as_secs_f64() * 1e3;
+            drop((grads, pending));
+            sync();
+            let t_drop = start.elapsed().as_secs_f64() * 1e3;
+            for (k, t) in [t_op, t_backward - t_op, t_drop - t_backward]
+                .into_iter()
+                .enumerate()
+            {
+                phases[k].push(t);
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.drain(..3);
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let owned_phases = serde_json::json!({
+            "op_ms": median(&mut phases[0]),
+            "backward_ms": median(&mut phases[1]),
+            "drop_ms": median(&mut phases[2]),
+        });
+        let fresh_dtype = format!("{:?}", fresh_logits().dtype());
+        let owned = serde_json::json!({
+            "ms": owned_ms,
+            "owned_logits_op_uploads_ms": owned_no_upload_ms,
+            "kept_logits_uploaded_ahead_ms": kept_uploaded_ms,
+            "fresh_logits_dtype": fresh_dtype,
+            "owned_phases": owned_phases,
+            "over_floor": owned_ms / torch["floor_ms"].as_f64().unwrap_or(f64::NAN),
+            "gradient_in_place": stats.gradient_in_place,
+            "loss_rel_err": owned_rel,
+        });
+        (op_ms, op_and_stats_ms, rel, owned)
     };
     // The fused kernel alone (inputs already on the device, no host round trip): what the call
     // adds on top of it is host work (uploads, reading the per-token results back).
@@ -228,6 +323,7 @@ fn main() -> anyhow::Result<()> {
             params: client.create_from_slice(f32::as_bytes(&param_values)),
             params_len: param_values.len(),
             grad_logits: client.empty(rows * vocab * 2),
+            in_place: false,
             token_outputs: client.empty(packed_len * 4),
         };
         let launch = <CudaRuntime as LossRuntime>::fused_launcher(loss).context("fused grpo")?;
@@ -241,6 +337,43 @@ fn main() -> anyhow::Result<()> {
         let fresh_grad = forge_bench::median_ms(3, 10, || {
             let io = FusedLossIo {
                 grad_logits: client.empty(rows * vocab * 2),
+                ..io.clone()
+            };
+            launch(&client, &io);
+            sync();
+        });
+        // The in-place kernel against the out-of-place one, each on a fresh copy of the logits
+        // (made untimed: the in-place one overwrites its input).
+        let fresh_copy = || {
+            use burn::prelude::*;
+            type Inner = burn_cubecl::CubeBackend<CudaRuntime, bf16, i32, u8>;
+            let primitive = burn_cubecl::tensor::CubeTensor::new_contiguous(
+                client.clone(),
+                CudaDevice::new(0),
+                burn::tensor::Shape::new([rows, vocab]),
+                logits_h.clone(),
+                burn::tensor::DType::BF16,
+            );
+            let copy =
+                Tensor::<Inner, 2>::from_primitive(burn::tensor::TensorPrimitive::Float(primitive))
+                    * 1.0;
+            let handle = copy.into_primitive().tensor().handle;
+            sync();
+            handle
+        };
+        let in_place = forge_bench::median_ms_with_setup(3, 10, fresh_copy, |copy| {
+            let io = FusedLossIo {
+                logits: copy.clone(),
+                grad_logits: copy,
+                in_place: true,
+                ..io.clone()
+            };
+            launch(&client, &io);
+            sync();
+        });
+        let out_of_place_fresh = forge_bench::median_ms_with_setup(3, 10, fresh_copy, |copy| {
+            let io = FusedLossIo {
+                logits: copy,
                 ..io.clone()
             };
             launch(&client, &io);
@@ -263,6 +396,8 @@ fn main() -> anyhow::Result<()> {
         serde_json::json!({
             "fused_kernel_only_ms": alone,
             "fused_kernel_fresh_grad_buffer_ms": fresh_grad,
+            "fused_kernel_in_place_fresh_input_ms": in_place,
+            "fused_kernel_fresh_input_ms": out_of_place_fresh,
             "uploads_and_sync_ms": uploads,
             "read_token_outputs_ms": read,
             "empty_sync_ms": sync_only,
@@ -270,7 +405,12 @@ fn main() -> anyhow::Result<()> {
     };
     // Other layouts of the fused kernel, each checked against PyTorch's loss.
     let mut shapes = Vec::new();
-    for units in [256usize, 512, 1024] {
+    let quick = std::env::var_os("BENCH_QUICK").is_some();
+    for units in if quick {
+        vec![]
+    } else {
+        vec![256usize, 512, 1024]
+    } {
         for cubes_per_sm in [0usize, 1, 2, 4] {
             let shape = FusedShape {
                 units,
@@ -355,6 +495,7 @@ fn main() -> anyhow::Result<()> {
         "forge_burn_op_over_floor": burn_op_ms / floor_ms,
         "forge_burn_op_with_stats_read_ms": burn_op_with_stats_ms,
         "forge_burn_op_loss_rel_err": burn_op_loss_rel,
+        "forge_burn_op_as_trainer_calls_it": trainer_op,
         "torch_eager_ms": torch["eager_ms"],
         "torch_compiled_ms": torch["compiled_ms"],
         "floor_ms": floor_ms,

@@ -130,6 +130,14 @@ fn upload<R: Runtime>(client: &ComputeClient<R>, values: &[f32]) -> Handle {
     }
 }
 
+fn upload_i32<R: Runtime>(client: &ComputeClient<R>, values: &[i32]) -> Handle {
+    if values.is_empty() {
+        client.create_from_slice(i32::as_bytes(&[-1]))
+    } else {
+        client.create_from_slice(i32::as_bytes(values))
+    }
+}
+
 fn read<R: Runtime>(
     client: &ComputeClient<R>,
     handle: Handle,
@@ -267,7 +275,8 @@ pub fn forward_backward<R: LossRuntime, E: Float + CubeElement>(
 }
 
 /// [`forward_backward`] without waiting for the device where the path allows it: the fused
-/// kernel is queued and its per-token results stay on the device until
+/// kernel is queued (over `call.uploaded` per-token inputs when given, writing the gradient over
+/// the logits when `call.in_place`) and its per-token results stay on the device until
 /// [`PendingResults::read`]; the split path (sequence-level losses) needs them on the host half
 /// way, so it has read them when this returns.
 pub fn launch<R: LossRuntime, E: Float + CubeElement>(
@@ -284,17 +293,20 @@ pub fn launch<R: LossRuntime, E: Float + CubeElement>(
         LossPath::Fused(shape) => Some(shape),
         LossPath::Split => None,
     };
-    let (grad_logits, pending) = match (R::fused_launcher(loss), shape, logits_elem::<E>()) {
-        (Some(launch), Some(shape), Some(elem)) => {
-            fused_launch::<R, E>(client, launch, elem, shape, call)
-        }
-        _ => {
-            let result = split_forward_backward::<R, E>(client, loss, call)?;
-            (result.grad_logits, Pending::Read(result.tokens))
-        }
-    };
+    let (grad_logits, pending, in_place) =
+        match (R::fused_launcher(loss), shape, logits_elem::<E>()) {
+            (Some(launch), Some(shape), Some(elem)) => {
+                let (grad, pending) = fused_launch::<R, E>(client, launch, elem, shape, call);
+                (grad, pending, call.in_place)
+            }
+            _ => {
+                let result = split_forward_backward::<R, E>(client, loss, call)?;
+                (result.grad_logits, Pending::Read(result.tokens), false)
+            }
+        };
     Ok(LaunchedLoss {
         grad_logits,
+        in_place,
         results: PendingResults {
             client: client.clone(),
             pending,
@@ -305,9 +317,13 @@ pub fn launch<R: LossRuntime, E: Float + CubeElement>(
 /// A loss whose kernels are queued on the device (see [`launch`]).
 #[derive(Debug)]
 pub struct LaunchedLoss<R: Runtime> {
-    /// d loss / d logits, [tokens, vocab], in the logits' element type (being written). The only
-    /// reference to it: an owner may update it in place.
+    /// d loss / d logits, [tokens, vocab], in the logits' element type (being written). Apart
+    /// from the logits' own handle when `in_place`, the only reference to it: an owner may
+    /// update it in place.
     pub grad_logits: Handle,
+    /// The gradient was written over the logits (the call allowed it and the fused path ran;
+    /// the split path of sequence-level losses reads the logits three times and never does).
+    pub in_place: bool,
     /// The loss and per-token values, still on the device.
     pub results: PendingResults<R>,
 }
@@ -454,24 +470,55 @@ pub struct LossCall<'a> {
     pub norm: Normalizer,
     /// Fused or split kernels.
     pub path: LossPath,
+    /// The per-token inputs already uploaded by [`upload_tokens`] for this call (the fused path
+    /// uses them instead of uploading `tokens`).
+    pub uploaded: Option<&'a DeviceTokens>,
+    /// The caller owns `logits` and lets the fused path overwrite them with the gradient.
+    pub in_place: bool,
 }
 
-fn fused_launch<R: LossRuntime, E: Float + CubeElement>(
+/// Per-token inputs of a fused loss call on the device, uploaded ahead of it by
+/// [`upload_tokens`] (e.g. while the model's forward pass runs), so that the call itself only
+/// queues its kernel.
+#[derive(Debug, Clone)]
+pub struct DeviceTokens {
+    n: usize,
+    aggregation: Aggregation,
+    norm: Normalizer,
+    params: Vec<f32>,
+    targets: Handle,
+    token_inputs: Handle,
+    params_handle: Handle,
+    /// Each token's aggregation weight, kept for the host's f64 sum of the loss.
+    weight: Vec<f64>,
+}
+
+impl DeviceTokens {
+    /// Whether these were uploaded for `call` (same tokens, aggregation, counts, parameters).
+    fn serve(&self, call: &LossCall<'_>) -> bool {
+        self.n == call.tokens.targets.len()
+            && self.aggregation == call.aggregation
+            && self.norm == call.norm
+            && self.params == call.params
+    }
+}
+
+/// Uploads what the fused kernel reads per token: the targets, the packed generator logprobs,
+/// reference logprobs, advantages and aggregation weights, and the loss's parameters. Queued on
+/// the device's stream; nothing waits.
+pub fn upload_tokens<R: Runtime>(
     client: &ComputeClient<R>,
-    launch: FusedLossLauncher<R>,
-    elem: LogitsElem,
-    shape: FusedShape,
-    inputs: &LossCall<'_>,
-) -> (Handle, Pending) {
-    let tokens = inputs.tokens;
-    let (n, vocab) = (tokens.targets.len(), inputs.vocab);
+    params: &[f32],
+    tokens: &TokenInputsHost<'_>,
+    aggregation: Aggregation,
+    norm: Normalizer,
+) -> DeviceTokens {
+    let n = tokens.targets.len();
     let count = active_counts(tokens);
     let weight: Vec<f64> = (0..n)
         .map(|i| {
             if tokens.targets[i] >= 0 {
-                inputs
-                    .norm
-                    .weight(inputs.aggregation, count[tokens.sequence[i]])
+                norm.weight(aggregation, count[tokens.sequence[i]])
             } else {
                 0.0
             }
@@ -482,6 +529,45 @@ fn fused_launch<R: LossRuntime, E: Float + CubeElement>(
     packed.extend_from_slice(tokens.ref_logprobs);
     packed.extend_from_slice(tokens.advantages);
     packed.extend(weight.iter().map(|&w| w as f32));
+    DeviceTokens {
+        n,
+        aggregation,
+        norm,
+        params: params.to_vec(),
+        targets: upload_i32(client, tokens.targets),
+        token_inputs: upload(client, &packed),
+        params_handle: upload(client, params),
+        weight,
+    }
+}
+
+fn fused_launch<R: LossRuntime, E: Float + CubeElement>(
+    client: &ComputeClient<R>,
+    launch: FusedLossLauncher<R>,
+    elem: LogitsElem,
+    shape: FusedShape,
+    call: &LossCall<'_>,
+) -> (Handle, Pending) {
+    let (n, vocab) = (call.tokens.targets.len(), call.vocab);
+    let fresh;
+    let uploaded = match call.uploaded {
+        Some(uploaded) if uploaded.serve(call) => uploaded,
+        _ => {
+            fresh = upload_tokens(
+                client,
+                call.params,
+                call.tokens,
+                call.aggregation,
+                call.norm,
+            );
+            &fresh
+        }
+    };
+    let grad_logits = if call.in_place {
+        call.logits.clone()
+    } else {
+        client.empty((n * vocab).max(1) * core::mem::size_of::<E>())
+    };
     let io = FusedLossIo {
         rows: n,
         vocab,
@@ -493,13 +579,14 @@ fn fused_launch<R: LossRuntime, E: Float + CubeElement>(
             .hardware
             .num_streaming_multiprocessors
             .map(|n| n as usize),
-        inv_temperature: (1.0 / inputs.temperature) as f32,
-        logits: inputs.logits.clone(),
-        targets: client.create_from_slice(i32::as_bytes(tokens.targets)),
-        token_inputs: upload(client, &packed),
-        params: upload(client, inputs.params),
-        params_len: inputs.params.len(),
-        grad_logits: client.empty((n * vocab).max(1) * core::mem::size_of::<E>()),
+        inv_temperature: (1.0 / call.temperature) as f32,
+        logits: call.logits.clone(),
+        targets: uploaded.targets.clone(),
+        token_inputs: uploaded.token_inputs.clone(),
+        params: uploaded.params_handle.clone(),
+        params_len: uploaded.params.len(),
+        grad_logits,
+        in_place: call.in_place,
         token_outputs: client.empty((4 * n).max(1) * 4),
     };
     launch(client, &io);
@@ -507,7 +594,7 @@ fn fused_launch<R: LossRuntime, E: Float + CubeElement>(
         n,
         token_outputs: io.token_outputs,
         token_inputs: io.token_inputs,
-        weight,
+        weight: uploaded.weight.clone(),
     };
     (io.grad_logits, pending)
 }
@@ -526,6 +613,8 @@ fn split_forward_backward<R: LossRuntime, E: Float + CubeElement>(
         temperature,
         norm,
         path: _,
+        uploaded: _,
+        in_place: _,
     } = *call;
     let n = tokens.targets.len();
     let inv_t = (1.0 / temperature) as f32;
@@ -690,6 +779,9 @@ pub fn evaluate_on<R: LossRuntime>(
         temperature,
         norm,
         path,
+        uploaded: None,
+        // The logits were uploaded for this call alone: the gradient may replace them.
+        in_place: true,
     };
     let result = forward_backward::<R, f32>(client, loss, &call)?;
     let grad = read(client, result.grad_logits.clone())?;

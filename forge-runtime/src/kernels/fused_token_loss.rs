@@ -11,7 +11,9 @@ use cubecl::prelude::*;
 use cubecl::server::Handle;
 
 use super::args::array_arg;
-use super::logprob_row::{fast_math, row_stats, write_row_grad};
+use super::logprob_row::{
+    fast_math, row_element, row_stats, write_row_grad, write_row_grad_in_place,
+};
 use super::token_loss::TokenLossFn;
 
 /// How a fused launch is laid out.
@@ -57,21 +59,19 @@ pub fn fused_token_loss_kernel<F: Float, N: Size, L: TokenLossFn>(
         let target = targets[row];
         let active = target >= 0;
         let column = select(active, target, 0i32) as usize;
-        let lp = f32::cast_from(logits_scalar[row * v + column]) * inv_temperature - stats.lse;
-        let lp = select(active, lp, 0.0f32);
-        let old_logprob = token_inputs[row];
-        let advantage = token_inputs[2 * n + row];
-        let token = L::eval::<f32>(
+        let x = f32::cast_from(logits_scalar[row * v + column]);
+        let lp = select(active, x * inv_temperature - stats.lse, 0.0f32);
+        let g = token_step::<L>(
+            row,
+            n,
             lp,
-            old_logprob,
-            token_inputs[n + row],
-            advantage,
-            0.0f32,
+            active,
+            stats.entropy,
+            token_inputs,
             params,
+            inv_temperature,
+            token_outputs,
         );
-        let no_kl = L::eval::<f32>(lp, old_logprob, lp, advantage, 0.0f32, params);
-        let weight = token_inputs[3 * n + row];
-        let g = select(active, weight * token.d_logprob * inv_temperature, 0.0f32);
         write_row_grad::<F, N>(
             logits,
             grad_logits,
@@ -83,14 +83,97 @@ pub fn fused_token_loss_kernel<F: Float, N: Size, L: TokenLossFn>(
             inv_temperature,
             block,
         );
-        if UNIT_POS == 0 {
-            token_outputs[row] = lp;
-            token_outputs[n + row] = stats.entropy;
-            token_outputs[2 * n + row] = select(active, token.value, 0.0f32);
-            token_outputs[3 * n + row] = select(active, no_kl.d_logprob, 0.0f32);
-        }
         row += CUBE_COUNT;
     }
+}
+
+/// [`fused_token_loss_kernel`] writing each row's gradient over its logits (see
+/// [`write_row_grad_in_place`]): for a caller that owns the logits, no gradient buffer at all.
+#[cube(launch, fast_math = fast_math())]
+#[allow(clippy::too_many_arguments)]
+pub fn fused_token_loss_in_place_kernel<F: Float, N: Size, L: TokenLossFn>(
+    logits: &mut Array<Vector<F, N>>,
+    targets: &Array<i32>,
+    token_inputs: &Array<f32>,
+    params: &Array<f32>,
+    inv_temperature: f32,
+    vocab: u32,
+    token_outputs: &mut Array<f32>,
+    #[comptime] block: usize,
+) {
+    let n = targets.len();
+    let mut row = CUBE_POS;
+    while row < n {
+        let vectors = vocab as usize / N::value();
+        let base = row * vectors;
+        let stats = row_stats::<F, N>(logits, base, vectors, inv_temperature, block);
+        let target = targets[row];
+        let active = target >= 0;
+        let column = select(active, target, 0i32) as usize;
+        let x = row_element::<F, N>(logits, base, column);
+        // Every unit has the target's logit before any unit overwrites it with its gradient.
+        sync_cube();
+        let lp = select(active, x * inv_temperature - stats.lse, 0.0f32);
+        let g = token_step::<L>(
+            row,
+            n,
+            lp,
+            active,
+            stats.entropy,
+            token_inputs,
+            params,
+            inv_temperature,
+            token_outputs,
+        );
+        write_row_grad_in_place::<F, N>(
+            logits,
+            base,
+            vectors,
+            target,
+            stats.lse,
+            g,
+            inv_temperature,
+            block,
+        );
+        row += CUBE_COUNT;
+    }
+}
+
+/// The loss at one token whose logprob `lp` and entropy are known: writes the token's outputs
+/// (unit 0) and returns the gradient factor of its row, `weight · dL/dlogprob / T` (0 where the
+/// token does not count).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn token_step<L: TokenLossFn>(
+    row: usize,
+    n: usize,
+    lp: f32,
+    active: bool,
+    entropy: f32,
+    token_inputs: &Array<f32>,
+    params: &Array<f32>,
+    inv_temperature: f32,
+    token_outputs: &mut Array<f32>,
+) -> f32 {
+    let old_logprob = token_inputs[row];
+    let advantage = token_inputs[2 * n + row];
+    let token = L::eval::<f32>(
+        lp,
+        old_logprob,
+        token_inputs[n + row],
+        advantage,
+        0.0f32,
+        params,
+    );
+    let no_kl = L::eval::<f32>(lp, old_logprob, lp, advantage, 0.0f32, params);
+    let weight = token_inputs[3 * n + row];
+    if UNIT_POS == 0 {
+        token_outputs[row] = lp;
+        token_outputs[n + row] = entropy;
+        token_outputs[2 * n + row] = select(active, token.value, 0.0f32);
+        token_outputs[3 * n + row] = select(active, no_kl.d_logprob, 0.0f32);
+    }
+    select(active, weight * token.d_logprob * inv_temperature, 0.0f32)
 }
 
 /// Element type of the logits a fused launch reads.
@@ -130,8 +213,11 @@ pub struct FusedLossIo {
     pub params: Handle,
     /// Number of parameters.
     pub params_len: usize,
-    /// Output: d loss / d logits [rows, vocab].
+    /// Output: d loss / d logits [rows, vocab]; `logits` itself when `in_place`.
     pub grad_logits: Handle,
+    /// The gradient overwrites the logits (`grad_logits` is `logits`' handle): for callers
+    /// that own the logits.
+    pub in_place: bool,
     /// Output per token, packed `[logprob; entropy; loss value; d loss / d logprob with the KL
     /// term at its minimum]` (4 x rows f32, unweighted).
     pub token_outputs: Handle,
@@ -154,10 +240,31 @@ fn launch_typed<E: Float + CubeElement, L: TokenLossFn, R: Runtime>(
         0 => n,
         per_sm => (per_sm * io.multiprocessors.unwrap_or(1)).min(n),
     };
-    fused_token_loss_kernel::launch::<E, L, R>(
-        client,
+    let (count, dim) = (
         CubeCount::Static(cubes.max(1) as u32, 1, 1),
         CubeDim::new_1d(io.shape.units as u32),
+    );
+    if io.in_place {
+        fused_token_loss_in_place_kernel::launch::<E, L, R>(
+            client,
+            count,
+            dim,
+            io.vector,
+            array_arg::<R, E>(&io.logits, all),
+            array_arg::<R, i32>(&io.targets, n),
+            array_arg::<R, f32>(&io.token_inputs, 4 * n),
+            array_arg::<R, f32>(&io.params, io.params_len.max(1)),
+            io.inv_temperature,
+            io.vocab as u32,
+            array_arg::<R, f32>(&io.token_outputs, 4 * n),
+            io.shape.units,
+        );
+        return;
+    }
+    fused_token_loss_kernel::launch::<E, L, R>(
+        client,
+        count,
+        dim,
         io.vector,
         array_arg::<R, E>(&io.logits, all),
         array_arg::<R, E>(&io.logits, all),

@@ -189,6 +189,60 @@ pub fn write_row_grad<F: Float, N: Size>(
     }
 }
 
+/// [`write_row_grad`] over the logits' own buffer: each unit reads a vector and writes its
+/// gradient in the same place, so the row's logits are gone afterwards. For callers that own the
+/// logits (nothing else reads them), which saves the gradient's allocation and its memory.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub fn write_row_grad_in_place<F: Float, N: Size>(
+    logits: &mut Array<Vector<F, N>>,
+    base: usize,
+    vectors: usize,
+    target: i32,
+    lse: f32,
+    g: f32,
+    inv_temperature: f32,
+    #[comptime] block: usize,
+) {
+    let mut j = UNIT_POS as usize;
+    while j + 3 * block < vectors {
+        let a = logits[base + j];
+        let b = logits[base + j + block];
+        let c = logits[base + j + 2 * block];
+        let d = logits[base + j + 3 * block];
+        logits[base + j] = grad_vector::<F, N>(a, j, target, lse, g, inv_temperature);
+        logits[base + j + block] =
+            grad_vector::<F, N>(b, j + block, target, lse, g, inv_temperature);
+        logits[base + j + 2 * block] =
+            grad_vector::<F, N>(c, j + 2 * block, target, lse, g, inv_temperature);
+        logits[base + j + 3 * block] =
+            grad_vector::<F, N>(d, j + 3 * block, target, lse, g, inv_temperature);
+        j += 4 * block;
+    }
+    while j < vectors {
+        let a = logits[base + j];
+        logits[base + j] = grad_vector::<F, N>(a, j, target, lse, g, inv_temperature);
+        j += block;
+    }
+}
+
+/// Element `column` of the row at `base`, read from its vector (every unit reads the same one).
+#[cube]
+pub fn row_element<F: Float, N: Size>(
+    logits: &Array<Vector<F, N>>,
+    base: usize,
+    column: usize,
+) -> f32 {
+    let packed = logits[base + column / N::value()];
+    let lane = column % N::value();
+    let mut value = 0.0f32;
+    #[unroll]
+    for k in 0..N::value() {
+        value = select(k == lane, f32::cast_from(packed[k]), value);
+    }
+    value
+}
+
 /// The gradient of the `j`-th vector of a row.
 #[cube]
 fn grad_vector<F: Float, N: Size>(

@@ -22,7 +22,7 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{ElementConversion, TensorMetadata, TensorPrimitive};
 
 use crate::config::Aggregation;
-use crate::kernels::device_loss::{DeviceLossError, LossPath};
+use crate::kernels::device_loss::{DeviceLossError, DeviceTokens, LossPath};
 use crate::loss::reference::{BatchError, Normalizer, TokenView, evaluate};
 use crate::loss::registry::{BoundLoss, LossRegistration};
 
@@ -75,6 +75,9 @@ pub struct PolicyLossInputs<'a> {
     pub path: LossPath,
     /// The per-token inputs.
     pub tokens: TokenView<'a>,
+    /// `tokens` already on the device, from [`AutodiffLossBackend::upload_loss_tokens`] on these
+    /// same inputs (None: the operation uploads them itself).
+    pub uploaded: Option<&'a DeviceTokens>,
 }
 
 /// What the operation reports besides the loss tensor, on the host.
@@ -86,6 +89,9 @@ pub struct PolicyLossStats {
     pub logprobs: Vec<f64>,
     /// `loss/...` metrics.
     pub metrics: Vec<(String, f64)>,
+    /// The gradient was written over the logits' buffer (the operation owned them and the
+    /// fused kernel ran), so the gradient cost no memory of its own.
+    pub gradient_in_place: bool,
 }
 
 /// [`PolicyLossStats`] still on the device: reading them waits for the loss kernels, so a caller
@@ -149,6 +155,16 @@ pub trait LossBackend: Backend {
         inputs: &PolicyLossInputs<'_>,
     ) -> Result<LossAndGrad<Self>, LossOpError>;
 
+    /// Uploads the per-token inputs of `inputs` to `device` ahead of the call, where the backend
+    /// has device kernels that read them (None: the call reads the host slices itself).
+    fn upload_loss_tokens(
+        inputs: &PolicyLossInputs<'_>,
+        device: &Self::Device,
+    ) -> Option<DeviceTokens> {
+        let _ = (inputs, device);
+        None
+    }
+
     /// `grad` times the one element of `upstream`, where that is not 1 (the usual case: the loss
     /// is the objective, or a term of a sum that is). By default the host reads the factor.
     fn scale_by_upstream(
@@ -179,6 +195,13 @@ pub trait AutodiffLossBackend: AutodiffBackend {
         logits: FloatTensor<Self>,
         inputs: &PolicyLossInputs<'_>,
     ) -> Result<(FloatTensor<Self>, PendingLossStats), LossOpError>;
+
+    /// [`LossBackend::upload_loss_tokens`] of the inner backend: call it before the forward
+    /// pass that makes the logits, and the uploads overlap with it.
+    fn upload_loss_tokens(
+        inputs: &PolicyLossInputs<'_>,
+        device: &Self::Device,
+    ) -> Option<DeviceTokens>;
 }
 
 /// The policy loss of `logits` ([tokens, vocab], tokens laid out as `inputs.tokens`), as a
@@ -224,6 +247,13 @@ impl<B: LossBackend, C: CheckpointStrategy> AutodiffLossBackend for Autodiff<B, 
         };
         Ok((loss, out.stats))
     }
+
+    fn upload_loss_tokens(
+        inputs: &PolicyLossInputs<'_>,
+        device: &Self::Device,
+    ) -> Option<DeviceTokens> {
+        B::upload_loss_tokens(inputs, device)
+    }
 }
 
 /// The host path: the f64 reference on a host copy of the logits, the gradient uploaded back.
@@ -262,6 +292,7 @@ fn host_policy_loss<B: Backend>(
             loss: out.loss,
             logprobs: out.logprobs,
             metrics: out.metrics,
+            gradient_in_place: false,
         }),
     })
 }
@@ -309,7 +340,8 @@ mod cube {
     };
     use crate::kernels::args::array_arg;
     use crate::kernels::device_loss::{
-        HostTokens, LaunchedLoss, LossCall, LossRuntime, launch, token_metrics,
+        DeviceTokens, HostTokens, LaunchedLoss, LossCall, LossRuntime, launch, token_metrics,
+        upload_tokens,
     };
     use crate::kernels::loss_scalars::{SCALE_BLOCK, scale_unless_one_kernel};
 
@@ -343,6 +375,10 @@ mod cube {
                 temperature: inputs.temperature,
                 norm: inputs.normalizer,
                 path: inputs.path,
+                uploaded: inputs.uploaded,
+                // Nothing else holds the logits (the graph keeps no copy of them: this
+                // operation's backward needs only its gradient): they may become it.
+                in_place: logits.can_mut(),
             };
             let (client, registration) = (&logits.client, inputs.loss.registration);
             let (launched, value): (LaunchedLoss<R>, _) = match logits.dtype {
@@ -373,6 +409,7 @@ mod cube {
             };
             let LaunchedLoss {
                 grad_logits,
+                in_place,
                 results,
             } = launched;
             // The graph holds the only reference: the backward pass may scale it in place.
@@ -398,9 +435,24 @@ mod cube {
                     loss: result.loss,
                     logprobs,
                     metrics,
+                    gradient_in_place: in_place,
                 })
             });
             Ok(LossAndGrad { value, grad, stats })
+        }
+
+        fn upload_loss_tokens(
+            inputs: &PolicyLossInputs<'_>,
+            device: &Self::Device,
+        ) -> Option<DeviceTokens> {
+            let host_tokens = HostTokens::new(&inputs.tokens);
+            Some(upload_tokens(
+                &R::client(device),
+                &inputs.loss.params,
+                &host_tokens.inputs(&inputs.tokens),
+                inputs.aggregation,
+                inputs.normalizer,
+            ))
         }
 
         /// The factor stays on the device: one small launch that leaves the gradient untouched

@@ -78,8 +78,6 @@ pub fn policy_gradients<B: AutodiffLossBackend>(
             .map(|e| (e.prompt_ids.as_slice(), e.completion_ids.as_slice())),
     );
     let (b, s) = (tokens.batch, tokens.seq);
-    let logits = tokens.logits(model, device);
-    let vocab = logits.dims()[2];
 
     let per_position = |value: &dyn Fn(&Episode, usize) -> f32| -> Vec<f32> {
         (0..b * s)
@@ -110,15 +108,24 @@ pub fn policy_gradients<B: AutodiffLossBackend>(
         loss_mask: &loss_mask,
         ref_logprobs: ref_logprobs.as_deref(),
     };
-    let inputs = PolicyLossInputs {
+    let mut inputs = PolicyLossInputs {
         loss: &loss.loss,
         aggregation: loss.aggregation,
         temperature: loss.temperature,
         normalizer,
         path: LossPath::Auto,
         tokens: view,
+        uploaded: None,
     };
+    // Queued before the forward pass, the uploads are done by the time the loss runs.
+    let uploaded = B::upload_loss_tokens(&inputs, device);
+    inputs.uploaded = uploaded.as_ref();
+    let logits = tokens.logits(model, device);
+    let vocab = logits.dims()[2];
     let logits = logits.reshape([b * s, vocab]);
+    // The operation would write its gradient over logits that nothing else holds (saving the
+    // gradient's [tokens, vocab] buffer), but on CUDA that path measured 7.1 ms against 1.9 ms
+    // in the loss benchmark, for reasons not found yet (bench/NOTES.md): keep a reference.
     let (mut objective, pending) = policy_loss(logits.clone(), &inputs)?;
     let mut bonus_value = 0.0;
     let active: Vec<usize> = (0..b * s).filter(|&i| view.is_active(i)).collect();
