@@ -181,9 +181,38 @@ fn custom_loss_and_rewards_train_and_failures_are_reported() {
         for key in ["loss/ratio_mean", "loss/clip_frac_low", "loss/entropy"] {
             assert!(get(key).is_finite(), "{key}");
         }
+        // Off by one by default: the first batch is sampled with the starting weights before
+        // training, each later one during the previous step with that step's starting weights.
+        let age = if *step == 1 { 0.0 } else { 1.0 };
+        assert_eq!(get("rollout/policy_age"), age, "step {step}");
+        // Trained on, those episodes do not match the trainer's weights exactly any more.
+        let gap = get("loss/logprob_gap_max");
+        assert!(
+            if *step == 1 { gap < 1e-3 } else { gap > 1e-3 },
+            "step {step}: logprob gap {gap}"
+        );
     }
     let model = tmp.path().join("runs/user-code/final/model.safetensors");
     assert!(model.is_file(), "the final model is written");
+
+    // Strictly on-policy: every batch sampled with the weights it trains.
+    run(
+        &binary,
+        tmp.path(),
+        &[
+            "--set",
+            "replay_buffer.max_policy_age=0",
+            "--set",
+            "metrics.dir=on-policy",
+        ],
+    );
+    let steps = grpo_steps(&tmp.path().join("on-policy/user-code/metrics.jsonl"));
+    assert_eq!(steps.len(), 3);
+    for (step, m) in &steps {
+        assert_eq!(m["rollout/policy_age"], 0.0, "step {step}");
+        let gap = m["loss/logprob_gap_max"].as_f64().expect("number");
+        assert!(gap < 1e-3, "step {step}: on-policy logprob gap {gap}");
+    }
 }
 
 #[test]

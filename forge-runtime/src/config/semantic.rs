@@ -297,6 +297,31 @@ fn training(exp: &Experiment, c: &mut Checks<'_>) {
             Some("remove the key (or set it to false)".into()),
         );
     }
+    let age = exp.replay_buffer.max_policy_age;
+    if exp.recipe == Recipe::Grpo && t.sync_interval > age.max(1) {
+        c.error(
+            "/training/sync_interval",
+            format!(
+                "`training.sync_interval` ({}) would train on episodes {} policy versions old, but `replay_buffer.max_policy_age` is {age}",
+                t.sync_interval, t.sync_interval
+            ),
+            Some(if age == 0 {
+                "strictly on-policy training samples with the current weights every step: remove `sync_interval` or raise `max_policy_age`".into()
+            } else {
+                format!("lower `sync_interval` to at most {age} or raise `max_policy_age`")
+            }),
+        );
+    }
+    if exp.recipe == Recipe::Grpo && age >= 1 && exp.replay_buffer.capacity < t.batch_size {
+        c.error(
+            "/replay_buffer/capacity",
+            format!(
+                "`replay_buffer.capacity` ({}) cannot hold the batch of {} episodes made ahead for the next step",
+                exp.replay_buffer.capacity, t.batch_size
+            ),
+            Some(format!("raise it to at least {}", t.batch_size)),
+        );
+    }
     if exp.recipe == Recipe::Grpo && exp.sampling.max_tokens >= t.seq_len {
         c.error(
             "/sampling/max_tokens",

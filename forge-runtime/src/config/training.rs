@@ -50,7 +50,10 @@ pub struct TrainingConfig {
     /// Seed of every random choice in the run (sampling, dropout, data order unless
     /// `dataset.shuffle_seed` says otherwise).
     pub seed: u64,
-    /// Push trainer weights to the generator every this many steps.
+    /// Refresh the generator's weights from the trainer's every this many steps: at most
+    /// `replay_buffer.max_policy_age` (1 when that is 0). The generator shares the trainer's
+    /// device and reads its tensors without a copy. After a resume it starts from the resumed
+    /// weights.
     #[schemars(range(min = 1))]
     pub sync_interval: u32,
 }

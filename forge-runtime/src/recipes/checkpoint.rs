@@ -18,6 +18,10 @@ pub struct RunState {
     pub step: u64,
     /// Where the training data order stands.
     pub data: DataPosition,
+    /// The batch made ahead for the next step (off-by-one GRPO), whose prompts `data` has
+    /// already passed: a resumed run trains on it rather than sampling it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_batch: Option<super::rollouts::RolloutBatch>,
 }
 
 /// A checkpoint directory.

@@ -4,23 +4,19 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::optim::GradientsAccumulator;
-use burn::prelude::*;
 
 use super::checkpoint::{Checkpoint, RunState};
+use super::rollouts::{RolloutBatch, RolloutSources, make_batch};
 use super::session::{RunError, Session};
-use crate::config::{Loaded, ResumeMode};
+use crate::config::{Experiment, Loaded, ResumeMode};
 use crate::data::DataOrder;
-use crate::generate::{
-    GenerateRequest, GenerateTiming, SamplingParams, StopReason, generate_timed, logprob_of,
-};
+use crate::generate::SamplingParams;
 use crate::loss::registry;
 use crate::metrics::{MetricsWriter, StepMetrics};
 use crate::model::CausalLm;
-use crate::rl::{Episode, ScoredCompletion, group_advantages};
+use crate::rl::Episode;
 use crate::train::loss_backend::BoundPolicyLoss;
-use crate::train::{
-    Optimizer, PolicyLoss, TokenBatch, batch_normalizer, host_logits, policy_gradients,
-};
+use crate::train::{Optimizer, PolicyLoss, StepOutcome, batch_normalizer, policy_gradients};
 
 /// Console columns of GRPO steps.
 const CONSOLE: [&str; 8] = [
@@ -68,37 +64,6 @@ pub(crate) fn greedy_params(loaded: &Loaded) -> SamplingParams {
     }
 }
 
-/// Log-probabilities of each episode's completion under `model` at `temperature`.
-fn completion_logprobs<B: Backend>(
-    model: &CausalLm<B>,
-    episodes: &[Episode],
-    temperature: f64,
-    device: &B::Device,
-) -> Vec<Vec<f32>> {
-    let tokens = TokenBatch::new(
-        episodes
-            .iter()
-            .map(|e| (e.prompt_ids.as_slice(), e.completion_ids.as_slice())),
-    );
-    let (b, s) = (tokens.batch, tokens.seq);
-    let logits = tokens.logits(model, device);
-    let v = logits.dims()[2];
-    let host = host_logits(&logits);
-    let mut out: Vec<Vec<f32>> = episodes
-        .iter()
-        .map(|e| vec![0.0; e.completion_ids.len()])
-        .collect();
-    for i in 0..b * s {
-        if let (Some(k), Ok(target)) = (
-            tokens.completion_index[i],
-            usize::try_from(tokens.target_ids[i]),
-        ) {
-            out[i / s][k] = logprob_of(&host[i * v..(i + 1) * v], target, temperature) as f32;
-        }
-    }
-    out
-}
-
 /// Runs GRPO as the experiment says. Returns the final model's directory.
 pub fn run_grpo<B: super::RecipeBackend>(
     loaded: Loaded,
@@ -137,6 +102,8 @@ pub fn run_grpo<B: super::RecipeBackend>(
     let mut optimizer = Optimizer::<B>::new(&exp.training);
     let checkpoints = Checkpoint::root(&session.run_dir, &exp.checkpoint.dir);
     let mut start = 0;
+    // The batch made ahead for step `start`, restored from a checkpoint.
+    let mut pending: Option<RolloutBatch> = None;
     if exp.checkpoint.resume != ResumeMode::Never {
         match Checkpoint::newest(&checkpoints) {
             Some(checkpoint) => {
@@ -144,6 +111,7 @@ pub fn run_grpo<B: super::RecipeBackend>(
                 optimizer = restored;
                 order.restore(state.data);
                 start = state.step;
+                pending = state.pending_batch.filter(|batch| batch.step == start);
                 eprintln!(
                     "forge: resumed from {} (step {start})",
                     checkpoint.dir.display()
@@ -201,162 +169,92 @@ pub fn run_grpo<B: super::RecipeBackend>(
         None
     };
 
+    let sources = RolloutSources {
+        prompts: &session.prompts,
+        dataset: &session.dataset,
+        tokenizer: &session.tokenizer,
+        scorer: &session.scorer,
+        answer_field: &exp.dataset.fields.answer,
+        reference: reference.as_ref(),
+        sampling: &sampling,
+        advantages: &exp.advantages,
+        n,
+        groups_per_step,
+        temperature: policy_loss.temperature,
+        device: &device,
+    };
+    // Off by one: while the trainer trains on a step's batch, a thread samples the next one
+    // with the weights it had at the start of the step (refreshed every `sync_interval` steps).
+    let pipelined = exp.replay_buffer.max_policy_age >= 1;
+    let sync_interval = u64::from(exp.training.sync_interval.max(1));
+    let mut generator_weights: Option<(u64, CausalLm<B::InnerBackend>)> = None;
     for step in start..exp.training.steps {
         let t_step = Instant::now();
         let mut metrics = StepMetrics::new("grpo", step + 1);
-        // 1. Rollouts from the current weights (no copy: the generator reads the trainer's tensors).
-        let policy = session.model.valid();
-        let mut episodes: Vec<Episode> = Vec::new();
-        let mut all_rewards: Vec<f32> = Vec::new();
-        let mut per_reward: Vec<(String, Vec<f32>)> = Vec::new();
-        let (mut panics, mut timeouts, mut dropped, mut truncated, mut lengths) =
-            (0, 0, 0, 0usize, Vec::new());
-        let (mut t_generate, mut t_reward) = (0.0, 0.0);
-        let mut t_generate_parts = GenerateTiming::default();
-        let mut attempts = 0;
-        while episodes.len() / n < groups_per_step && attempts < 4 {
-            attempts += 1;
-            let wanted = groups_per_step - episodes.len() / n;
-            let picked: Vec<usize> = (0..wanted).map(|_| order.next_index()).collect();
-            let mut prompts = Vec::with_capacity(picked.len());
-            for &i in &picked {
-                prompts.push(
-                    session
-                        .prompts
-                        .build(&session.dataset.records[i].fields, &session.tokenizer)?,
-                );
-            }
-            let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
-            let t = Instant::now();
-            let request = GenerateRequest {
-                prompts: &ids,
-                n,
-                params: &sampling,
-                // Distinct streams per step and attempt, the same after a resume.
-                seed_offset: (step * 4 + attempts - 1) * (groups_per_step * n) as u64,
-                policy_version: step,
-            };
-            let (completions, timing) =
-                generate_timed(&policy, &session.tokenizer, &request, &device)
-                    .map_err(|e| RunError::Other(e.to_string()))?;
-            t_generate += t.elapsed().as_secs_f64();
-            t_generate_parts += timing;
-            // 2. Rewards.
-            let t = Instant::now();
-            let mut items = Vec::new();
-            for (g, group) in completions.iter().enumerate() {
-                let record = &session.dataset.records[picked[g]].fields;
-                for c in group {
-                    items.push(ScoredCompletion {
-                        prompt: prompts[g].text.clone(),
-                        completion: c.text.clone(),
-                        answer: session.answer_of(record),
-                        sample: record.clone(),
-                    });
-                }
-            }
-            let report = session.scorer.score(&items);
-            t_reward += t.elapsed().as_secs_f64();
-            panics += report.panics;
-            timeouts += report.timeouts;
-            if per_reward.is_empty() {
-                per_reward = report
-                    .per_reward
-                    .iter()
-                    .map(|(k, _)| (k.clone(), Vec::new()))
-                    .collect();
-            }
-            for (acc, (_, scores)) in per_reward.iter_mut().zip(&report.per_reward) {
-                acc.1.extend(scores);
-            }
-            all_rewards.extend(&report.totals);
-            // 3. Advantages per group; DAPO dynamic sampling drops groups without signal.
-            for (g, group) in completions.into_iter().enumerate() {
-                let rewards = &report.totals[g * n..(g + 1) * n];
-                let equal = rewards.iter().all(|&r| r == rewards[0]);
-                if exp.advantages.dynamic_sampling && equal {
-                    dropped += 1;
-                    continue;
-                }
-                let advantages =
-                    group_advantages(rewards, exp.advantages.estimator, exp.advantages.eps);
-                for (k, c) in group.into_iter().enumerate() {
-                    lengths.push(c.token_ids.len() as f64);
-                    let is_truncated = c.stop_reason == StopReason::Length;
-                    truncated += usize::from(is_truncated);
-                    episodes.push(Episode {
-                        prompt_ids: c.prompt_ids,
-                        completion_ids: c.token_ids,
-                        generator_logprobs: c.logprobs,
-                        ref_logprobs: None,
-                        reward: rewards[k],
-                        advantage: advantages[k],
-                        truncated: is_truncated,
-                        policy_version: c.policy_version,
-                        group: episodes.len() / n,
-                    });
-                }
-            }
-            if !exp.advantages.dynamic_sampling {
-                break;
-            }
-        }
-        // 4. Reference log-probabilities for the KL term.
-        let t = Instant::now();
-        if let Some(reference) = &reference {
-            for chunk in episodes.chunks_mut(64) {
-                let lps = completion_logprobs(reference, chunk, policy_loss.temperature, &device);
-                for (e, lp) in chunk.iter_mut().zip(lps) {
-                    e.ref_logprobs = Some(lp);
-                }
-            }
-        }
-        let t_reference = t.elapsed().as_secs_f64();
-        // 5. Train: micro-batches normalised over the whole batch.
-        let t = Instant::now();
-        let mut loss_value = 0.0;
-        let mut weighted: Vec<(String, f64)> = Vec::new();
-        let mut active_total = 0usize;
-        let mut max_gap = 0.0f64;
-        let outcome = if episodes.is_empty() {
-            None
-        } else {
-            let normalizer = batch_normalizer(
-                &episodes,
-                exp.sampling.max_tokens as usize,
-                policy_loss.mask_truncated,
-            );
-            let micro = episodes
-                .len()
-                .div_ceil(exp.training.gradient_accumulation_steps as usize)
-                .max(1);
-            let mut accumulator = GradientsAccumulator::new();
-            for chunk in episodes.chunks(micro) {
-                let (grads, stats) =
-                    policy_gradients(&session.model, chunk, &policy_loss, normalizer, &device)
-                        .map_err(|e| RunError::Other(e.to_string()))?;
-                accumulator.accumulate(&session.model, grads);
-                loss_value += stats.loss;
-                max_gap = max_gap.max(stats.max_logprob_gap);
-                for (k, v) in &stats.metrics {
-                    match weighted.iter_mut().find(|(name, _)| name == k) {
-                        Some(slot) => slot.1 += v * stats.active_tokens as f64,
-                        None => weighted.push((k.clone(), v * stats.active_tokens as f64)),
-                    }
-                }
-                active_total += stats.active_tokens;
-            }
-            let grads = accumulator.grads();
-            let model = session.model.clone();
-            let (model, outcome) = if loss_value.is_finite() {
-                optimizer.step(model, grads)
-            } else {
-                optimizer.step_skipped(model)
-            };
-            session.model = model;
-            Some(outcome)
+        // 1-4. The step's batch: made ahead during the previous step, or now with the current
+        // weights (the first step, strictly on-policy runs).
+        let batch = match pending.take() {
+            Some(batch) => batch,
+            None => make_batch(&sources, &mut order, &session.model.valid(), step, step)?,
         };
-        let t_train = t.elapsed().as_secs_f64();
+        let ahead = pipelined && step + 1 < exp.training.steps;
+        if ahead && (generator_weights.is_none() || step % sync_interval == 0) {
+            // No copy: the snapshot shares the trainer's tensors, which the optimiser replaces
+            // rather than overwrites while the snapshot holds them.
+            generator_weights = Some((step, session.model.valid()));
+        }
+        // 5. Train, with the next batch being made meanwhile.
+        let t = Instant::now();
+        let (trained, next, t_wait) = std::thread::scope(|scope| {
+            let maker = match (&generator_weights, ahead) {
+                (Some((version, weights)), true) => {
+                    let (sources, order) = (&sources, &mut order);
+                    Some(
+                        scope
+                            .spawn(move || make_batch(sources, order, weights, step + 1, *version)),
+                    )
+                }
+                _ => None,
+            };
+            let trained = train_on_batch(
+                &mut session.model,
+                &mut optimizer,
+                &batch.episodes,
+                &policy_loss,
+                &exp,
+                &device,
+            );
+            let t_wait = Instant::now();
+            let next = maker.map(|maker| {
+                maker
+                    .join()
+                    .unwrap_or_else(|_| Err(RunError::Other("the rollout thread panicked".into())))
+            });
+            (trained, next, t_wait.elapsed().as_secs_f64())
+        });
+        let trained = trained?;
+        pending = next.transpose()?;
+        let t_train = t.elapsed().as_secs_f64() - t_wait;
+        let RolloutBatch {
+            episodes,
+            rewards: all_rewards,
+            per_reward,
+            reward_panics: panics,
+            reward_timeouts: timeouts,
+            dropped_groups: dropped,
+            truncated,
+            lengths,
+            timing,
+            policy_version,
+            ..
+        } = batch;
+        let TrainedBatch {
+            loss_value,
+            weighted,
+            active_total,
+            max_gap,
+            outcome,
+        } = trained;
 
         // 6. Metrics.
         let mean = |v: &[f64]| {
@@ -413,21 +311,22 @@ pub fn run_grpo<B: super::RecipeBackend>(
             )
             .set("data/skipped_records", session.dataset.skipped.len() as f64)
             .set("rollout/dropped_groups", dropped as f64)
-            .set("rollout/policy_age", 0.0)
+            .set("rollout/policy_age", (step - policy_version) as f64)
             .set("reward/failures_panic", panics as f64)
             .set("reward/failures_timeout", timeouts as f64)
             .set("train/episodes", episodes.len() as f64)
             .set("train/tokens", active_total as f64)
-            .set("time/generate_s", t_generate)
-            .set("time/generate_model_s", t_generate_parts.model_s)
-            .set("time/generate_logits_s", t_generate_parts.logits_s)
-            .set("time/generate_sample_s", t_generate_parts.sample_s)
-            .set("time/reward_s", t_reward)
-            .set("time/reference_s", t_reference)
+            .set("time/generate_s", timing.generate_s)
+            .set("time/generate_model_s", timing.generate_model_s)
+            .set("time/generate_logits_s", timing.generate_logits_s)
+            .set("time/generate_sample_s", timing.generate_sample_s)
+            .set("time/reward_s", timing.reward_s)
+            .set("time/reference_s", timing.reference_s)
+            .set("time/rollout_wait_s", t_wait)
             .set("time/train_s", t_train)
             .set(
                 "throughput/generate_tok_s",
-                lengths.iter().sum::<f64>() / t_generate.max(1e-9),
+                lengths.iter().sum::<f64>() / timing.generate_s.max(1e-9),
             )
             .set(
                 "throughput/train_tok_s",
@@ -457,6 +356,7 @@ pub fn run_grpo<B: super::RecipeBackend>(
         let state = RunState {
             step: step + 1,
             data: order.position(),
+            pending_batch: pending.clone(),
         };
         Checkpoint::write_if_due(&checkpoints, &session, &optimizer, &state, &exp.checkpoint)?;
     }
@@ -477,4 +377,75 @@ pub fn run_grpo<B: super::RecipeBackend>(
     }
     eprintln!("forge: final model in {}", final_dir.display());
     Ok(final_dir)
+}
+
+/// What training on one batch gave.
+struct TrainedBatch {
+    /// The batch loss (micro-batch shares summed).
+    loss_value: f64,
+    /// `loss/...` metrics weighted by each micro-batch's active tokens.
+    weighted: Vec<(String, f64)>,
+    /// Tokens trained on.
+    active_total: usize,
+    /// Largest trainer/generator logprob gap.
+    max_gap: f64,
+    /// The optimiser step, unless the batch was empty.
+    outcome: Option<StepOutcome>,
+}
+
+/// One optimiser step on `episodes`: micro-batches normalised over the whole batch, gradients
+/// accumulated, the step skipped (weights kept) if the loss is not finite.
+fn train_on_batch<B: super::RecipeBackend>(
+    model: &mut CausalLm<B>,
+    optimizer: &mut Optimizer<B>,
+    episodes: &[Episode],
+    policy_loss: &PolicyLoss,
+    exp: &Experiment,
+    device: &B::Device,
+) -> Result<TrainedBatch, RunError> {
+    let mut trained = TrainedBatch {
+        loss_value: 0.0,
+        weighted: Vec::new(),
+        active_total: 0,
+        max_gap: 0.0,
+        outcome: None,
+    };
+    if episodes.is_empty() {
+        return Ok(trained);
+    }
+    let normalizer = batch_normalizer(
+        episodes,
+        exp.sampling.max_tokens as usize,
+        policy_loss.mask_truncated,
+    );
+    let micro = episodes
+        .len()
+        .div_ceil(exp.training.gradient_accumulation_steps as usize)
+        .max(1);
+    let mut accumulator = GradientsAccumulator::new();
+    for chunk in episodes.chunks(micro) {
+        let (grads, stats) = policy_gradients(model, chunk, policy_loss, normalizer, device)
+            .map_err(|e| RunError::Other(e.to_string()))?;
+        accumulator.accumulate(model, grads);
+        trained.loss_value += stats.loss;
+        trained.max_gap = trained.max_gap.max(stats.max_logprob_gap);
+        for (k, v) in &stats.metrics {
+            match trained.weighted.iter_mut().find(|(name, _)| name == k) {
+                Some(slot) => slot.1 += v * stats.active_tokens as f64,
+                None => trained
+                    .weighted
+                    .push((k.clone(), v * stats.active_tokens as f64)),
+            }
+        }
+        trained.active_total += stats.active_tokens;
+    }
+    let grads = accumulator.grads();
+    let (updated, outcome) = if trained.loss_value.is_finite() {
+        optimizer.step(model.clone(), grads)
+    } else {
+        optimizer.step_skipped(model.clone())
+    };
+    *model = updated;
+    trained.outcome = Some(outcome);
+    Ok(trained)
 }

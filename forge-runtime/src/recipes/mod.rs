@@ -1,18 +1,22 @@
 //! The recipes a generated binary runs: GRPO (and its successors, by loss) and SFT. Each is a
 //! loop over the pieces in `data`, `generate`, `rl`, `train`, `metrics` and `checkpoint`.
 //!
-//! Services here run in one process, one after another per step (generate, score, train), on the
-//! backend the binary was compiled for; the generator reads the trainer's weights without a copy.
+//! Services here run in one process on the backend the binary was compiled for: GRPO samples and
+//! scores the next step's batch on a thread of its own while the trainer trains on the current
+//! one (off by one, `replay_buffer.max_policy_age` >= 1), or one after the other (strictly
+//! on-policy, 0). The generator reads the trainer's weights without a copy.
 
 mod checkpoint;
 mod eval;
 mod grpo;
+mod rollouts;
 mod session;
 mod sft;
 
 pub use checkpoint::{Checkpoint, RunState};
 pub use eval::{EvalItem, EvalResult, evaluate};
 pub use grpo::run_grpo;
+pub use rollouts::{RolloutBatch, RolloutTiming};
 pub use session::{RunError, Session};
 pub use sft::run_sft;
 

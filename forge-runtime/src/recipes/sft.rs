@@ -158,6 +158,7 @@ where
         let state = RunState {
             step: step + 1,
             data: order.position(),
+            pending_batch: None,
         };
         Checkpoint::write_if_due(&checkpoints, &session, &optimizer, &state, &exp.checkpoint)?;
         if eval_interval > 0 && (step + 1) % eval_interval == 0 && step + 1 < steps {

@@ -1,0 +1,255 @@
+//! One step's training batch: groups sampled from a policy, scored, given group-relative
+//! advantages (and reference log-probabilities), with what the step's metrics need. The GRPO loop
+//! makes the next step's batch on a thread of its own while the trainer trains on the current one
+//! (`replay_buffer.max_policy_age` >= 1), so a batch records the policy version that sampled it.
+
+use std::time::Instant;
+
+use burn::prelude::*;
+
+use super::session::RunError;
+use crate::config::AdvantagesConfig;
+use crate::data::{DataOrder, Dataset, PromptBuilder};
+use crate::generate::{
+    DecodeBackend, GenerateRequest, GenerateTiming, SamplingParams, StopReason, generate_timed,
+    logprob_of,
+};
+use crate::model::CausalLm;
+use crate::rl::{Episode, RewardScorer, ScoredCompletion, group_advantages};
+use crate::tokenizer::Tokenizer;
+use crate::train::{TokenBatch, host_logits};
+
+/// Attempts at filling a batch when DAPO's dynamic sampling drops groups.
+const MAX_ATTEMPTS: u64 = 4;
+
+/// What a batch is made from, the same for every step.
+pub struct RolloutSources<'a, B: Backend> {
+    /// Records into prompts.
+    pub prompts: &'a PromptBuilder,
+    /// Training records.
+    pub dataset: &'a Dataset,
+    /// The policy's tokenizer.
+    pub tokenizer: &'a Tokenizer,
+    /// The configured rewards.
+    pub scorer: &'a RewardScorer,
+    /// The record field holding the reference answer.
+    pub answer_field: &'a str,
+    /// The frozen reference model, when the loss has a KL term.
+    pub reference: Option<&'a CausalLm<B>>,
+    /// Sampling settings of training rollouts.
+    pub sampling: &'a SamplingParams,
+    /// Advantage estimation.
+    pub advantages: &'a AdvantagesConfig,
+    /// Samples per prompt.
+    pub n: usize,
+    /// Groups (prompts) per step.
+    pub groups_per_step: usize,
+    /// Temperature the reference log-probabilities are computed at.
+    pub temperature: f64,
+    /// Where the models run.
+    pub device: &'a B::Device,
+}
+
+/// Seconds spent making a batch, by stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RolloutTiming {
+    /// Generation, in all.
+    pub generate_s: f64,
+    /// Generation: issuing the model's forward passes.
+    pub generate_model_s: f64,
+    /// Generation: waiting for the device and reading back.
+    pub generate_logits_s: f64,
+    /// Generation: sampling on the host.
+    pub generate_sample_s: f64,
+    /// Scoring.
+    pub reward_s: f64,
+    /// Reference log-probabilities.
+    pub reference_s: f64,
+}
+
+/// One step's episodes and what the step reports about them. Serialisable: a checkpoint holds
+/// the batch made ahead for the next step, so a resumed run trains on exactly it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RolloutBatch {
+    /// The optimiser step (0-based) it is for.
+    pub step: u64,
+    /// Optimiser steps the sampling weights had taken.
+    pub policy_version: u64,
+    /// Episodes to train on (groups dropped by dynamic sampling left out).
+    pub episodes: Vec<Episode>,
+    /// Total reward of every completion sampled, dropped groups included.
+    pub rewards: Vec<f32>,
+    /// Each reward function's scores, same order.
+    pub per_reward: Vec<(String, Vec<f32>)>,
+    /// Reward calls that panicked.
+    pub reward_panics: usize,
+    /// Reward calls that ran out of time.
+    pub reward_timeouts: usize,
+    /// Groups dropped by dynamic sampling.
+    pub dropped_groups: usize,
+    /// Completions cut off by the length limit.
+    pub truncated: usize,
+    /// Completion lengths (tokens) of the kept groups.
+    pub lengths: Vec<f64>,
+    /// Time by stage.
+    pub timing: RolloutTiming,
+}
+
+/// Samples, scores and prepares the batch of optimiser step `step` with `policy`, whose weights
+/// have taken `policy_version` steps. Draws prompts from `order`.
+pub fn make_batch<B: DecodeBackend>(
+    sources: &RolloutSources<'_, B>,
+    order: &mut DataOrder,
+    policy: &CausalLm<B>,
+    step: u64,
+    policy_version: u64,
+) -> Result<RolloutBatch, RunError> {
+    let (n, groups_per_step) = (sources.n, sources.groups_per_step);
+    let mut batch = RolloutBatch {
+        step,
+        policy_version,
+        ..RolloutBatch::default()
+    };
+    let mut parts = GenerateTiming::default();
+    for attempt in 0..MAX_ATTEMPTS {
+        if batch.episodes.len() / n >= groups_per_step {
+            break;
+        }
+        let wanted = groups_per_step - batch.episodes.len() / n;
+        let picked: Vec<usize> = (0..wanted).map(|_| order.next_index()).collect();
+        let mut prompts = Vec::with_capacity(picked.len());
+        for &i in &picked {
+            prompts.push(
+                sources
+                    .prompts
+                    .build(&sources.dataset.records[i].fields, sources.tokenizer)?,
+            );
+        }
+        let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
+        let t = Instant::now();
+        let request = GenerateRequest {
+            prompts: &ids,
+            n,
+            params: sources.sampling,
+            // Distinct streams per step and attempt, the same after a resume.
+            seed_offset: (step * MAX_ATTEMPTS + attempt) * (groups_per_step * n) as u64,
+            policy_version,
+        };
+        let (completions, timing) =
+            generate_timed(policy, sources.tokenizer, &request, sources.device)
+                .map_err(|e| RunError::Other(e.to_string()))?;
+        batch.timing.generate_s += t.elapsed().as_secs_f64();
+        parts += timing;
+
+        let t = Instant::now();
+        let mut items = Vec::new();
+        for (g, group) in completions.iter().enumerate() {
+            let record = &sources.dataset.records[picked[g]].fields;
+            for c in group {
+                items.push(ScoredCompletion {
+                    prompt: prompts[g].text.clone(),
+                    completion: c.text.clone(),
+                    answer: crate::data::field_text(record, sources.answer_field),
+                    sample: record.clone(),
+                });
+            }
+        }
+        let report = sources.scorer.score(&items);
+        batch.timing.reward_s += t.elapsed().as_secs_f64();
+        batch.reward_panics += report.panics;
+        batch.reward_timeouts += report.timeouts;
+        if batch.per_reward.is_empty() {
+            batch.per_reward = report
+                .per_reward
+                .iter()
+                .map(|(k, _)| (k.clone(), Vec::new()))
+                .collect();
+        }
+        for (acc, (_, scores)) in batch.per_reward.iter_mut().zip(&report.per_reward) {
+            acc.1.extend(scores);
+        }
+        batch.rewards.extend(&report.totals);
+
+        // Advantages per group; DAPO dynamic sampling drops groups without signal.
+        let dynamic = sources.advantages.dynamic_sampling;
+        for (g, group) in completions.into_iter().enumerate() {
+            let rewards = &report.totals[g * n..(g + 1) * n];
+            if dynamic && rewards.iter().all(|&r| r == rewards[0]) {
+                batch.dropped_groups += 1;
+                continue;
+            }
+            let advantages = group_advantages(
+                rewards,
+                sources.advantages.estimator,
+                sources.advantages.eps,
+            );
+            for (k, c) in group.into_iter().enumerate() {
+                batch.lengths.push(c.token_ids.len() as f64);
+                let truncated = c.stop_reason == StopReason::Length;
+                batch.truncated += usize::from(truncated);
+                let group = batch.episodes.len() / n;
+                batch.episodes.push(Episode {
+                    prompt_ids: c.prompt_ids,
+                    completion_ids: c.token_ids,
+                    generator_logprobs: c.logprobs,
+                    ref_logprobs: None,
+                    reward: rewards[k],
+                    advantage: advantages[k],
+                    truncated,
+                    policy_version: c.policy_version,
+                    group,
+                });
+            }
+        }
+        if !dynamic {
+            break;
+        }
+    }
+    batch.timing.generate_model_s = parts.model_s;
+    batch.timing.generate_logits_s = parts.logits_s;
+    batch.timing.generate_sample_s = parts.sample_s;
+
+    // Reference log-probabilities for the KL term.
+    let t = Instant::now();
+    if let Some(reference) = sources.reference {
+        for chunk in batch.episodes.chunks_mut(64) {
+            let lps = completion_logprobs(reference, chunk, sources.temperature, sources.device);
+            for (e, lp) in chunk.iter_mut().zip(lps) {
+                e.ref_logprobs = Some(lp);
+            }
+        }
+    }
+    batch.timing.reference_s = t.elapsed().as_secs_f64();
+    Ok(batch)
+}
+
+/// Log-probabilities of each episode's completion under `model` at `temperature`.
+fn completion_logprobs<B: Backend>(
+    model: &CausalLm<B>,
+    episodes: &[Episode],
+    temperature: f64,
+    device: &B::Device,
+) -> Vec<Vec<f32>> {
+    let tokens = TokenBatch::new(
+        episodes
+            .iter()
+            .map(|e| (e.prompt_ids.as_slice(), e.completion_ids.as_slice())),
+    );
+    let (b, s) = (tokens.batch, tokens.seq);
+    let logits = tokens.logits(model, device);
+    let v = logits.dims()[2];
+    let host = host_logits(&logits);
+    let mut out: Vec<Vec<f32>> = episodes
+        .iter()
+        .map(|e| vec![0.0; e.completion_ids.len()])
+        .collect();
+    for i in 0..b * s {
+        if let (Some(k), Ok(target)) = (
+            tokens.completion_index[i],
+            usize::try_from(tokens.target_ids[i]),
+        ) {
+            out[i / s][k] = logprob_of(&host[i * v..(i + 1) * v], target, temperature) as f32;
+        }
+    }
+    out
+}
