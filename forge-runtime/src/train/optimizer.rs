@@ -37,18 +37,17 @@ impl<B: AutodiffBackend> std::fmt::Debug for Optimizer<B> {
     }
 }
 
-/// Sums the squares of all gradients.
-struct SquaredNorm<'a, B: AutodiffBackend> {
+/// Each gradient's sum of squares, left on the device: one read for all of them (a GPU step
+/// would otherwise wait for the device once per parameter).
+struct SquaredNorms<'a, B: AutodiffBackend> {
     grads: &'a GradientsParams,
-    total: f64,
-    _backend: std::marker::PhantomData<B>,
+    parts: Vec<Tensor<B::InnerBackend, 1>>,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
+impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorms<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
-            let s: f32 = g.square().sum().into_scalar().elem();
-            self.total += f64::from(s);
+            self.parts.push(g.square().sum());
         }
     }
 }
@@ -71,13 +70,16 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_, B> {
 
 /// The global L2 norm of `grads` over `model`'s parameters.
 pub fn gradient_norm<B: AutodiffBackend>(model: &CausalLm<B>, grads: &GradientsParams) -> f64 {
-    let mut visitor = SquaredNorm::<B> {
+    let mut visitor = SquaredNorms::<B> {
         grads,
-        total: 0.0,
-        _backend: std::marker::PhantomData,
+        parts: Vec::new(),
     };
     model.visit(&mut visitor);
-    visitor.total.sqrt()
+    if visitor.parts.is_empty() {
+        return 0.0;
+    }
+    let total: f64 = Tensor::cat(visitor.parts, 0).sum().into_scalar().elem();
+    total.sqrt()
 }
 
 impl<B: AutodiffBackend> Optimizer<B> {

@@ -269,3 +269,25 @@ fn check_policy_gradients(entropy_coef: f64) {
     }
     assert_eq!(checked, 4);
 }
+
+#[test]
+fn the_gradient_norm_is_the_l2_norm_of_every_gradient_element() {
+    let device = Default::default();
+    let model = model(5);
+    let examples = vec![SftExample {
+        prompt_ids: vec![3, 4, 5],
+        completion_ids: vec![6, 7, 2],
+    }];
+    let (grads, _) = sft_gradients(&model, &examples, 3, &device);
+    let flat = flat_grads(&model, &grads);
+    let want = flat
+        .iter()
+        .map(|&g| f64::from(g) * f64::from(g))
+        .sum::<f64>()
+        .sqrt();
+    assert!(want > 1e-3, "the gradients are not all zero");
+    let got = gradient_norm(&model, &grads);
+    assert!((got - want).abs() <= 1e-5 * want, "{got} vs {want}");
+    // No gradients at all: norm 0, not an error.
+    assert_eq!(gradient_norm(&model, &GradientsParams::new()), 0.0);
+}
