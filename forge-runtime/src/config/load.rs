@@ -354,6 +354,29 @@ mod tests {
     }
 
     #[test]
+    fn placement_that_is_not_built_is_said() {
+        let spread = format!(
+            "{MINIMAL}backend: cuda\nservices:\n  gpus: 2\n  generator: {{devices: [1]}}\n  trainer: {{devices: [0]}}\n"
+        );
+        let loaded = load(&spread).expect("valid, with a warning");
+        let rendered = loaded.warnings.render(false);
+        assert!(
+            rendered.contains("GPUs [0, 1]") && rendered.contains("placement is not built yet"),
+            "{rendered}"
+        );
+        // One GPU shared by every service is what runs: nothing to say.
+        let shared = format!(
+            "{MINIMAL}backend: cuda\nservices:\n  generator: {{devices: [0]}}\n  trainer: {{devices: [0]}}\n"
+        );
+        let loaded = load(&shared).expect("valid");
+        assert!(
+            loaded.warnings.items.is_empty(),
+            "{}",
+            loaded.warnings.render(false)
+        );
+    }
+
+    #[test]
     fn kl_needs_a_reference_model() {
         let text = MINIMAL.replace("{name: dapo}", "{name: grpo, beta: 0.05}");
         let report = load(&text).expect_err("no ref model");
