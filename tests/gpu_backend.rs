@@ -283,3 +283,62 @@ fn generation_through_the_decode_engine_matches_the_cpu() {
         }
     }
 }
+
+/// Three AdamW steps on burn's cubecl backend (one fused launch per parameter) against the CPU
+/// (burn's tensor operations), on random parameters and gradients long enough to need the
+/// kernel's grid-stride loop.
+#[test]
+fn adamw_on_burns_cubecl_backend_matches_the_cpu() {
+    use forge::train::adamw::{AdamWBackend, AdamWConfig, MomentState};
+    type Gpu = <WgpuBackend as AutodiffBackend>::InnerBackend;
+    type Cpu = <CpuBackend as AutodiffBackend>::InnerBackend;
+
+    if !forge_tests::require_vulkan("adamw_on_burns_cubecl_backend_matches_the_cpu") {
+        return;
+    }
+    fn run<B: AdamWBackend>(device: &B::Device, params: &[f32], grads: &[Vec<f32>]) -> Vec<f32> {
+        let config = AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        };
+        let n = params.len();
+        let tensor =
+            |v: &[f32]| Tensor::<B, 1>::from_data(TensorData::new(v.to_vec(), [n]), device);
+        let mut param = tensor(params);
+        let mut state = MomentState::new(&param);
+        for (t, g) in grads.iter().enumerate() {
+            (param, state) =
+                B::adamw_update(param, tensor(g), state, &config.scalars(3e-3, t as u64 + 1));
+        }
+        param.into_data().to_vec::<f32>().expect("f32")
+    }
+    // More elements than 4096 cubes of 256 units: each unit visits several.
+    let n = 4096 * 256 + 1001;
+    let mut seed = 11u64;
+    let mut next = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    };
+    let params: Vec<f32> = (0..n).map(|_| next() * 2.0).collect();
+    let grads: Vec<Vec<f32>> = (0..3)
+        .map(|_| (0..n).map(|_| next() * 0.01).collect())
+        .collect();
+    let cpu = run::<Cpu>(&Default::default(), &params, &grads);
+    let gpu = run::<Gpu>(&Default::default(), &params, &grads);
+    let mut moved = 0;
+    for (i, ((c, g), p)) in cpu.iter().zip(&gpu).zip(&params).enumerate() {
+        assert!(
+            (c - g).abs() <= 1e-6 * (1.0 + c.abs()),
+            "[{i}]: cpu {c} vs gpu {g}"
+        );
+        moved += usize::from((c - p).abs() > 1e-4);
+    }
+    assert!(
+        moved > n / 2,
+        "the updates moved the parameters ({moved} of {n})"
+    );
+}

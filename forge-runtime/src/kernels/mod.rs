@@ -1,6 +1,7 @@
 //! Hand-written cubecl kernels for the vocabulary-sized work, the math helpers the macro-generated
 //! loss kernels call, and the device path that runs a whole loss batch. One kernel per file.
 
+pub mod adamw;
 pub mod args;
 pub mod cube_reduce;
 #[cfg(feature = "cuda")]

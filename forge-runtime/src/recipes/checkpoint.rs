@@ -4,12 +4,15 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 
 use super::session::{RunError, Session};
 use crate::data::DataPosition;
 use crate::train::Optimizer;
+
+/// The optimiser state's file in a checkpoint directory (safetensors: f32 moments and master
+/// weights by parameter id).
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
 /// Everything besides weights and optimiser moments that a resumed run needs.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -69,8 +72,8 @@ impl Checkpoint {
         }
         std::fs::create_dir_all(&tmp).map_err(RunError::io(&tmp))?;
         session.save_model(&tmp.join("model"))?;
-        BinFileRecorder::<FullPrecisionSettings>::new()
-            .record(optimizer.record(), tmp.join("optimizer"))
+        optimizer
+            .save(&tmp.join(OPTIMIZER_FILE))
             .map_err(|e| RunError::Other(format!("saving the optimiser state: {e}")))?;
         // state.json last: its presence marks the checkpoint complete.
         let state_path = tmp.join("state.json");
@@ -123,10 +126,9 @@ impl Checkpoint {
         let state: RunState = serde_json::from_str(&text)
             .map_err(|e| RunError::Other(format!("{}: {e}", state_path.display())))?;
         session.model = crate::model::load::<B>(&self.dir.join("model"), &session.device)?;
-        let record = BinFileRecorder::<FullPrecisionSettings>::new()
-            .load(self.dir.join("optimizer"), &session.device)
+        let optimizer = optimizer
+            .load(&self.dir.join(OPTIMIZER_FILE), &session.device, state.step)
             .map_err(|e| RunError::Other(format!("loading the optimiser state: {e}")))?;
-        let optimizer = optimizer.load_record(record, state.step);
         Ok((optimizer, state))
     }
 }

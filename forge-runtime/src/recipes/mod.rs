@@ -21,16 +21,19 @@ pub use session::{RunError, Session};
 pub use sft::run_sft;
 
 /// What a recipe needs of its backend: the policy loss as a burn operation, and (on the inner,
-/// non-differentiating backend the generator runs on) a decode engine, if it has one.
+/// non-differentiating backend the generator runs on) a decode engine, if it has one, and
+/// AdamW's update.
 pub trait RecipeBackend:
-    crate::train::loss_backend::AutodiffLossBackend<InnerBackend: crate::generate::DecodeBackend>
+    crate::train::loss_backend::AutodiffLossBackend<
+        InnerBackend: crate::generate::DecodeBackend + crate::train::adamw::AdamWBackend,
+    >
 {
 }
 
 impl<B> RecipeBackend for B
 where
     B: crate::train::loss_backend::AutodiffLossBackend,
-    B::InnerBackend: crate::generate::DecodeBackend,
+    B::InnerBackend: crate::generate::DecodeBackend + crate::train::adamw::AdamWBackend,
 {
 }
 

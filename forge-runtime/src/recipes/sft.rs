@@ -23,7 +23,7 @@ const CONSOLE: [&str; 5] = [
 ];
 
 /// Runs SFT as the experiment says. Returns the final model's directory.
-pub fn run_sft<B: AutodiffBackend>(
+pub fn run_sft<B: AutodiffBackend<InnerBackend: crate::train::adamw::AdamWBackend>>(
     loaded: Loaded,
     device: B::Device,
 ) -> Result<std::path::PathBuf, RunError>

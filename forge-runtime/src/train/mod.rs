@@ -7,6 +7,7 @@
 //! the model. SFT's cross-entropy still goes through the host: burn back-propagates
 //! `sum(logits * stop_gradient(d loss / d logits))`.
 
+pub mod adamw;
 pub mod loss_backend;
 mod optimizer;
 mod policy;

@@ -1,11 +1,13 @@
 //! AdamW with the schedule, global gradient-norm clipping, and skipping of non-finite steps.
 
+use std::path::Path;
+
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer as _};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
+use super::adamw::{AdamW, AdamWBackend, AdamWConfig, AdamWStateError};
 use super::schedule::learning_rate;
 use crate::config::TrainingConfig;
 use crate::model::CausalLm;
@@ -21,9 +23,10 @@ pub struct StepOutcome {
     pub skipped: bool,
 }
 
-/// AdamW over the policy's parameters (f32 state, as torch's AdamW; decoupled weight decay).
+/// AdamW over the policy's parameters (f32 state and, for parameters stored in bf16 or f16, f32
+/// master weights: [`super::adamw`]).
 pub struct Optimizer<B: AutodiffBackend> {
-    adam: OptimizerAdaptor<AdamW, CausalLm<B>, B>,
+    adam: AdamW<B::InnerBackend>,
     config: TrainingConfig,
     /// Optimiser steps taken (skipped ones included, so the schedule follows the step count).
     pub step: u64,
@@ -85,12 +88,12 @@ pub fn gradient_norm<B: AutodiffBackend>(model: &CausalLm<B>, grads: &GradientsP
 impl<B: AutodiffBackend> Optimizer<B> {
     /// An optimiser configured by the `training` section.
     pub fn new(config: &TrainingConfig) -> Self {
-        let adam = AdamWConfig::new()
-            .with_beta_1(config.adam_beta1 as f32)
-            .with_beta_2(config.adam_beta2 as f32)
-            .with_epsilon(config.adam_eps as f32)
-            .with_weight_decay(config.weight_decay as f32)
-            .init();
+        let adam = AdamW::new(AdamWConfig {
+            beta1: config.adam_beta1,
+            beta2: config.adam_beta2,
+            eps: config.adam_eps,
+            weight_decay: config.weight_decay,
+        });
         Self {
             adam,
             config: config.clone(),
@@ -98,6 +101,42 @@ impl<B: AutodiffBackend> Optimizer<B> {
         }
     }
 
+    /// Saves the optimiser state (moments and master weights per parameter id) to `path`.
+    pub fn save(&self, path: &Path) -> Result<(), AdamWStateError> {
+        self.adam.save(path)
+    }
+
+    /// Restores the state [`Optimizer::save`] wrote, as of optimiser step `step`.
+    pub fn load(
+        mut self,
+        path: &Path,
+        device: &B::Device,
+        step: u64,
+    ) -> Result<Self, AdamWStateError> {
+        self.adam.load(path, device)?;
+        self.step = step;
+        Ok(self)
+    }
+
+    /// Counts a step whose loss was not finite, leaving the weights as they are.
+    pub fn step_skipped(&mut self, model: CausalLm<B>) -> (CausalLm<B>, StepOutcome) {
+        let lr = learning_rate(&self.config, self.step);
+        self.step += 1;
+        (
+            model,
+            StepOutcome {
+                lr,
+                grad_norm: f64::NAN,
+                skipped: true,
+            },
+        )
+    }
+}
+
+impl<B: AutodiffBackend> Optimizer<B>
+where
+    B::InnerBackend: AdamWBackend,
+{
     /// One step: clip to `max_norm` (the global norm, like `torch.nn.utils.clip_grad_norm_`),
     /// then AdamW at the scheduled learning rate. Non-finite gradients skip the update.
     pub fn step(
@@ -127,7 +166,7 @@ impl<B: AutodiffBackend> Optimizer<B> {
             };
             model.visit(&mut scale);
         }
-        let model = self.adam.step(lr, model, grads);
+        let model = self.adam.step::<B, _>(lr, model, &mut grads);
         (
             model,
             StepOutcome {
@@ -136,41 +175,5 @@ impl<B: AutodiffBackend> Optimizer<B> {
                 skipped: false,
             },
         )
-    }
-
-    /// Counts a step whose loss was not finite, leaving the weights as they are.
-    pub fn step_skipped(&mut self, model: CausalLm<B>) -> (CausalLm<B>, StepOutcome) {
-        let lr = learning_rate(&self.config, self.step);
-        self.step += 1;
-        (
-            model,
-            StepOutcome {
-                lr,
-                grad_norm: f64::NAN,
-                skipped: true,
-            },
-        )
-    }
-
-    /// The optimiser state (moments per parameter id), for checkpoints.
-    pub fn record(
-        &self,
-    ) -> <OptimizerAdaptor<AdamW, CausalLm<B>, B> as burn::optim::Optimizer<CausalLm<B>, B>>::Record
-    {
-        self.adam.to_record()
-    }
-
-    /// Restores the state saved by [`Optimizer::record`].
-    pub fn load_record(
-        mut self,
-        record: <OptimizerAdaptor<AdamW, CausalLm<B>, B> as burn::optim::Optimizer<
-            CausalLm<B>,
-            B,
-        >>::Record,
-        step: u64,
-    ) -> Self {
-        self.adam = self.adam.load_record(record);
-        self.step = step;
-        self
     }
 }
