@@ -73,12 +73,21 @@ pub fn update_with_tensor_ops<B: Backend>(
     s: &AdamWScalars,
 ) -> (Tensor<B, 1>, MomentState<B>) {
     let dtype = param.dtype();
-    let grad = grad.cast(FloatDType::F32);
+    let grad = if grad.dtype() == DType::F32 {
+        grad
+    } else {
+        grad.cast(FloatDType::F32)
+    };
     let p = match &state.master {
         Some(master) => master.clone(),
         None => param,
     };
-    let p = p.mul_scalar(s.decay);
+    // Without weight decay the factor is 1: no pass over the parameter for it.
+    let p = if s.decay == 1.0 {
+        p
+    } else {
+        p.mul_scalar(s.decay)
+    };
     let m = state.exp_avg.clone().mul_scalar(s.beta1) + grad.clone().mul_scalar(1.0 - s.beta1);
     let v = state.exp_avg_sq.clone().mul_scalar(s.beta2) + grad.square().mul_scalar(1.0 - s.beta2);
     let denom = v
