@@ -319,3 +319,33 @@ fn a_run_killed_and_resumed_matches_an_uninterrupted_one() {
         }
     }
 }
+
+#[test]
+fn a_batch_made_ahead_older_than_a_resumed_run_allows_is_evicted() {
+    let (tmp, file) = experiment(
+        "evicting",
+        "  name: asymmetric_ppo",
+        "  - name: count_of\n    character: \" \"",
+        "  steps: 3\ncheckpoint:\n  interval: 2\n  keep: 0",
+    );
+    let binary = build(&file);
+    // Off by one: the checkpoint of step 2 holds the batch made ahead for step 3.
+    run(&binary, tmp.path(), &[]);
+    let state = tmp
+        .path()
+        .join("runs/evicting/checkpoints/step-2/state.json");
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).expect("state")).expect("JSON");
+    assert_eq!(state["pending_batch"]["step"], 2, "{state}");
+    assert_eq!(state["pending_batch"]["policy_version"], 1, "{state}");
+    // Resumed strictly on-policy, that batch (one version old) is too old: sampled again.
+    let stderr = run(
+        &binary,
+        tmp.path(),
+        &["--set", "replay_buffer.max_policy_age=0"],
+    );
+    assert!(stderr.contains("resumed from"), "{stderr}");
+    assert!(stderr.contains("evicted, sampling it again"), "{stderr}");
+    let steps = grpo_steps(&tmp.path().join("runs/evicting/metrics.jsonl"));
+    assert_eq!(steps[&3]["rollout/policy_age"], 0.0, "{:?}", steps[&3]);
+}

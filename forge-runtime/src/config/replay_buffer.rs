@@ -10,8 +10,9 @@ pub struct ReplayBufferConfig {
     /// step's batch is sampled, scored and given reference logprobs on a thread of its own while
     /// the trainer trains on the current one, with the weights of the step's start (so one
     /// version old when trained on; `training.sync_interval`, at most this value, refreshes those
-    /// weights less often). The generator never runs further ahead, so no episode is ever older
-    /// than allowed and none is evicted.
+    /// weights less often). The generator never runs further ahead, so no episode is older than
+    /// allowed; a batch made ahead under a looser setting and restored from a checkpoint is
+    /// evicted and sampled again.
     pub max_policy_age: u32,
     /// Most episodes held: at least `training.batch_size` when `max_policy_age` is 1 or more (the
     /// batch made ahead for the next step).

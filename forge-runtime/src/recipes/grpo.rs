@@ -112,6 +112,16 @@ pub fn run_grpo<B: super::RecipeBackend>(
                 order.restore(state.data);
                 start = state.step;
                 pending = state.pending_batch.filter(|batch| batch.step == start);
+                // Made under a looser `max_policy_age` than this run's: evicted, sampled anew
+                // (its prompts are not drawn again: the data position is past them).
+                let allowed = u64::from(exp.replay_buffer.max_policy_age);
+                if let Some(batch) = pending.take_if(|b| start - b.policy_version > allowed) {
+                    eprintln!(
+                        "forge: the batch made ahead for step {} was sampled {} policy versions ago, more than `replay_buffer.max_policy_age` ({allowed}) allows: evicted, sampling it again",
+                        start + 1,
+                        start - batch.policy_version
+                    );
+                }
                 eprintln!(
                     "forge: resumed from {} (step {start})",
                     checkpoint.dir.display()
