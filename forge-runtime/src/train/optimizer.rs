@@ -6,6 +6,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{DType, FloatDType};
 
 use super::adamw::{AdamW, AdamWBackend, AdamWConfig, AdamWStateError};
 use super::schedule::learning_rate;
@@ -50,6 +51,12 @@ struct SquaredNorms<'a, B: AutodiffBackend> {
 impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorms<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+            // Squares summed in f32 whatever the gradients' type (bf16 would keep 3 digits).
+            let g = if g.dtype() == DType::F32 {
+                g
+            } else {
+                g.cast(FloatDType::F32)
+            };
             self.parts.push(g.square().sum());
         }
     }
