@@ -109,10 +109,15 @@ impl Checkpoint {
         state: &RunState,
         config: &crate::config::CheckpointConfig,
     ) -> Result<(), RunError> {
-        if config.interval > 0 && state.step.is_multiple_of(config.interval) {
+        if Self::due(state.step, config) {
             Self::write(root, session, optimizer, state, config.keep)?;
         }
         Ok(())
+    }
+
+    /// Whether `config.interval` asks for a checkpoint after step `step`.
+    pub fn due(step: u64, config: &crate::config::CheckpointConfig) -> bool {
+        config.interval > 0 && step.is_multiple_of(config.interval)
     }
 
     /// Restores the model, optimiser and run state into `session` and `optimizer`.

@@ -363,12 +363,20 @@ pub fn run_grpo<B: super::RecipeBackend>(
         if eval_interval > 0 && (step + 1) % eval_interval == 0 && step + 1 < exp.training.steps {
             run_eval(&session, step + 1, &mut writer)?;
         }
-        let state = RunState {
-            step: step + 1,
-            data: order.position(),
-            pending_batch: pending.clone(),
-        };
-        Checkpoint::write_if_due(&checkpoints, &session, &optimizer, &state, &exp.checkpoint)?;
+        if Checkpoint::due(step + 1, &exp.checkpoint) {
+            let state = RunState {
+                step: step + 1,
+                data: order.position(),
+                pending_batch: pending.clone(),
+            };
+            Checkpoint::write(
+                &checkpoints,
+                &session,
+                &optimizer,
+                &state,
+                exp.checkpoint.keep,
+            )?;
+        }
     }
     let last = run_eval(&session, exp.training.steps, &mut writer)?;
     let final_dir = session.run_dir.join("final");
