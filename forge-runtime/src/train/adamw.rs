@@ -157,11 +157,6 @@ impl<B: Backend> AdamW<B> {
             state: HashMap::new(),
         }
     }
-
-    /// The master weights of parameter `id`, if it has them.
-    pub fn master(&self, id: ParamId) -> Option<&Tensor<B, 1>> {
-        self.state.get(&id).and_then(|s| s.master.as_ref())
-    }
 }
 
 impl<B: AdamWBackend> AdamW<B> {
@@ -355,6 +350,7 @@ mod cube {
     use burn_cubecl::tensor::CubeTensor;
     use burn_cubecl::{CubeBackend, CubeRuntime, FloatElement, IntElement};
     use cubecl::prelude::*;
+    use cubecl::server::Handle;
     use half::{bf16, f16};
 
     use super::{AdamWBackend, MomentState, update_with_tensor_ops};
@@ -390,66 +386,84 @@ mod cube {
             let exp_avg_sq = owned(state.exp_avg_sq);
             let master = state.master.map(owned);
             let n = param.meta.shape().num_elements();
-            let client = param.client.clone();
-            let out = client.empty(n.max(1) * param.dtype.size());
-            let dummy = client.empty(4);
-            let cubes = n.div_ceil(ADAMW_BLOCK).clamp(1, MAX_CUBES) as u32;
-            let launch = |elem: DType| {
-                let args = (
-                    CubeCount::Static(cubes, 1, 1),
-                    CubeDim::new_1d(ADAMW_BLOCK as u32),
-                );
-                let master_handle = master.as_ref().map_or(&dummy, |m| &m.handle);
-                let master_len = if master.is_some() { n } else { 1 };
-                macro_rules! go {
-                    ($p:ty) => {
-                        adamw_kernel::launch::<$p, R>(
-                            &client,
-                            args.0,
-                            args.1,
-                            array_arg::<R, $p>(&param.handle, n),
-                            array_arg::<R, $p>(&grad.handle, n),
-                            array_arg::<R, $p>(&out, n),
-                            array_arg::<R, f32>(master_handle, master_len),
-                            array_arg::<R, f32>(&exp_avg.handle, n),
-                            array_arg::<R, f32>(&exp_avg_sq.handle, n),
-                            scalars.decay,
-                            scalars.beta1,
-                            scalars.beta2,
-                            scalars.inv_sqrt_bias2,
-                            scalars.eps,
-                            scalars.step_size,
-                            master.is_some(),
-                        )
-                    };
-                }
-                match elem {
-                    DType::BF16 => go!(bf16),
-                    DType::F16 => go!(f16),
-                    _ => go!(f32),
-                }
+            let out = param.client.empty(n.max(1) * param.dtype.size());
+            // Without a master copy the kernel reads and writes none: a one-element stand-in.
+            let dummy = param.client.empty(4);
+            let buffers = Buffers {
+                n,
+                param: &param.handle,
+                grad: &grad.handle,
+                out: &out,
+                master: master.as_ref().map(|m| &m.handle),
+                dummy: &dummy,
+                exp_avg: &exp_avg.handle,
+                exp_avg_sq: &exp_avg_sq.handle,
             };
-            launch(param.dtype);
-            let tensor = |handle, like: &CubeTensor<R>, dtype| {
-                Tensor::<Self, 1>::from_primitive(TensorPrimitive::Float(
-                    CubeTensor::new_contiguous(
-                        like.client.clone(),
-                        like.device.clone(),
-                        like.meta.shape().clone(),
-                        handle,
-                        dtype,
-                    ),
-                ))
-            };
+            match param.dtype {
+                DType::BF16 => launch::<R, bf16>(&param.client, &buffers, scalars),
+                DType::F16 => launch::<R, f16>(&param.client, &buffers, scalars),
+                _ => launch::<R, f32>(&param.client, &buffers, scalars),
+            }
+            let float =
+                |t: CubeTensor<R>| Tensor::<Self, 1>::from_primitive(TensorPrimitive::Float(t));
+            let updated = CubeTensor::new_contiguous(
+                param.client.clone(),
+                param.device.clone(),
+                param.meta.shape().clone(),
+                out,
+                param.dtype,
+            );
             let state = MomentState {
-                exp_avg: tensor(exp_avg.handle.clone(), &exp_avg, DType::F32),
-                exp_avg_sq: tensor(exp_avg_sq.handle.clone(), &exp_avg_sq, DType::F32),
-                master: master
-                    .as_ref()
-                    .map(|m| tensor(m.handle.clone(), m, DType::F32)),
+                exp_avg: float(exp_avg),
+                exp_avg_sq: float(exp_avg_sq),
+                master: master.map(float),
             };
-            (tensor(out, &param, param.dtype), state)
+            (float(updated), state)
         }
+    }
+
+    /// The buffers of one update, `n` elements each.
+    struct Buffers<'a> {
+        n: usize,
+        param: &'a Handle,
+        grad: &'a Handle,
+        out: &'a Handle,
+        master: Option<&'a Handle>,
+        dummy: &'a Handle,
+        exp_avg: &'a Handle,
+        exp_avg_sq: &'a Handle,
+    }
+
+    /// Launches [`adamw_kernel`] with parameters and gradients of element type `P`.
+    fn launch<R: CubeRuntime, P: Float + CubeElement>(
+        client: &ComputeClient<R>,
+        b: &Buffers<'_>,
+        s: &AdamWScalars,
+    ) {
+        let n = b.n;
+        let cubes = n.div_ceil(ADAMW_BLOCK).clamp(1, MAX_CUBES) as u32;
+        let (master, master_len) = match b.master {
+            Some(master) => (master, n),
+            None => (b.dummy, 1),
+        };
+        adamw_kernel::launch::<P, R>(
+            client,
+            CubeCount::Static(cubes, 1, 1),
+            CubeDim::new_1d(ADAMW_BLOCK as u32),
+            array_arg::<R, P>(b.param, n),
+            array_arg::<R, P>(b.grad, n),
+            array_arg::<R, P>(b.out, n),
+            array_arg::<R, f32>(master, master_len),
+            array_arg::<R, f32>(b.exp_avg, n),
+            array_arg::<R, f32>(b.exp_avg_sq, n),
+            s.decay,
+            s.beta1,
+            s.beta2,
+            s.inv_sqrt_bias2,
+            s.eps,
+            s.step_size,
+            b.master.is_some(),
+        );
     }
 
     /// The contiguous cubecl tensor of `t`.
