@@ -340,8 +340,8 @@ mod cube {
     };
     use crate::kernels::args::array_arg;
     use crate::kernels::device_loss::{
-        DeviceTokens, HostTokens, LaunchedLoss, LossCall, LossRuntime, launch, token_metrics,
-        upload_tokens,
+        DeviceTokens, HostTokens, LaunchedLoss, LossCall, LossPath, LossRuntime, launch,
+        token_metrics, upload_tokens,
     };
     use crate::kernels::loss_scalars::{SCALE_BLOCK, scale_unless_one_kernel};
 
@@ -445,6 +445,12 @@ mod cube {
             inputs: &PolicyLossInputs<'_>,
             device: &Self::Device,
         ) -> Option<DeviceTokens> {
+            // Only the fused kernel reads uploaded inputs: sequence-level losses (three kernels)
+            // would upload them for nothing.
+            let fused = R::fused_launcher(inputs.loss.registration).is_some();
+            if !fused || inputs.path == LossPath::Split {
+                return None;
+            }
             let host_tokens = HostTokens::new(&inputs.tokens);
             Some(upload_tokens(
                 &R::client(device),
