@@ -21,6 +21,9 @@ use forge::loss::reference::{Normalizer, TokenView};
 use half::bf16;
 use safetensors::SafeTensors;
 
+/// burn's cubecl backend over CUDA in bf16, as the trainer's tensors are.
+type Inner = burn_cubecl::CubeBackend<CudaRuntime, bf16, i32, u8>;
+
 fn f32s(file: &SafeTensors<'_>, name: &str) -> anyhow::Result<Vec<f32>> {
     let view = file
         .tensor(name)
@@ -65,6 +68,24 @@ fn main() -> anyhow::Result<()> {
 
     let client = CudaRuntime::client(&CudaDevice::new(0));
     let logits_h = client.create_from_slice(logits.data());
+    // The logits as a burn tensor sharing that buffer, and a fresh copy of them (made and waited
+    // for, for steps that overwrite their input).
+    let logits_tensor = || {
+        burn::tensor::Tensor::<Inner, 2>::from_primitive(burn::tensor::TensorPrimitive::Float(
+            burn_cubecl::tensor::CubeTensor::new_contiguous(
+                client.clone(),
+                CudaDevice::new(0),
+                burn::tensor::Shape::new([n, vocab]),
+                logits_h.clone(),
+                burn::tensor::DType::BF16,
+            ),
+        ))
+    };
+    let copy_logits = || {
+        let copy = logits_tensor() * 1.0;
+        cubecl::future::block_on(client.sync()).expect("sync");
+        copy
+    };
     let loss = forge::loss::registry::find("grpo").context("grpo")?;
     let params = serde_json::json!({"clip_low": 0.2, "clip_high": 0.28, "beta": 0.1});
     let param_values =
@@ -141,21 +162,9 @@ fn main() -> anyhow::Result<()> {
     // burn's cubecl backend), `backward()`, and the gradient taken from the graph.
     let (burn_op_ms, burn_op_with_stats_ms, burn_op_loss_rel, trainer_op) = {
         use burn::prelude::*;
-        use burn::tensor::{DType, TensorPrimitive};
         use forge::train::loss_backend::{BoundPolicyLoss, PolicyLossInputs, policy_loss};
-        type Inner = burn_cubecl::CubeBackend<CudaRuntime, bf16, i32, u8>;
         type Train = burn::backend::Autodiff<Inner>;
-        let primitive = burn_cubecl::tensor::CubeTensor::new_contiguous(
-            client.clone(),
-            CudaDevice::new(0),
-            burn::tensor::Shape::new([n, vocab]),
-            logits_h.clone(),
-            DType::BF16,
-        );
-        let logits_t = Tensor::<Train, 2>::from_inner(Tensor::<Inner, 2>::from_primitive(
-            TensorPrimitive::Float(primitive),
-        ))
-        .require_grad();
+        let logits_t = Tensor::<Train, 2>::from_inner(logits_tensor()).require_grad();
         let bound = BoundPolicyLoss::bind(loss, params.as_object().expect("object"))
             .map_err(anyhow::Error::msg)?;
         let target_ids: Vec<i64> = targets.iter().map(|&t| i64::from(t.max(0))).collect();
@@ -212,14 +221,7 @@ fn main() -> anyhow::Result<()> {
             uploaded: uploaded.as_ref(),
             ..inputs
         };
-        let fresh_logits = || {
-            let copy = Tensor::<Inner, 2>::from_primitive(TensorPrimitive::Float(
-                logits_t.clone().inner().into_primitive().tensor(),
-            )) * 1.0;
-            let copy = Tensor::<Train, 2>::from_inner(copy).require_grad();
-            cubecl::future::block_on(client.sync()).expect("sync");
-            copy
-        };
+        let fresh_logits = || Tensor::<Train, 2>::from_inner(copy_logits()).require_grad();
         let owned_step = |logits: Tensor<Train, 2>| {
             let (value, pending) = policy_loss(logits, &owned_inputs).expect("runs");
             let grads = value.backward();
@@ -270,15 +272,12 @@ fn main() -> anyhow::Result<()> {
                 phases[k].push(t);
             }
         }
-        let median = |v: &mut Vec<f64>| {
-            v.drain(..3);
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
+        // The first three calls are warm-up.
+        let median = |k: usize| forge_bench::median(phases[k][3..].to_vec());
         let owned_phases = serde_json::json!({
-            "op_ms": median(&mut phases[0]),
-            "backward_ms": median(&mut phases[1]),
-            "drop_ms": median(&mut phases[2]),
+            "op_ms": median(0),
+            "backward_ms": median(1),
+            "drop_ms": median(2),
         });
         let fresh_dtype = format!("{:?}", fresh_logits().dtype());
         let owned = serde_json::json!({
@@ -344,23 +343,7 @@ fn main() -> anyhow::Result<()> {
         });
         // The in-place kernel against the out-of-place one, each on a fresh copy of the logits
         // (made untimed: the in-place one overwrites its input).
-        let fresh_copy = || {
-            use burn::prelude::*;
-            type Inner = burn_cubecl::CubeBackend<CudaRuntime, bf16, i32, u8>;
-            let primitive = burn_cubecl::tensor::CubeTensor::new_contiguous(
-                client.clone(),
-                CudaDevice::new(0),
-                burn::tensor::Shape::new([rows, vocab]),
-                logits_h.clone(),
-                burn::tensor::DType::BF16,
-            );
-            let copy =
-                Tensor::<Inner, 2>::from_primitive(burn::tensor::TensorPrimitive::Float(primitive))
-                    * 1.0;
-            let handle = copy.into_primitive().tensor().handle;
-            sync();
-            handle
-        };
+        let fresh_copy = || copy_logits().into_primitive().tensor().handle;
         let in_place = forge_bench::median_ms_with_setup(3, 10, fresh_copy, |copy| {
             let io = FusedLossIo {
                 logits: copy.clone(),
