@@ -6,7 +6,7 @@ prompts are random ids of the Forge run's prompt length; every completion runs t
 (no stop token), as the Forge run's random completions do. Rewards are zero on both sides, so the
 reward stage is left out. The 64 sequences train in MICRO micro-batches (gradient accumulation,
 as the Forge run's `gradient_accumulation_steps`). Timed per stage with CUDA synchronisation, in
-f32 (the Forge run's dtype) and bf16 (what PyTorch users run).
+f32 and bf16 (the Forge run's dtype by default, and what PyTorch users run).
 
 Run: PROMPT_LEN=256 NEW=512 MICRO=8 python3 bench/pytorch_grpo_step.py [STEPS]
 (those are the defaults, benchmark 4's shape; prints one JSON line per dtype and step)

@@ -31,4 +31,7 @@ step model bash bench/run_model.sh "$out" parity decode train      # parity, 2. 
 step grpo bash bench/run_grpo_step.sh "$out/grpo"                   # 4. GRPO step (off by one)
 FORGE_ARGS="--set replay_buffer.max_policy_age=0" SKIP_TORCH=1 \
   step grpo_on_policy bash bench/run_grpo_step.sh "$out/grpo-on-policy"  # 4., strictly on-policy
+if [ -x .device-carry/grpo-qwen3-0.6b-f32 ]; then                   # 4., trained in f32
+  BINARY=grpo-qwen3-0.6b-f32 SKIP_TORCH=1 step grpo_f32 bash bench/run_grpo_step.sh "$out/grpo-f32"
+fi
 exit $status

@@ -2,7 +2,8 @@
 # Benchmark 4: GRPO steps of a random Qwen3-0.6B-shaped policy on one GPU (bench/grpo_step/), 8
 # prompts x 8 samples, with the step time broken down by stage in metrics.jsonl. The binary is
 # the one `forge build` generated for bench/grpo_step/grpo-qwen3-0.6b.yaml, carried in
-# .device-carry/ (see bench/README.md):
+# .device-carry/ (see bench/README.md; the yaml trains in bf16), or the one BINARY names (e.g.
+# BINARY=grpo-qwen3-0.6b-f32, built with `--set model.dtype=f32`):
 #   bash bench/run_grpo_step.sh [OUT_DIR]
 # The shape comes from the environment; the defaults are benchmark 4's (256-token prompts,
 # 512-token responses, 8 micro-batches of 8 sequences). Session 5-6's smaller runs were
@@ -11,6 +12,7 @@
 # transformers first (bench/pytorch_grpo_step.py, same shape, f32 and bf16), then Forge.
 set -euo pipefail
 out=${1:-$(mktemp -d)}
+mkdir -p "$out"
 root=$(pwd)
 export PROMPT_LEN=${PROMPT_LEN:-256} NEW=${NEW:-512} MICRO=${MICRO:-8} STEPS=${STEPS:-3}
 [ -n "${SKIP_TORCH:-}" ] || python3 bench/pytorch_grpo_step.py "$STEPS"
@@ -26,7 +28,7 @@ with open(sys.argv[1], "w") as f:
         body = "1" + body.replace("++", "+1")[: n - 2]
         f.write(json.dumps({"prompt": body + "=", "answer": "0"}) + "\n")
 PY
-LD_LIBRARY_PATH=/usr/local/cuda/lib64 ./.device-carry/grpo-qwen3-0.6b \
+LD_LIBRARY_PATH=/usr/local/cuda/lib64 ./.device-carry/${BINARY:-grpo-qwen3-0.6b} \
   --set "model.path=$root/bench/grpo_step/qwen3-0.6b" \
   --set "dataset.path=$out/prompts.jsonl" \
   --set "metrics.dir=$out" \

@@ -9,6 +9,7 @@ use clap::Parser;
 use crate::config::{
     self, Architecture, Backend, DType, Diagnostics, LoadOptions, Loaded, Override, Recipe,
 };
+use crate::recipes::TrainingBackend;
 use crate::{loss, reward};
 
 /// What `main.rs` fixed at compile time.
@@ -64,8 +65,10 @@ struct Args {
     check: bool,
 }
 
-/// Runs a generated binary. Exit codes: 0 ok, 2 invalid configuration, 1 a run that failed.
-pub fn main(embedded: Embedded) -> ExitCode {
+/// Runs a generated binary on training backend `B` (`forge build` picks it from the
+/// experiment's `backend` and `model.dtype`). Exit codes: 0 ok, 2 invalid configuration, 1 a run
+/// that failed.
+pub fn main<B: TrainingBackend>(embedded: Embedded) -> ExitCode {
     let (args, dotted) = config::extract_dotted_flags(std::env::args().collect());
     let args = Args::parse_from(args);
     if args.print_schema {
@@ -130,7 +133,7 @@ pub fn main(embedded: Embedded) -> ExitCode {
     if args.check {
         return ExitCode::SUCCESS;
     }
-    run(&loaded, &embedded.selection)
+    run::<B>(&loaded, &embedded.selection)
 }
 
 fn parse_embedded_override(text: &str) -> Result<Override, config::OverrideError> {
@@ -154,25 +157,6 @@ fn print(text: &str) -> ExitCode {
         // A closed pipe (`| head`) is not a failure.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(_) => ExitCode::FAILURE,
-    }
-}
-
-/// Runs the experiment's recipe on backend `B`.
-fn run_recipe<B: crate::recipes::RecipeBackend>(
-    loaded: &Loaded,
-    device: B::Device,
-) -> Result<std::path::PathBuf, crate::recipes::RunError> {
-    if loaded.experiment.backend != Backend::Cpu
-        && loaded.experiment.model.dtype != crate::config::DType::F32
-    {
-        eprintln!(
-            "forge: note: the GPU backends compute in f32 for now (`model.dtype: {}` is not built yet on them)",
-            loaded.experiment.model.dtype.as_str()
-        );
-    }
-    match loaded.experiment.recipe {
-        Recipe::Grpo => crate::recipes::run_grpo::<B>(loaded.clone(), device),
-        Recipe::Sft => crate::recipes::run_sft::<B>(loaded.clone(), device),
     }
 }
 
@@ -223,7 +207,7 @@ fn matches_compiled(loaded: &Loaded, compiled: &CompiledSelection) -> Result<(),
     mismatch.map_or(Ok(()), Err)
 }
 
-fn run(loaded: &Loaded, selection: &CompiledSelection) -> ExitCode {
+fn run<B: TrainingBackend>(loaded: &Loaded, selection: &CompiledSelection) -> ExitCode {
     let exp = &loaded.experiment;
     let loss = loss::registry::find(selection.loss);
     let rewards: Vec<_> = selection
@@ -250,26 +234,19 @@ fn run(loaded: &Loaded, selection: &CompiledSelection) -> ExitCode {
             .collect::<Vec<_>>()
             .join(", "),
     );
-    let result = match selection.backend {
-        Backend::Cpu => run_recipe::<crate::recipes::CpuBackend>(loaded, Default::default()),
-        #[cfg(feature = "wgpu")]
-        Backend::Wgpu => run_recipe::<crate::recipes::WgpuBackend>(loaded, Default::default()),
-        #[cfg(feature = "cuda")]
-        Backend::Cuda => {
-            crate::kernels::cublas::allow_tf32(
-                loaded.experiment.model.matmul_precision == crate::config::MatmulPrecision::Tf32,
-            );
-            run_recipe::<crate::recipes::CudaBackend>(loaded, cubecl::cuda::CudaDevice::new(0))
-        }
-        #[allow(unreachable_patterns)]
-        backend => {
-            eprintln!(
-                "error: this binary was built without the `{}` runtime (Forge's `{}` cargo feature)",
-                backend.as_str(),
-                backend.runtime_feature().unwrap_or("cpu"),
-            );
-            return ExitCode::FAILURE;
-        }
+    if B::COMPUTES_IN != exp.model.dtype && exp.backend != Backend::Cpu {
+        eprintln!(
+            "forge: note: `model.dtype: {}` is not built on `{}` yet: this run computes in {}",
+            exp.model.dtype.as_str(),
+            exp.backend.as_str(),
+            B::COMPUTES_IN.as_str(),
+        );
+    }
+    B::configure(exp);
+    let device = B::run_device();
+    let result = match exp.recipe {
+        Recipe::Grpo => crate::recipes::run_grpo::<B>(loaded.clone(), device),
+        Recipe::Sft => crate::recipes::run_sft::<B>(loaded.clone(), device),
     };
     match result {
         Ok(_) => ExitCode::SUCCESS,

@@ -33,6 +33,7 @@ pub use forge_macros::{loss, reward};
 #[doc(hidden)]
 pub mod __private {
     pub use cubecl;
+    pub use half;
     pub use inventory;
     pub use schemars;
     pub use serde;

@@ -369,6 +369,20 @@ path = "src/main.rs"
     )
 }
 
+/// The Rust path of the training backend a binary built for `backend` and `dtype` runs on, as
+/// `forge build` writes it into the binary's `main`: bf16 only on CUDA; f16 (no loss scaling
+/// yet) and the CPU and wgpu backends compute in f32.
+fn training_backend_path(backend: Backend, dtype: DType) -> &'static str {
+    match (backend, dtype) {
+        (Backend::Cpu, _) => "::forge::recipes::CpuBackend",
+        (Backend::Wgpu, _) => "::forge::recipes::WgpuBackend",
+        (Backend::Cuda, DType::Bf16) => {
+            "::forge::recipes::CudaBackend<::forge::__private::half::bf16>"
+        }
+        (Backend::Cuda, DType::F32 | DType::F16) => "::forge::recipes::CudaBackend<f32>",
+    }
+}
+
 fn main_rs(
     selection: &Selection,
     file: &Path,
@@ -409,7 +423,7 @@ fn main_rs(
         out,
         r#"
 fn main() -> ::std::process::ExitCode {{
-    ::forge::entry::main(::forge::entry::Embedded {{
+    ::forge::entry::main::<{training_backend}>(::forge::entry::Embedded {{
         file: {file},
         base_dir: {base_dir},
         source: include_str!("experiment.yaml"),
@@ -432,6 +446,7 @@ fn main() -> ::std::process::ExitCode {{
         architecture = selection.architecture,
         recipe = selection.recipe,
         loss = rust_string(&selection.loss),
+        training_backend = training_backend_path(selection.backend, selection.dtype),
     );
     out
 }
@@ -460,6 +475,22 @@ mod tests {
             forge_features(&manifest),
             toml::Value::Array(vec!["entry".into(), "cuda".into()])
         );
+    }
+
+    /// bf16 trains in bf16 on CUDA only; everything else names an f32 backend.
+    #[test]
+    fn the_backend_and_dtype_pick_the_training_backend() {
+        let path = |backend, dtype| training_backend_path(backend, dtype);
+        assert!(
+            path(Backend::Cuda, DType::Bf16)
+                .ends_with("CudaBackend<::forge::__private::half::bf16>")
+        );
+        assert!(path(Backend::Cuda, DType::F32).ends_with("CudaBackend<f32>"));
+        assert!(path(Backend::Cuda, DType::F16).ends_with("CudaBackend<f32>"));
+        for dtype in [DType::Bf16, DType::F16, DType::F32] {
+            assert_eq!(path(Backend::Cpu, dtype), "::forge::recipes::CpuBackend");
+            assert_eq!(path(Backend::Wgpu, dtype), "::forge::recipes::WgpuBackend");
+        }
     }
 
     /// The CLI links `forge-runtime` with exactly the features of a CPU experiment, so the

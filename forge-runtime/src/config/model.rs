@@ -135,10 +135,12 @@ impl Architecture {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DType {
-    /// bfloat16 weights and activations, f32 master weights and optimiser state.
+    /// bfloat16 weights and activations, f32 master weights and optimiser state (on CUDA; the
+    /// CPU and wgpu backends compute in f32).
     #[default]
     Bf16,
-    /// float16 weights and activations.
+    /// float16 weights. Trained in f32 for now: f16 training needs loss scaling (its gradients
+    /// underflow), which Forge does not have; prefer bf16.
     F16,
     /// float32 throughout (CPU runs and parity tests).
     F32,

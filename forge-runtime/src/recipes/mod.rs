@@ -39,17 +39,70 @@ where
 
 use burn::backend::{Autodiff, NdArray};
 
-/// The CPU training backend: burn's ndarray with autodiff.
+use crate::config::{DType, Experiment};
+
+/// A backend a generated binary can be built for: what the recipes need of it, the device a run
+/// uses and the precision it computes in. `forge build` names one of the types below in the
+/// binary's `main`, so a binary carries the code of one backend and one precision only.
+pub trait TrainingBackend: RecipeBackend {
+    /// The precision of the weights and activations (the optimiser state is f32 whatever it is).
+    const COMPUTES_IN: DType;
+    /// The device a run trains on.
+    fn run_device() -> Self::Device;
+    /// Process-wide settings the experiment asks of the backend, applied before the run.
+    fn configure(_experiment: &Experiment) {}
+}
+
+/// The CPU training backend: burn's ndarray with autodiff, in f32 whatever `model.dtype` says
+/// (ndarray has no bf16 arithmetic).
 pub type CpuBackend = Autodiff<NdArray<f32>>;
+
+impl TrainingBackend for CpuBackend {
+    const COMPUTES_IN: DType = DType::F32;
+    fn run_device() -> Self::Device {
+        Default::default()
+    }
+}
 
 /// The wgpu training backend: burn's cubecl backend over wgpu, in f32, with autodiff.
 #[cfg(feature = "wgpu")]
 pub type WgpuBackend = Autodiff<burn_cubecl::CubeBackend<cubecl::wgpu::WgpuRuntime, f32, i32, u32>>;
 
-/// The CUDA training backend: burn's cubecl backend over CUDA, in f32 (bf16 weights with f32
-/// master copies are not built yet), with autodiff.
+#[cfg(feature = "wgpu")]
+impl TrainingBackend for WgpuBackend {
+    const COMPUTES_IN: DType = DType::F32;
+    fn run_device() -> Self::Device {
+        Default::default()
+    }
+}
+
+/// The CUDA training backend: burn's cubecl backend over CUDA with autodiff, weights and
+/// activations in `F` (`f32` or `half::bf16`). AdamW keeps f32 moments, and f32 master copies
+/// of bf16 parameters (`train::adamw`).
 #[cfg(feature = "cuda")]
-pub type CudaBackend = Autodiff<burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>>;
+pub type CudaBackend<F = f32> =
+    Autodiff<burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, F, i32, u8>>;
+
+#[cfg(feature = "cuda")]
+macro_rules! cuda_training_backend {
+    ($float:ty, $dtype:ident) => {
+        impl TrainingBackend for CudaBackend<$float> {
+            const COMPUTES_IN: DType = DType::$dtype;
+            fn run_device() -> Self::Device {
+                cubecl::cuda::CudaDevice::new(0)
+            }
+            fn configure(experiment: &Experiment) {
+                crate::kernels::cublas::allow_tf32(
+                    experiment.model.matmul_precision == crate::config::MatmulPrecision::Tf32,
+                );
+            }
+        }
+    };
+}
+#[cfg(feature = "cuda")]
+cuda_training_backend!(f32, F32);
+#[cfg(feature = "cuda")]
+cuda_training_backend!(half::bf16, Bf16);
 
 /// Draws `curves.png` next to the metrics; a failure is reported, never fatal (the metrics are
 /// already written, and `forge plot` can retry).
