@@ -342,3 +342,66 @@ fn adamw_on_burns_cubecl_backend_matches_the_cpu() {
         "the updates moved the parameters ({moved} of {n})"
     );
 }
+
+/// The reference model's log-probabilities on the device (the row kernel, one number back per
+/// row) against an f64 log-softmax on the host: random logits, temperature 0.7, ignored rows.
+#[test]
+fn target_logprobs_on_burns_cubecl_backend_match_an_f64_reference() {
+    use burn::tensor::TensorPrimitive;
+    use forge::train::loss_backend::LossBackend;
+    use rand::{RngExt, SeedableRng};
+
+    let (rows, vocab, temperature) = (37, 1000, 0.7);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let logits: Vec<f32> = (0..rows * vocab)
+        .map(|_| rng.random_range(-8.0f32..8.0))
+        .collect();
+    let targets: Vec<i32> = (0..rows)
+        .map(|r| {
+            if r % 5 == 3 {
+                -100
+            } else {
+                rng.random_range(0..vocab as i32)
+            }
+        })
+        .collect();
+    let tensor = |device| {
+        Tensor::<WgpuInner, 2>::from_data(TensorData::new(logits.clone(), [rows, vocab]), device)
+            .into_primitive()
+    };
+    let device = Default::default();
+    let TensorPrimitive::Float(on_device) = tensor(&device) else {
+        unreachable!("a float tensor")
+    };
+    let got = WgpuInner::target_logprobs(on_device, &targets, temperature).expect("logprobs");
+    let cpu = Tensor::<CpuInner, 2>::from_data(
+        TensorData::new(logits.clone(), [rows, vocab]),
+        &Default::default(),
+    );
+    let on_host = CpuInner::target_logprobs(cpu.into_primitive().tensor(), &targets, temperature)
+        .expect("host logprobs");
+    for (r, &target) in targets.iter().enumerate() {
+        let row = &logits[r * vocab..(r + 1) * vocab];
+        let want = match usize::try_from(target) {
+            Err(_) => 0.0,
+            Ok(t) => {
+                let z: Vec<f64> = row.iter().map(|&x| f64::from(x) / temperature).collect();
+                let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let lse = max + z.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+                z[t] - lse
+            }
+        };
+        for (side, value) in [("wgpu", got[r]), ("host", on_host[r])] {
+            assert!(
+                (f64::from(value) - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "row {r} ({side}): {value} vs {want}"
+            );
+        }
+    }
+    assert!(got.iter().any(|&x| x < -1.0), "not a trivial batch");
+    // A wrong number of targets is an error, not a panic.
+    let TensorPrimitive::Float(short) = tensor(&device) else {
+        unreachable!("a float tensor")
+    };
+    assert!(WgpuInner::target_logprobs(short, &targets[1..], temperature).is_err());
+}

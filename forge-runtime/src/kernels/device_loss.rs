@@ -599,6 +599,75 @@ fn fused_launch<R: LossRuntime, E: Float + CubeElement>(
     (io.grad_logits, pending)
 }
 
+/// Launches the row kernel over `logits` ([targets.len(), vocab], element type `E`): per row, the
+/// target's log-probability at `temperature` (0 where the target is negative) and the entropy,
+/// left on the device, with the row's log-sum-exp and the uploaded targets (the backward pass
+/// reads both).
+fn launch_row_stats<R: LossRuntime, E: Float + CubeElement>(
+    client: &ComputeClient<R>,
+    logits: &Handle,
+    vocab: usize,
+    targets: &[i32],
+    temperature: f64,
+) -> RowStats {
+    let n = targets.len();
+    let targets_h = client.create_from_slice(i32::as_bytes(targets));
+    let (logprob_h, entropy_h, lse_h) = (
+        client.empty(n.max(1) * 4),
+        client.empty(n.max(1) * 4),
+        client.empty(n.max(1) * 4),
+    );
+    logprob_forward_kernel::launch::<E, R>(
+        client,
+        CubeCount::Static(n.max(1) as u32, 1, 1),
+        CubeDim::new_1d(BLOCK as u32),
+        vector_width::<R>(vocab),
+        array_arg::<R, E>(logits, n * vocab),
+        array_arg::<R, E>(logits, n * vocab),
+        array_arg::<R, i32>(&targets_h, n),
+        (1.0 / temperature) as f32,
+        vocab as u32,
+        array_arg::<R, f32>(&logprob_h, n),
+        array_arg::<R, f32>(&entropy_h, n),
+        array_arg::<R, f32>(&lse_h, n),
+        BLOCK,
+    );
+    RowStats {
+        logprob: logprob_h,
+        entropy: entropy_h,
+        lse: lse_h,
+        targets: targets_h,
+    }
+}
+
+/// What [`launch_row_stats`] leaves on the device, one element a row.
+struct RowStats {
+    logprob: Handle,
+    entropy: Handle,
+    lse: Handle,
+    targets: Handle,
+}
+
+/// Log-probabilities of `targets` under softmax(`logits` / `temperature`), one per row of
+/// `logits` ([targets.len(), vocab], element type `E`, on the device); 0 where a target is
+/// negative. Only these numbers come back to the host (the reference model's log-probabilities:
+/// the logits themselves would be gigabytes).
+pub fn target_logprobs<R: LossRuntime, E: Float + CubeElement>(
+    client: &ComputeClient<R>,
+    logits: &Handle,
+    vocab: usize,
+    targets: &[i32],
+    temperature: f64,
+) -> Result<Vec<f32>, DeviceLossError> {
+    if targets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let stats = launch_row_stats::<R, E>(client, logits, vocab, targets, temperature);
+    let [mut logprobs] = read_all(client, [stats.logprob])?;
+    logprobs.truncate(targets.len());
+    Ok(logprobs)
+}
+
 fn split_forward_backward<R: LossRuntime, E: Float + CubeElement>(
     client: &ComputeClient<R>,
     loss: &LossRegistration,
@@ -617,30 +686,13 @@ fn split_forward_backward<R: LossRuntime, E: Float + CubeElement>(
         in_place: _,
     } = *call;
     let n = tokens.targets.len();
-    let inv_t = (1.0 / temperature) as f32;
-    let vector = vector_width::<R>(vocab);
     let active: Vec<bool> = tokens.targets.iter().map(|&t| t >= 0).collect();
-    let targets_h = client.create_from_slice(i32::as_bytes(tokens.targets));
-    let (logprob_h, entropy_h, lse_h) = (
-        client.empty(n.max(1) * 4),
-        client.empty(n.max(1) * 4),
-        client.empty(n.max(1) * 4),
-    );
-    logprob_forward_kernel::launch::<E, R>(
-        client,
-        CubeCount::Static(n.max(1) as u32, 1, 1),
-        CubeDim::new_1d(BLOCK as u32),
-        vector,
-        array_arg::<R, E>(logits, n * vocab),
-        array_arg::<R, E>(logits, n * vocab),
-        array_arg::<R, i32>(&targets_h, n),
-        inv_t,
-        vocab as u32,
-        array_arg::<R, f32>(&logprob_h, n),
-        array_arg::<R, f32>(&entropy_h, n),
-        array_arg::<R, f32>(&lse_h, n),
-        BLOCK,
-    );
+    let RowStats {
+        logprob: logprob_h,
+        entropy: entropy_h,
+        lse: lse_h,
+        targets: targets_h,
+    } = launch_row_stats::<R, E>(client, logits, vocab, tokens.targets, temperature);
     let [logprobs, entropy] = read_all(client, [logprob_h.clone(), entropy_h])?;
 
     // GSPO's per-sequence mean log-ratio, repeated on every token of the sequence.
@@ -705,12 +757,12 @@ fn split_forward_backward<R: LossRuntime, E: Float + CubeElement>(
         client,
         CubeCount::Static(n.max(1) as u32, 1, 1),
         CubeDim::new_1d(BLOCK as u32),
-        vector,
+        vector_width::<R>(vocab),
         array_arg::<R, E>(logits, n * vocab),
         array_arg::<R, i32>(&targets_h, n),
         array_arg::<R, f32>(&lse_h, n),
         array_arg::<R, f32>(&d_h, n),
-        inv_t,
+        (1.0 / temperature) as f32,
         vocab as u32,
         array_arg::<R, E>(&grad_h, n * vocab),
         BLOCK,

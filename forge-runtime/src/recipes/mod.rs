@@ -25,7 +25,9 @@ pub use sft::run_sft;
 /// AdamW's update.
 pub trait RecipeBackend:
     crate::train::loss_backend::AutodiffLossBackend<
-        InnerBackend: crate::generate::DecodeBackend + crate::train::adamw::AdamWBackend,
+        InnerBackend: crate::generate::DecodeBackend
+                          + crate::train::adamw::AdamWBackend
+                          + crate::train::loss_backend::LossBackend,
     >
 {
 }
@@ -33,7 +35,9 @@ pub trait RecipeBackend:
 impl<B> RecipeBackend for B
 where
     B: crate::train::loss_backend::AutodiffLossBackend,
-    B::InnerBackend: crate::generate::DecodeBackend + crate::train::adamw::AdamWBackend,
+    B::InnerBackend: crate::generate::DecodeBackend
+        + crate::train::adamw::AdamWBackend
+        + crate::train::loss_backend::LossBackend,
 {
 }
 

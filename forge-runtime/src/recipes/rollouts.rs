@@ -12,12 +12,12 @@ use crate::config::AdvantagesConfig;
 use crate::data::{DataOrder, Dataset, PromptBuilder};
 use crate::generate::{
     DecodeBackend, GenerateRequest, GenerateTiming, SamplingParams, StopReason, generate_timed,
-    logprob_of,
 };
 use crate::model::CausalLm;
 use crate::rl::{Episode, RewardScorer, ScoredCompletion, group_advantages};
 use crate::tokenizer::Tokenizer;
-use crate::train::{TokenBatch, host_logits};
+use crate::train::TokenBatch;
+use crate::train::loss_backend::LossBackend;
 
 /// Attempts at filling a batch when DAPO's dynamic sampling drops groups.
 const MAX_ATTEMPTS: u64 = 4;
@@ -97,7 +97,7 @@ pub struct RolloutBatch {
 
 /// Samples, scores and prepares the batch of optimiser step `step` with `policy`, whose weights
 /// have taken `policy_version` steps. Draws prompts from `order`.
-pub fn make_batch<B: DecodeBackend>(
+pub fn make_batch<B: DecodeBackend + LossBackend>(
     sources: &RolloutSources<'_, B>,
     order: &mut DataOrder,
     policy: &CausalLm<B>,
@@ -212,24 +212,45 @@ pub fn make_batch<B: DecodeBackend>(
     // Reference log-probabilities for the KL term.
     let t = Instant::now();
     if let Some(reference) = sources.reference {
-        for chunk in batch.episodes.chunks_mut(64) {
-            let lps = completion_logprobs(reference, chunk, sources.temperature, sources.device);
+        let mut rest = batch.episodes.as_mut_slice();
+        while !rest.is_empty() {
+            let take = reference_chunk(rest);
+            let (chunk, tail) = rest.split_at_mut(take);
+            let lps = completion_logprobs(reference, chunk, sources.temperature, sources.device)?;
             for (e, lp) in chunk.iter_mut().zip(lps) {
                 e.ref_logprobs = Some(lp);
             }
+            rest = tail;
         }
     }
     batch.timing.reference_s = t.elapsed().as_secs_f64();
     Ok(batch)
 }
 
-/// Log-probabilities of each episode's completion under `model` at `temperature`.
-fn completion_logprobs<B: Backend>(
+/// Token positions the reference model scores in one forward pass: bounds its logits
+/// ([positions, vocab], 2.5 GB in bf16 at Qwen's vocabulary) and activations.
+const REFERENCE_POSITIONS: usize = 8192;
+
+/// How many of the leading `episodes` the next reference pass takes (at least one).
+fn reference_chunk(episodes: &[Episode]) -> usize {
+    let mut longest = 0;
+    for (k, e) in episodes.iter().enumerate() {
+        longest = longest.max(e.prompt_ids.len() + e.completion_ids.len());
+        if k > 0 && (k + 1) * longest > REFERENCE_POSITIONS {
+            return k;
+        }
+    }
+    episodes.len()
+}
+
+/// Log-probabilities of each episode's completion under `model` at `temperature`, computed
+/// where the logits are (only one number per position comes back to the host).
+fn completion_logprobs<B: LossBackend>(
     model: &CausalLm<B>,
     episodes: &[Episode],
     temperature: f64,
     device: &B::Device,
-) -> Vec<Vec<f32>> {
+) -> Result<Vec<Vec<f32>>, RunError> {
     let tokens = TokenBatch::new(
         episodes
             .iter()
@@ -238,18 +259,24 @@ fn completion_logprobs<B: Backend>(
     let (b, s) = (tokens.batch, tokens.seq);
     let logits = tokens.logits(model, device);
     let v = logits.dims()[2];
-    let host = host_logits(&logits);
+    // Only completion positions are wanted; the others are marked ignored.
+    let targets: Vec<i32> = (0..b * s)
+        .map(|i| match tokens.completion_index[i] {
+            Some(_) => i32::try_from(tokens.target_ids[i]).unwrap_or(-1),
+            None => -1,
+        })
+        .collect();
+    let rows = logits.reshape([b * s, v]).into_primitive().tensor();
+    let logprobs = B::target_logprobs(rows, &targets, temperature)
+        .map_err(|e| RunError::Other(format!("reference log-probabilities: {e}")))?;
     let mut out: Vec<Vec<f32>> = episodes
         .iter()
         .map(|e| vec![0.0; e.completion_ids.len()])
         .collect();
     for i in 0..b * s {
-        if let (Some(k), Ok(target)) = (
-            tokens.completion_index[i],
-            usize::try_from(tokens.target_ids[i]),
-        ) {
-            out[i / s][k] = logprob_of(&host[i * v..(i + 1) * v], target, temperature) as f32;
+        if let Some(k) = tokens.completion_index[i] {
+            out[i / s][k] = logprobs[i];
         }
     }
-    out
+    Ok(out)
 }

@@ -165,6 +165,18 @@ pub trait LossBackend: Backend {
         None
     }
 
+    /// Log-probabilities of `targets` under softmax(`logits` / `temperature`), one per row of
+    /// `logits` ([targets.len(), vocab]); 0 where a target is negative (ignored). For the
+    /// reference model. By default the host reads the logits; the cubecl backends compute on the
+    /// device and read back one number a row.
+    fn target_logprobs(
+        logits: FloatTensor<Self>,
+        targets: &[i32],
+        temperature: f64,
+    ) -> Result<Vec<f32>, LossOpError> {
+        host_target_logprobs::<Self>(logits, targets, temperature)
+    }
+
     /// `grad` times the one element of `upstream`, where that is not 1 (the usual case: the loss
     /// is the objective, or a term of a sum that is). By default the host reads the factor.
     fn scale_by_upstream(
@@ -173,6 +185,43 @@ pub trait LossBackend: Backend {
     ) -> FloatTensor<Self> {
         scale_on_host::<Self>(grad, upstream)
     }
+}
+
+/// [`LossBackend::target_logprobs`] on the host.
+fn host_target_logprobs<B: Backend>(
+    logits: FloatTensor<B>,
+    targets: &[i32],
+    temperature: f64,
+) -> Result<Vec<f32>, LossOpError> {
+    let logits = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(logits));
+    let [rows, vocab] = logits.dims();
+    check_target_rows(rows, targets)?;
+    let host = logits
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| LossOpError::Logits(format!("{e:?}")))?;
+    Ok(targets
+        .iter()
+        .enumerate()
+        .map(|(row, &target)| match usize::try_from(target) {
+            Ok(t) => {
+                crate::generate::logprob_of(&host[row * vocab..(row + 1) * vocab], t, temperature)
+                    as f32
+            }
+            Err(_) => 0.0,
+        })
+        .collect())
+}
+
+fn check_target_rows(rows: usize, targets: &[i32]) -> Result<(), LossOpError> {
+    if rows != targets.len() {
+        return Err(LossOpError::Logits(format!(
+            "{rows} rows of logits for {} targets",
+            targets.len()
+        )));
+    }
+    Ok(())
 }
 
 /// [`LossBackend::scale_by_upstream`] with the factor read on the host: a synchronisation, where
@@ -336,12 +385,12 @@ mod cube {
 
     use super::{
         LossAndGrad, LossBackend, LossOpError, PendingLossStats, PolicyLossInputs, PolicyLossStats,
-        check_rows, scale_on_host,
+        check_rows, check_target_rows, scale_on_host,
     };
     use crate::kernels::args::array_arg;
     use crate::kernels::device_loss::{
         DeviceTokens, HostTokens, LaunchedLoss, LossCall, LossPath, LossRuntime, launch,
-        token_metrics, upload_tokens,
+        target_logprobs, token_metrics, upload_tokens,
     };
     use crate::kernels::loss_scalars::{SCALE_BLOCK, scale_unless_one_kernel};
 
@@ -355,6 +404,33 @@ mod cube {
         I: IntElement,
         BT: BoolElement,
     {
+        fn target_logprobs(
+            logits: FloatTensor<Self>,
+            targets: &[i32],
+            temperature: f64,
+        ) -> Result<Vec<f32>, LossOpError> {
+            let logits: CubeTensor<R> = burn_cubecl::kernel::into_contiguous(logits);
+            let [rows, vocab] = logits.meta.shape().dims::<2>();
+            check_target_rows(rows, targets)?;
+            let (client, handle) = (&logits.client, &logits.handle);
+            Ok(match logits.dtype {
+                DType::F32 => {
+                    target_logprobs::<R, f32>(client, handle, vocab, targets, temperature)?
+                }
+                DType::BF16 => {
+                    target_logprobs::<R, bf16>(client, handle, vocab, targets, temperature)?
+                }
+                DType::F16 => {
+                    target_logprobs::<R, f16>(client, handle, vocab, targets, temperature)?
+                }
+                other => {
+                    return Err(LossOpError::Logits(format!(
+                        "element type {other:?}; the row kernel reads f32, bf16 or f16"
+                    )));
+                }
+            })
+        }
+
         fn policy_loss_and_grad(
             logits: FloatTensor<Self>,
             inputs: &PolicyLossInputs<'_>,
