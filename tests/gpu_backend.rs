@@ -405,3 +405,115 @@ fn target_logprobs_on_burns_cubecl_backend_match_an_f64_reference() {
     };
     assert!(WgpuInner::target_logprobs(short, &targets[1..], temperature).is_err());
 }
+
+/// GRPO with its generator on another device (a second wgpu client: lavapipe as the `Cpu`
+/// device, so weights are copied to it at every sync) trains exactly as with every model on the
+/// trainer's device; with its reference model on the CPU backend too, it trains the same up to
+/// the two backends' rounding. An entropy bonus makes every step change the weights (the random
+/// policy earns no reward), so a stale copy would show.
+#[test]
+fn grpo_with_services_on_other_devices_trains_as_colocated() {
+    use forge::recipes::{Placement, ReferencePlace, run_grpo};
+    use std::io::Write as _;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("sums.jsonl");
+    let mut file = std::fs::File::create(&data).expect("data file");
+    for (a, b) in [(12, 34), (5, 7), (40, 2), (9, 9), (23, 11), (3, 60)] {
+        writeln!(file, r#"{{"prompt": "{a}+{b}=", "answer": "{}"}}"#, a + b).expect("write");
+    }
+    let assets = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/arith/assets");
+    type WgpuDevice = burn::tensor::Device<WgpuBackend>;
+    let run = |name: &str, placement: Placement<WgpuDevice>| {
+        let yaml = format!(
+            "name: {name}\nrecipe: grpo\nbackend: wgpu\n\
+             model: {{path: {assets}, init: random, dtype: f32}}\n\
+             dataset: {{path: {}, fields: {{prompt: prompt, answer: answer}}}}\n\
+             sampling: {{n: 4, max_tokens: 3, temperature: 1.0}}\n\
+             loss: {{name: grpo, beta: 0.1}}\n\
+             rewards: [{{name: exact_match}}]\n\
+             services: {{ref_model: {{with_gpus: false}}}}\n\
+             training: {{batch_size: 8, lr: 1.0e-2, steps: 3, seq_len: 12, seed: 3, entropy_coef: 0.05}}\n\
+             checkpoint: {{interval: 1000}}\n\
+             metrics: {{dir: {}}}\n",
+            data.display(),
+            dir.path().display()
+        );
+        let options = forge::config::LoadOptions::default();
+        let loaded = forge::config::load_str("placed.yaml", &yaml, dir.path(), &options)
+            .unwrap_or_else(|report| panic!("{}", report.render(false)));
+        run_grpo::<WgpuBackend>(loaded, placement).expect("the run");
+        let text =
+            std::fs::read_to_string(dir.path().join(name).join("metrics.jsonl")).expect("metrics");
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON"))
+            .filter(|row| row["stage"] == "grpo")
+            .collect::<Vec<_>>()
+    };
+    let (default, other) = (WgpuDevice::DefaultDevice, WgpuDevice::Cpu);
+    let colocated = run(
+        "colocated",
+        Placement {
+            trainer: default.clone(),
+            generator: default.clone(),
+            reference: ReferencePlace::Device(default.clone()),
+        },
+    );
+    let generator_apart = run(
+        "generator-apart",
+        Placement {
+            trainer: default.clone(),
+            generator: other.clone(),
+            reference: ReferencePlace::Device(default.clone()),
+        },
+    );
+    let reference_on_cpu = run(
+        "reference-on-cpu",
+        Placement {
+            trainer: default.clone(),
+            generator: other,
+            reference: ReferencePlace::Cpu,
+        },
+    );
+    let keys = [
+        "reward/mean",
+        "response/length_mean",
+        "loss/kl",
+        "loss/value",
+        "loss/ratio_mean",
+        "loss/entropy",
+        "train/grad_norm",
+    ];
+    let compare = |what: &str, a: &[serde_json::Value], b: &[serde_json::Value], rel: f64| {
+        assert_eq!((a.len(), b.len()), (3, 3), "{what}");
+        for (x, y) in a.iter().zip(b) {
+            for key in keys {
+                let (Some(u), Some(v)) = (x[key].as_f64(), y[key].as_f64()) else {
+                    panic!("{what}: `{key}` missing: {x} / {y}")
+                };
+                assert!(
+                    (u - v).abs() <= rel * u.abs().max(1e-3),
+                    "{what}, step {}: `{key}` {u} colocated vs {v}",
+                    x["step"]
+                );
+            }
+        }
+    };
+    compare("generator apart", &colocated, &generator_apart, 1e-5);
+    compare("reference on the CPU", &colocated, &reference_on_cpu, 1e-3);
+    // The weights moved (so the copies mattered), and were copied only where the generator has
+    // a device of its own, every step that sampled (the last samples nothing ahead).
+    assert!(
+        colocated
+            .iter()
+            .skip(1)
+            .all(|r| r["loss/kl"].as_f64() > Some(0.0))
+    );
+    assert!(colocated.iter().all(|r| r["time/weight_sync_s"] == 0.0));
+    assert!(
+        generator_apart
+            .iter()
+            .take(2)
+            .all(|r| r["time/weight_sync_s"].as_f64() > Some(0.0))
+    );
+}

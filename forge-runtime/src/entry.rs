@@ -243,10 +243,10 @@ fn run<B: TrainingBackend>(loaded: &Loaded, selection: &CompiledSelection) -> Ex
         );
     }
     B::configure(exp);
-    let device = B::run_device();
+    let placement = crate::recipes::PlacementIndices::from_config(exp).devices(B::device);
     let result = match exp.recipe {
-        Recipe::Grpo => crate::recipes::run_grpo::<B>(loaded.clone(), device),
-        Recipe::Sft => crate::recipes::run_sft::<B>(loaded.clone(), device),
+        Recipe::Grpo => crate::recipes::run_grpo::<B>(loaded.clone(), placement),
+        Recipe::Sft => crate::recipes::run_sft::<B>(loaded.clone(), placement.trainer),
     };
     match result {
         Ok(_) => ExitCode::SUCCESS,

@@ -355,13 +355,25 @@ mod tests {
 
     #[test]
     fn placement_that_is_not_built_is_said() {
+        // Services on GPUs of their own: built, nothing to say.
         let spread = format!(
             "{MINIMAL}backend: cuda\nservices:\n  gpus: 2\n  generator: {{devices: [1]}}\n  trainer: {{devices: [0]}}\n"
         );
-        let loaded = load(&spread).expect("valid, with a warning");
+        let loaded = load(&spread).expect("valid");
+        assert!(
+            loaded.warnings.items.is_empty(),
+            "{}",
+            loaded.warnings.render(false)
+        );
+        // Several processes for one service: not built, said.
+        let tensor_parallel = format!(
+            "{MINIMAL}backend: cuda\nservices:\n  gpus: 2\n  trainer: {{procs: 2, devices: [0, 1]}}\nparallelism: {{tensor_parallel_degree: 2}}\n"
+        );
+        let loaded = load(&tensor_parallel).expect("valid, with a warning");
         let rendered = loaded.warnings.render(false);
         assert!(
-            rendered.contains("GPUs [0, 1]") && rendered.contains("placement is not built yet"),
+            rendered.contains("several processes for trainer")
+                && rendered.contains("not built yet"),
             "{rendered}"
         );
         // One GPU shared by every service is what runs: nothing to say.

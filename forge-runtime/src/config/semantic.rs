@@ -395,32 +395,20 @@ fn services(exp: &Experiment, c: &mut Checks<'_>) {
             }
         }
     }
-    // What one process on one device cannot honour yet: said, not silently ignored.
-    let mut listed: Vec<u32> = exp
-        .services
-        .iter()
-        .filter_map(|(_, s)| s.devices.as_ref())
-        .flatten()
-        .copied()
-        .collect();
-    listed.sort_unstable();
-    listed.dedup();
+    // What one process cannot honour yet: said, not silently ignored. Each service's first
+    // listed GPU is honoured (recipes::placement).
     let spread = exp
         .services
         .iter()
         .filter(|(name, s)| *name != "reward" && s.total_procs() > 1)
         .map(|(name, _)| name)
         .collect::<Vec<_>>();
-    if gpu_backend && (listed.len() > 1 || listed.iter().any(|&d| d != 0) || !spread.is_empty()) {
-        let what = if spread.is_empty() {
-            format!("GPUs {listed:?}")
-        } else {
-            format!("several processes for {}", spread.join(", "))
-        };
+    if gpu_backend && !spread.is_empty() {
         c.warn(
             "/services",
             format!(
-                "the services ask for {what}, but placement is not built yet: this run puts every service on GPU 0, in one process (rollouts on a thread of their own)"
+                "the services ask for several processes for {}, which is not built yet: each service runs once, on the first GPU it lists (the trainer's when it lists none), all driven by one process",
+                spread.join(", ")
             ),
             None,
         );

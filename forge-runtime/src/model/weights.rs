@@ -204,7 +204,44 @@ pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<CausalLm<B>, M
         // transformers may write the tied head out; it is the embedding.
         host.tensors.remove("lm_head.weight");
     }
-    let model = CausalLm::<B>::new(&spec, device);
+    from_host(&spec, host, device, dir)
+}
+
+/// A copy of `model` on another backend (or another device of the same one), through the host:
+/// the frozen reference model on the CPU beside a GPU trainer. Parameters keep their ids.
+pub fn copy_to_backend<B: Backend, B2: Backend>(
+    model: &CausalLm<B>,
+    device: &B2::Device,
+) -> Result<CausalLm<B2>, ModelError> {
+    let mut collector = Collector {
+        path: PathStack::default(),
+        tensors: Vec::new(),
+    };
+    model.visit(&mut collector);
+    let host = HostTensors {
+        tensors: collector
+            .tensors
+            .into_iter()
+            .map(|(name, shape, values)| (name, (shape, values)))
+            .collect(),
+    };
+    from_host(
+        &model.spec,
+        host,
+        device,
+        Path::new("<the policy in memory>"),
+    )
+}
+
+/// The model of `spec` with the parameters of `host` (PyTorch's layout), on `device`. `origin`
+/// names where they came from, for errors.
+fn from_host<B: Backend>(
+    spec: &ModelSpec,
+    mut host: HostTensors,
+    device: &B::Device,
+    origin: &Path,
+) -> Result<CausalLm<B>, ModelError> {
+    let model = CausalLm::<B>::new(spec, device);
     let mut loader = Loader::<B> {
         host: &mut host,
         device: device.clone(),
@@ -231,7 +268,7 @@ pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<CausalLm<B>, M
         Ok(model)
     } else {
         Err(ModelError::Weights {
-            path: dir.to_path_buf(),
+            path: origin.to_path_buf(),
             message: problems.join("; "),
         })
     }

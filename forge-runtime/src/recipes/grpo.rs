@@ -6,6 +6,7 @@ use burn::module::AutodiffModule;
 use burn::optim::GradientsAccumulator;
 
 use super::checkpoint::{Checkpoint, RunState};
+use super::placement::{Placement, ReferenceModel, generator_weights};
 use super::rollouts::{RolloutBatch, RolloutSources, make_batch};
 use super::session::{RunError, Session};
 use crate::config::{Experiment, Loaded, ResumeMode};
@@ -67,8 +68,9 @@ pub(crate) fn greedy_params(loaded: &Loaded) -> SamplingParams {
 /// Runs GRPO as the experiment says. Returns the final model's directory.
 pub fn run_grpo<B: super::RecipeBackend>(
     loaded: Loaded,
-    device: B::Device,
+    placement: Placement<B::Device>,
 ) -> Result<std::path::PathBuf, RunError> {
+    let device = placement.trainer.clone();
     let exp = loaded.experiment.clone();
     let fields = &exp.dataset.fields;
     let mut session = Session::<B>::open(loaded, device.clone(), &[fields.prompt.as_str()])?;
@@ -88,7 +90,15 @@ pub fn run_grpo<B: super::RecipeBackend>(
         mask_truncated: exp.advantages.mask_truncated,
     };
     // The frozen reference: the starting weights, without autodiff.
-    let reference = (kl > 0.0).then(|| session.model.valid());
+    let reference = if kl > 0.0 {
+        Some(ReferenceModel::place(
+            session.model.valid(),
+            &device,
+            &placement.reference,
+        )?)
+    } else {
+        None
+    };
 
     let n = exp.sampling.n as usize;
     let groups_per_step = (exp.training.batch_size as usize / n).max(1);
@@ -191,32 +201,46 @@ pub fn run_grpo<B: super::RecipeBackend>(
         n,
         groups_per_step,
         temperature: policy_loss.temperature,
-        device: &device,
+        device: &placement.generator,
     };
     // Off by one: while the trainer trains on a step's batch, a thread samples the next one
     // with the weights it had at the start of the step (refreshed every `sync_interval` steps).
     let pipelined = exp.replay_buffer.max_policy_age >= 1;
     let sync_interval = u64::from(exp.training.sync_interval.max(1));
-    let mut generator_weights: Option<(u64, CausalLm<B::InnerBackend>)> = None;
+    let mut sampling_weights: Option<(u64, CausalLm<B::InnerBackend>)> = None;
     for step in start..exp.training.steps {
         let t_step = Instant::now();
         let mut metrics = StepMetrics::new("grpo", step + 1);
+        // Copying weights to the generator's device (none when it shares the trainer's).
+        let mut weight_sync_s = 0.0;
+        let copies = placement.generator != placement.trainer;
         // 1-4. The step's batch: made ahead during the previous step, or now with the current
         // weights (the first step, strictly on-policy runs).
         let batch = match pending.take() {
             Some(batch) => batch,
-            None => make_batch(&sources, &mut order, &session.model.valid(), step, step)?,
+            None => {
+                let t = Instant::now();
+                let weights = generator_weights(session.model.valid(), &placement)?;
+                if copies {
+                    weight_sync_s += t.elapsed().as_secs_f64();
+                }
+                make_batch(&sources, &mut order, &weights, step, step)?
+            }
         };
         let ahead = pipelined && step + 1 < exp.training.steps;
-        if ahead && (generator_weights.is_none() || step % sync_interval == 0) {
-            // No copy: the snapshot shares the trainer's tensors, which the optimiser replaces
-            // rather than overwrites while the snapshot holds them.
-            generator_weights = Some((step, session.model.valid()));
+        if ahead && (sampling_weights.is_none() || step % sync_interval == 0) {
+            // On the trainer's device, no copy: the snapshot shares the trainer's tensors, which
+            // the optimiser replaces rather than overwrites while the snapshot holds them.
+            let t = Instant::now();
+            sampling_weights = Some((step, generator_weights(session.model.valid(), &placement)?));
+            if copies {
+                weight_sync_s += t.elapsed().as_secs_f64();
+            }
         }
         // 5. Train, with the next batch being made meanwhile.
         let t = Instant::now();
         let (trained, next, t_wait) = std::thread::scope(|scope| {
-            let maker = match (&generator_weights, ahead) {
+            let maker = match (&sampling_weights, ahead) {
                 (Some((version, weights)), true) => {
                     let (sources, order) = (&sources, &mut order);
                     Some(
@@ -333,6 +357,7 @@ pub fn run_grpo<B: super::RecipeBackend>(
             .set("time/reward_s", timing.reward_s)
             .set("time/reference_s", timing.reference_s)
             .set("time/rollout_wait_s", t_wait)
+            .set("time/weight_sync_s", weight_sync_s)
             .set("time/train_s", t_train)
             .set(
                 "throughput/generate_tok_s",

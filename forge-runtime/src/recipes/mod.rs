@@ -9,6 +9,7 @@
 mod checkpoint;
 mod eval;
 mod grpo;
+mod placement;
 mod rollouts;
 mod session;
 mod sft;
@@ -16,6 +17,9 @@ mod sft;
 pub use checkpoint::{Checkpoint, RunState};
 pub use eval::{EvalItem, EvalResult, evaluate};
 pub use grpo::run_grpo;
+pub use placement::{
+    Placement, PlacementIndices, ReferenceModel, ReferencePlace, generator_weights,
+};
 pub use rollouts::{RolloutBatch, RolloutTiming};
 pub use session::{RunError, Session};
 pub use sft::run_sft;
@@ -51,8 +55,8 @@ use crate::config::{DType, Experiment};
 pub trait TrainingBackend: RecipeBackend {
     /// The precision of the weights and activations (the optimiser state is f32 whatever it is).
     const COMPUTES_IN: DType;
-    /// The device a run trains on.
-    fn run_device() -> Self::Device;
+    /// GPU `index` (0 on the CPU backend, whatever the index).
+    fn device(index: u32) -> Self::Device;
     /// Process-wide settings the experiment asks of the backend, applied before the run.
     fn configure(_experiment: &Experiment) {}
 }
@@ -63,7 +67,7 @@ pub type CpuBackend = Autodiff<NdArray<f32>>;
 
 impl TrainingBackend for CpuBackend {
     const COMPUTES_IN: DType = DType::F32;
-    fn run_device() -> Self::Device {
+    fn device(_index: u32) -> Self::Device {
         Default::default()
     }
 }
@@ -75,8 +79,11 @@ pub type WgpuBackend = Autodiff<burn_cubecl::CubeBackend<cubecl::wgpu::WgpuRunti
 #[cfg(feature = "wgpu")]
 impl TrainingBackend for WgpuBackend {
     const COMPUTES_IN: DType = DType::F32;
-    fn run_device() -> Self::Device {
-        Default::default()
+    fn device(index: u32) -> Self::Device {
+        match index {
+            0 => cubecl::wgpu::WgpuDevice::DefaultDevice,
+            i => cubecl::wgpu::WgpuDevice::DiscreteGpu(i as usize),
+        }
     }
 }
 
@@ -92,8 +99,8 @@ macro_rules! cuda_training_backend {
     ($float:ty, $dtype:ident) => {
         impl TrainingBackend for CudaBackend<$float> {
             const COMPUTES_IN: DType = DType::$dtype;
-            fn run_device() -> Self::Device {
-                cubecl::cuda::CudaDevice::new(0)
+            fn device(index: u32) -> Self::Device {
+                cubecl::cuda::CudaDevice::new(index as usize)
             }
             fn configure(experiment: &Experiment) {
                 crate::kernels::cublas::allow_tf32(

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use burn::prelude::*;
 
+use super::placement::ReferenceModel;
 use super::session::RunError;
 use crate::config::AdvantagesConfig;
 use crate::data::{DataOrder, Dataset, PromptBuilder};
@@ -35,7 +36,7 @@ pub struct RolloutSources<'a, B: Backend> {
     /// The record field holding the reference answer.
     pub answer_field: &'a str,
     /// The frozen reference model, when the loss has a KL term.
-    pub reference: Option<&'a CausalLm<B>>,
+    pub reference: Option<&'a ReferenceModel<B>>,
     /// Sampling settings of training rollouts.
     pub sampling: &'a SamplingParams,
     /// Advantage estimation.
@@ -46,7 +47,7 @@ pub struct RolloutSources<'a, B: Backend> {
     pub groups_per_step: usize,
     /// Temperature the reference log-probabilities are computed at.
     pub temperature: f64,
-    /// Where the models run.
+    /// Where the generator runs.
     pub device: &'a B::Device,
 }
 
@@ -216,7 +217,7 @@ pub fn make_batch<B: DecodeBackend + LossBackend>(
         while !rest.is_empty() {
             let take = reference_chunk(rest);
             let (chunk, tail) = rest.split_at_mut(take);
-            let lps = completion_logprobs(reference, chunk, sources.temperature, sources.device)?;
+            let lps = reference.completion_logprobs(chunk, sources.temperature)?;
             for (e, lp) in chunk.iter_mut().zip(lps) {
                 e.ref_logprobs = Some(lp);
             }
@@ -245,7 +246,7 @@ fn reference_chunk(episodes: &[Episode]) -> usize {
 
 /// Log-probabilities of each episode's completion under `model` at `temperature`, computed
 /// where the logits are (only one number per position comes back to the host).
-fn completion_logprobs<B: LossBackend>(
+pub(super) fn completion_logprobs<B: LossBackend>(
     model: &CausalLm<B>,
     episodes: &[Episode],
     temperature: f64,

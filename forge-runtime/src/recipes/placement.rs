@@ -1,0 +1,200 @@
+//! Where a run's models live, from `services`: the trainer, the generator and the frozen
+//! reference model, each on a device of the training backend, or the reference on the CPU. One
+//! process drives them all; a generator on another device gets the trainer's weights copied
+//! every `training.sync_interval` steps, one on the trainer's device reads them without a copy.
+
+use burn::backend::NdArray;
+use burn::prelude::*;
+
+use super::session::RunError;
+use crate::config::Experiment;
+use crate::model::{CausalLm, copy_to_backend};
+use crate::rl::Episode;
+use crate::train::loss_backend::LossBackend;
+
+/// Where the reference model runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReferencePlace<D> {
+    /// A device of the training backend (the trainer's unless `services.ref_model.devices`
+    /// names another).
+    Device(D),
+    /// The CPU (`services.ref_model.with_gpus: false` on a GPU backend).
+    Cpu,
+}
+
+/// The devices of one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement<D> {
+    /// Where the policy trains.
+    pub trainer: D,
+    /// Where rollouts are decoded.
+    pub generator: D,
+    /// Where the reference model scores completions (used only with a KL term).
+    pub reference: ReferencePlace<D>,
+}
+
+/// GPU indices of a placement, from `services`: the first listed device of each service
+/// (several processes per service are not built: `forge validate` says so), the trainer's GPU
+/// for a service that lists none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlacementIndices {
+    /// The trainer's GPU.
+    pub trainer: u32,
+    /// The generator's GPU.
+    pub generator: u32,
+    /// The reference model's GPU; `None`: on the CPU.
+    pub reference: Option<u32>,
+}
+
+impl PlacementIndices {
+    /// Reads `services` (GPU indices mean nothing on the CPU backend: every model is on the CPU).
+    pub fn from_config(exp: &Experiment) -> Self {
+        let services = &exp.services;
+        let first = |devices: &Option<Vec<u32>>| devices.as_ref().and_then(|d| d.first().copied());
+        let trainer = first(&services.trainer.devices).unwrap_or(0);
+        let generator = first(&services.generator.devices).unwrap_or(trainer);
+        let reference = match &services.ref_model {
+            Some(r) if r.with_gpus == Some(false) && exp.backend.uses_gpus() => None,
+            Some(r) => Some(first(&r.devices).unwrap_or(trainer)),
+            None => Some(trainer),
+        };
+        Self {
+            trainer,
+            generator,
+            reference,
+        }
+    }
+
+    /// The devices these indices name, through `device` (index -> device of the backend).
+    pub fn devices<D>(&self, device: impl Fn(u32) -> D) -> Placement<D> {
+        Placement {
+            trainer: device(self.trainer),
+            generator: device(self.generator),
+            reference: self
+                .reference
+                .map_or(ReferencePlace::Cpu, |i| ReferencePlace::Device(device(i))),
+        }
+    }
+}
+
+/// The frozen reference model, where the placement puts it.
+// One per run: the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum ReferenceModel<B: Backend> {
+    /// On a device of the training backend.
+    Device(CausalLm<B>, B::Device),
+    /// On the CPU.
+    Cpu(CausalLm<NdArray<f32>>),
+}
+
+impl<B: LossBackend> ReferenceModel<B> {
+    /// The reference for a policy starting from `start` (on `trainer`): the same tensors when it
+    /// shares the trainer's device, a copy otherwise.
+    pub fn place(
+        start: CausalLm<B>,
+        trainer: &B::Device,
+        place: &ReferencePlace<B::Device>,
+    ) -> Result<Self, RunError> {
+        Ok(match place {
+            ReferencePlace::Device(device) if device == trainer => {
+                Self::Device(start, device.clone())
+            }
+            ReferencePlace::Device(device) => Self::Device(start.to_device(device), device.clone()),
+            ReferencePlace::Cpu => Self::Cpu(copy_to_backend(&start, &Default::default())?),
+        })
+    }
+
+    /// Log-probabilities of each episode's completion at `temperature`.
+    pub fn completion_logprobs(
+        &self,
+        episodes: &[Episode],
+        temperature: f64,
+    ) -> Result<Vec<Vec<f32>>, RunError> {
+        match self {
+            Self::Device(model, device) => {
+                super::rollouts::completion_logprobs(model, episodes, temperature, device)
+            }
+            Self::Cpu(model) => super::rollouts::completion_logprobs(
+                model,
+                episodes,
+                temperature,
+                &Default::default(),
+            ),
+        }
+    }
+}
+
+/// The weights the generator samples with: the trainer's own tensors when it shares their
+/// device, a copy on its device otherwise. Copies go through the host: burn's device-to-device
+/// transfer is not implemented on wgpu, and on CUDA it needs NCCL.
+pub fn generator_weights<B: Backend>(
+    policy: CausalLm<B>,
+    placement: &Placement<B::Device>,
+) -> Result<CausalLm<B>, RunError> {
+    if placement.generator == placement.trainer {
+        Ok(policy)
+    } else {
+        Ok(copy_to_backend(&policy, &placement.generator)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Backend as ComputeBackend, ServiceConfig};
+
+    fn experiment(backend: ComputeBackend) -> Experiment {
+        let options = crate::config::LoadOptions {
+            check_files: false,
+            ..Default::default()
+        };
+        let text = "name: t\nmodel: {path: m}\ndataset: {path: d.jsonl}\nrewards: [{name: exact_match}]\nloss: {name: dapo}\n";
+        let loaded = crate::config::load_str("exp.yaml", text, std::path::Path::new("."), &options)
+            .expect("a minimal experiment");
+        let mut exp = loaded.experiment;
+        exp.backend = backend;
+        exp
+    }
+
+    fn on(devices: &[u32]) -> ServiceConfig {
+        ServiceConfig {
+            devices: Some(devices.to_vec()),
+            ..ServiceConfig::default()
+        }
+    }
+
+    /// Unlisted services share the trainer's GPU; listed ones get theirs; a reference without
+    /// GPUs is on the CPU only on a GPU backend.
+    #[test]
+    fn services_map_to_devices() {
+        let mut exp = experiment(ComputeBackend::Cuda);
+        let colocated = PlacementIndices::from_config(&exp);
+        assert_eq!(
+            colocated,
+            PlacementIndices {
+                trainer: 0,
+                generator: 0,
+                reference: Some(0)
+            }
+        );
+        exp.services.trainer = on(&[1]);
+        exp.services.generator = on(&[2]);
+        exp.services.ref_model = Some(on(&[0]));
+        let spread = PlacementIndices::from_config(&exp);
+        assert_eq!(
+            (spread.trainer, spread.generator, spread.reference),
+            (1, 2, Some(0))
+        );
+        exp.services.ref_model = Some(ServiceConfig {
+            with_gpus: Some(false),
+            ..ServiceConfig::default()
+        });
+        assert_eq!(PlacementIndices::from_config(&exp).reference, None);
+        let devices = PlacementIndices::from_config(&exp).devices(|i| i * 10);
+        assert_eq!(devices.trainer, 10);
+        assert_eq!(devices.generator, 20);
+        assert_eq!(devices.reference, ReferencePlace::Cpu);
+        exp.backend = ComputeBackend::Cpu;
+        assert_eq!(PlacementIndices::from_config(&exp).reference, Some(1));
+    }
+}
