@@ -40,8 +40,9 @@ python3 - "$out/grpo-qwen3-0.6b/metrics.jsonl" <<'PY'
 import json, sys
 keys = ["step", "time/step_s", "time/generate_s", "time/generate_model_s",
         "time/generate_logits_s", "time/generate_sample_s", "time/reward_s", "time/reference_s",
-        "time/train_s", "time/rollout_wait_s", "rollout/policy_age", "throughput/generate_tok_s",
-        "throughput/train_tok_s", "train/tokens", "loss/ratio_mean"]
+        "time/train_s", "time/rollout_wait_s", "time/weight_sync_s", "rollout/policy_age",
+        "throughput/generate_tok_s",
+        "throughput/train_tok_s", "train/tokens", "loss/ratio_mean", "loss/kl"]
 for line in open(sys.argv[1]):
     row = json.loads(line)
     print(json.dumps({k: row[k] for k in keys if k in row}))

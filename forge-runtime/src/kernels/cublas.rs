@@ -77,7 +77,7 @@ pub fn allow_tf32(on: bool) {
     TF32.store(on, Ordering::Relaxed);
 }
 
-/// The cuBLAS handle, its stream and the context they belong to.
+/// The cuBLAS handle of one GPU, its stream and the context they belong to.
 struct Blas {
     handle: sys::cublasHandle_t,
     stream: cudarc::driver::sys::CUstream,
@@ -88,12 +88,14 @@ struct Blas {
 // the context is current there (`run` makes it so); the mutex serialises every use.
 unsafe impl Send for Blas {}
 
-static BLAS: Mutex<Option<Blas>> = Mutex::new(None);
+/// One handle per GPU, by device index: a handle works only on its context's buffers (a product
+/// on GPU 1 through GPU 0's handle reads illegal addresses).
+static BLAS: Mutex<Vec<Option<Blas>>> = Mutex::new(Vec::new());
 
 impl Blas {
-    fn new() -> Result<Self, GemmError> {
+    fn new(index: usize) -> Result<Self, GemmError> {
         driver::init()?;
-        let device = driver::device::get(0)?;
+        let device = driver::device::get(index as i32)?;
         // SAFETY: `device` is a valid device; the primary context is the one cubecl-cuda retains
         // for it, so cubecl's buffer addresses are valid in it.
         let context = unsafe { driver::primary_ctx::retain(device)? };
@@ -111,8 +113,13 @@ impl Blas {
     }
 }
 
-/// Runs `gemm` after everything this thread queued on `client`, and returns when it is done.
-pub fn run(client: &ComputeClient<CudaRuntime>, gemm: &Gemm<'_>) -> Result<(), GemmError> {
+/// Runs `gemm` on `device` (whose client is `client`) after everything this thread queued on
+/// `client`, and returns when it is done.
+pub fn run(
+    client: &ComputeClient<CudaRuntime>,
+    device: &cubecl::cuda::CudaDevice,
+    gemm: &Gemm<'_>,
+) -> Result<(), GemmError> {
     let cubecl = |e: cubecl::server::ServerError| GemmError::Cubecl(format!("{e:?}"));
     cubecl::future::block_on(client.sync()).map_err(cubecl)?;
     // The resources keep the buffers alive until the product is done.
@@ -122,10 +129,14 @@ pub fn run(client: &ComputeClient<CudaRuntime>, gemm: &Gemm<'_>) -> Result<(), G
     let mut guard = BLAS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let first = guard.is_none();
-    let blas = match guard.as_mut() {
+    if guard.len() <= device.index {
+        guard.resize_with(device.index + 1, || None);
+    }
+    let slot = &mut guard[device.index];
+    let first = slot.is_none();
+    let blas = match slot.as_mut() {
         Some(blas) => blas,
-        None => guard.insert(Blas::new()?),
+        None => slot.insert(Blas::new(device.index)?),
     };
     // SAFETY: the context was retained in `Blas::new` and is never released.
     unsafe { driver::ctx::set_current(blas.context)? };
@@ -189,15 +200,18 @@ pub fn run(client: &ComputeClient<CudaRuntime>, gemm: &Gemm<'_>) -> Result<(), G
     }
     drop((a, b, out, guard));
     if first {
-        self_check(client)?;
+        self_check(client, device)?;
     }
     Ok(())
 }
 
-/// A product whose result is known, once per process: a cuBLAS that does not reach cubecl's
+/// A product whose result is known, once per GPU: a cuBLAS that does not reach cubecl's
 /// buffers (another context, another device) would otherwise train on whatever the output
 /// buffer held before.
-fn self_check(client: &ComputeClient<CudaRuntime>) -> Result<(), GemmError> {
+fn self_check(
+    client: &ComputeClient<CudaRuntime>,
+    device: &cubecl::cuda::CudaDevice,
+) -> Result<(), GemmError> {
     let a = client.create_from_slice(f32::as_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
     let b = client.create_from_slice(f32::as_bytes(&[1.0, 0.0, 0.0, 1.0, 1.0, 1.0]));
     let out = client.create_from_slice(f32::as_bytes(&[f32::NAN; 4]));
@@ -212,7 +226,7 @@ fn self_check(client: &ComputeClient<CudaRuntime>) -> Result<(), GemmError> {
         k: 3,
         elem: GemmElem::F32,
     };
-    run(client, &check)?;
+    run(client, device, &check)?;
     let bytes = client
         .read_one(out)
         .map_err(|e| GemmError::Cubecl(format!("{e:?}")))?;

@@ -152,6 +152,7 @@ mod cuda {
         let out = a.client.empty(m * n * a.dtype.size());
         run(
             &a.client,
+            &a.device,
             &Gemm {
                 a: &a.handle,
                 a_transposed: a_t,
