@@ -17,7 +17,7 @@ pub use causal_lm::{CausalLm, DecoderModel, KvCache};
 pub use layers::{Attention, DecoderLayer, LayerCache, Mlp, RmsNorm, attention_bias};
 pub use rope::{RopeTables, inverse_frequencies};
 pub use spec::{Llama3RopeScaling, ModelSpec};
-pub use weights::{copy_to_backend, load, save, stable_param_ids};
+pub use weights::{copy_to_backend, copy_to_device, load, save, stable_param_ids};
 
 use std::path::PathBuf;
 

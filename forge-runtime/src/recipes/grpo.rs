@@ -220,7 +220,7 @@ pub fn run_grpo<B: super::RecipeBackend>(
             Some(batch) => batch,
             None => {
                 let t = Instant::now();
-                let weights = generator_weights(session.model.valid(), &placement)?;
+                let weights = generator_weights(session.model.valid(), &placement);
                 if copies {
                     weight_sync_s += t.elapsed().as_secs_f64();
                 }
@@ -232,7 +232,7 @@ pub fn run_grpo<B: super::RecipeBackend>(
             // On the trainer's device, no copy: the snapshot shares the trainer's tensors, which
             // the optimiser replaces rather than overwrites while the snapshot holds them.
             let t = Instant::now();
-            sampling_weights = Some((step, generator_weights(session.model.valid(), &placement)?));
+            sampling_weights = Some((step, generator_weights(session.model.valid(), &placement)));
             if copies {
                 weight_sync_s += t.elapsed().as_secs_f64();
             }

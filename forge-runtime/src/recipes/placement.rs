@@ -8,7 +8,7 @@ use burn::prelude::*;
 
 use super::session::RunError;
 use crate::config::Experiment;
-use crate::model::{CausalLm, copy_to_backend};
+use crate::model::{CausalLm, copy_to_backend, copy_to_device};
 use crate::rl::Episode;
 use crate::train::loss_backend::LossBackend;
 
@@ -125,16 +125,17 @@ impl<B: LossBackend> ReferenceModel<B> {
 }
 
 /// The weights the generator samples with: the trainer's own tensors when it shares their
-/// device, a copy on its device otherwise. Copies go through the host: burn's device-to-device
-/// transfer is not implemented on wgpu, and on CUDA it needs NCCL.
+/// device, a copy on its device otherwise. Copies go through the host (in the weights' own
+/// element type): burn's device-to-device transfer is not implemented on wgpu, and on CUDA it
+/// needs NCCL.
 pub fn generator_weights<B: Backend>(
     policy: CausalLm<B>,
     placement: &Placement<B::Device>,
-) -> Result<CausalLm<B>, RunError> {
+) -> CausalLm<B> {
     if placement.generator == placement.trainer {
-        Ok(policy)
+        policy
     } else {
-        Ok(copy_to_backend(&policy, &placement.generator)?)
+        copy_to_device(&policy, &placement.generator)
     }
 }
 
