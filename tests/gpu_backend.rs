@@ -407,8 +407,9 @@ fn target_logprobs_on_burns_cubecl_backend_match_an_f64_reference() {
 }
 
 /// GRPO with its generator on another device (a second wgpu client: lavapipe as the `Cpu`
-/// device, so weights are copied to it at every sync) trains exactly as with every model on the
-/// trainer's device; with its reference model on the CPU backend too, it trains the same up to
+/// device, so weights are copied to it at every sync), or with two generator replicas splitting
+/// the prompts, trains exactly as with every model on the trainer's device; with its reference
+/// model on the CPU backend too, it trains the same up to
 /// the two backends' rounding. An entropy bonus makes every step change the weights (the random
 /// policy earns no reward), so a stale copy would show.
 #[test]
@@ -455,7 +456,7 @@ fn grpo_with_services_on_other_devices_trains_as_colocated() {
         "colocated",
         Placement {
             trainer: default.clone(),
-            generator: default.clone(),
+            generators: vec![default.clone()],
             reference: ReferencePlace::Device(default.clone()),
         },
     );
@@ -463,7 +464,17 @@ fn grpo_with_services_on_other_devices_trains_as_colocated() {
         "generator-apart",
         Placement {
             trainer: default.clone(),
-            generator: other.clone(),
+            generators: vec![other.clone()],
+            reference: ReferencePlace::Device(default.clone()),
+        },
+    );
+    // Two replicas, one sharing the trainer's device and one on its own: each samples half the
+    // prompts, at the same time.
+    let two_replicas = run(
+        "two-replicas",
+        Placement {
+            trainer: default.clone(),
+            generators: vec![default.clone(), other.clone()],
             reference: ReferencePlace::Device(default.clone()),
         },
     );
@@ -471,7 +482,7 @@ fn grpo_with_services_on_other_devices_trains_as_colocated() {
         "reference-on-cpu",
         Placement {
             trainer: default.clone(),
-            generator: other,
+            generators: vec![other],
             reference: ReferencePlace::Cpu,
         },
     );
@@ -500,6 +511,7 @@ fn grpo_with_services_on_other_devices_trains_as_colocated() {
         }
     };
     compare("generator apart", &colocated, &generator_apart, 1e-5);
+    compare("two generator replicas", &colocated, &two_replicas, 1e-5);
     compare("reference on the CPU", &colocated, &reference_on_cpu, 1e-3);
     // The weights moved (so the copies mattered), and were copied only where the generator has
     // a device of its own, every step that sampled (the last samples nothing ahead).

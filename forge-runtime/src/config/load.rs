@@ -365,6 +365,16 @@ mod tests {
             "{}",
             loaded.warnings.render(false)
         );
+        // Generator replicas: built.
+        let replicas = format!(
+            "{MINIMAL}backend: cuda\nservices:\n  gpus: 3\n  generator: {{num_replicas: 2, devices: [1, 2]}}\n  trainer: {{devices: [0]}}\n"
+        );
+        let loaded = load(&replicas).expect("valid");
+        assert!(
+            loaded.warnings.items.is_empty(),
+            "{}",
+            loaded.warnings.render(false)
+        );
         // Several processes for one service: not built, said.
         let tensor_parallel = format!(
             "{MINIMAL}backend: cuda\nservices:\n  gpus: 2\n  trainer: {{procs: 2, devices: [0, 1]}}\nparallelism: {{tensor_parallel_degree: 2}}\n"

@@ -396,18 +396,22 @@ fn services(exp: &Experiment, c: &mut Checks<'_>) {
         }
     }
     // What one process cannot honour yet: said, not silently ignored. Each service's first
-    // listed GPU is honoured (recipes::placement).
+    // listed GPU, and one per generator replica, is honoured (recipes::placement).
     let spread = exp
         .services
         .iter()
-        .filter(|(name, s)| *name != "reward" && s.total_procs() > 1)
+        .filter(|(name, s)| match *name {
+            "reward" => false,
+            "generator" => s.procs > 1,
+            _ => s.total_procs() > 1,
+        })
         .map(|(name, _)| name)
         .collect::<Vec<_>>();
     if gpu_backend && !spread.is_empty() {
         c.warn(
             "/services",
             format!(
-                "the services ask for several processes for {}, which is not built yet: each service runs once, on the first GPU it lists (the trainer's when it lists none), all driven by one process",
+                "the services ask for several processes for {}, which is not built yet: the trainer and the reference model run once, each generator replica in one process's place, on the first GPU listed for it (the trainer's when none is)",
                 spread.join(", ")
             ),
             None,

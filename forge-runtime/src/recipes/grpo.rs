@@ -201,19 +201,19 @@ pub fn run_grpo<B: super::RecipeBackend>(
         n,
         groups_per_step,
         temperature: policy_loss.temperature,
-        device: &placement.generator,
+        generators: &placement.generators,
     };
     // Off by one: while the trainer trains on a step's batch, a thread samples the next one
     // with the weights it had at the start of the step (refreshed every `sync_interval` steps).
     let pipelined = exp.replay_buffer.max_policy_age >= 1;
     let sync_interval = u64::from(exp.training.sync_interval.max(1));
-    let mut sampling_weights: Option<(u64, CausalLm<B::InnerBackend>)> = None;
+    let mut sampling_weights: Option<(u64, Vec<CausalLm<B::InnerBackend>>)> = None;
     for step in start..exp.training.steps {
         let t_step = Instant::now();
         let mut metrics = StepMetrics::new("grpo", step + 1);
         // Copying weights to the generator's device (none when it shares the trainer's).
         let mut weight_sync_s = 0.0;
-        let copies = placement.generator != placement.trainer;
+        let copies = placement.copies_weights();
         // 1-4. The step's batch: made ahead during the previous step, or now with the current
         // weights (the first step, strictly on-policy runs).
         let batch = match pending.take() {

@@ -1,7 +1,8 @@
-//! Where a run's models live, from `services`: the trainer, the generator and the frozen
-//! reference model, each on a device of the training backend, or the reference on the CPU. One
-//! process drives them all; a generator on another device gets the trainer's weights copied
-//! every `training.sync_interval` steps, one on the trainer's device reads them without a copy.
+//! Where a run's models live, from `services`: the trainer, the generator's replicas and the
+//! frozen reference model, each on a device of the training backend, or the reference on the
+//! CPU. One process drives them all; a replica on another device gets the trainer's weights
+//! copied every `training.sync_interval` steps, one on the trainer's device reads them without a
+//! copy. A step's prompts are split among the replicas, which sample at the same time.
 
 use burn::backend::NdArray;
 use burn::prelude::*;
@@ -27,21 +28,21 @@ pub enum ReferencePlace<D> {
 pub struct Placement<D> {
     /// Where the policy trains.
     pub trainer: D,
-    /// Where rollouts are decoded.
-    pub generator: D,
+    /// Where rollouts are decoded: one device per generator replica (at least one).
+    pub generators: Vec<D>,
     /// Where the reference model scores completions (used only with a KL term).
     pub reference: ReferencePlace<D>,
 }
 
-/// GPU indices of a placement, from `services`: the first listed device of each service
-/// (several processes per service are not built: `forge validate` says so), the trainer's GPU
+/// GPU indices of a placement, from `services`: the first listed device of each process group
+/// (several processes per replica are not built: `forge validate` says so), the trainer's GPU
 /// for a service that lists none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlacementIndices {
     /// The trainer's GPU.
     pub trainer: u32,
-    /// The generator's GPU.
-    pub generator: u32,
+    /// Each generator replica's GPU.
+    pub generators: Vec<u32>,
     /// The reference model's GPU; `None`: on the CPU.
     pub reference: Option<u32>,
 }
@@ -52,7 +53,17 @@ impl PlacementIndices {
         let services = &exp.services;
         let first = |devices: &Option<Vec<u32>>| devices.as_ref().and_then(|d| d.first().copied());
         let trainer = first(&services.trainer.devices).unwrap_or(0);
-        let generator = first(&services.generator.devices).unwrap_or(trainer);
+        let replicas = services.generator.num_replicas.max(1) as usize;
+        let procs = services.generator.procs.max(1) as usize;
+        let generators = match &services.generator.devices {
+            // One list entry per process: each replica's first.
+            Some(devices) if !devices.is_empty() => devices
+                .chunks(procs)
+                .take(replicas)
+                .map(|group| group[0])
+                .collect(),
+            _ => vec![trainer; replicas],
+        };
         let reference = match &services.ref_model {
             Some(r) if r.with_gpus == Some(false) && exp.backend.uses_gpus() => None,
             Some(r) => Some(first(&r.devices).unwrap_or(trainer)),
@@ -60,7 +71,7 @@ impl PlacementIndices {
         };
         Self {
             trainer,
-            generator,
+            generators,
             reference,
         }
     }
@@ -69,7 +80,7 @@ impl PlacementIndices {
     pub fn devices<D>(&self, device: impl Fn(u32) -> D) -> Placement<D> {
         Placement {
             trainer: device(self.trainer),
-            generator: device(self.generator),
+            generators: self.generators.iter().map(|&i| device(i)).collect(),
             reference: self
                 .reference
                 .map_or(ReferencePlace::Cpu, |i| ReferencePlace::Device(device(i))),
@@ -124,18 +135,36 @@ impl<B: LossBackend> ReferenceModel<B> {
     }
 }
 
-/// The weights the generator samples with: the trainer's own tensors when it shares their
-/// device, a copy on its device otherwise. Copies go through the host (in the weights' own
-/// element type): burn's device-to-device transfer is not implemented on wgpu, and on CUDA it
-/// needs NCCL.
+/// The weights each generator replica samples with: the trainer's own tensors where it shares
+/// their device, a copy on its device otherwise (one per device). Copies go through the host (in
+/// the weights' own element type): burn's device-to-device transfer is not implemented on wgpu,
+/// and on CUDA it needs NCCL.
 pub fn generator_weights<B: Backend>(
     policy: CausalLm<B>,
     placement: &Placement<B::Device>,
-) -> CausalLm<B> {
-    if placement.generator == placement.trainer {
-        policy
-    } else {
-        copy_to_device(&policy, &placement.generator)
+) -> Vec<CausalLm<B>> {
+    let mut copies: Vec<(B::Device, CausalLm<B>)> = Vec::new();
+    placement
+        .generators
+        .iter()
+        .map(|device| {
+            if *device == placement.trainer {
+                return policy.clone();
+            }
+            if let Some((_, copy)) = copies.iter().find(|(d, _)| d == device) {
+                return copy.clone();
+            }
+            let copy = copy_to_device(&policy, device);
+            copies.push((device.clone(), copy.clone()));
+            copy
+        })
+        .collect()
+}
+
+impl<D: PartialEq> Placement<D> {
+    /// Whether some generator replica needs the weights copied to it.
+    pub fn copies_weights(&self) -> bool {
+        self.generators.iter().any(|g| *g != self.trainer)
     }
 }
 
@@ -174,7 +203,7 @@ mod tests {
             colocated,
             PlacementIndices {
                 trainer: 0,
-                generator: 0,
+                generators: vec![0],
                 reference: Some(0)
             }
         );
@@ -183,9 +212,21 @@ mod tests {
         exp.services.ref_model = Some(on(&[0]));
         let spread = PlacementIndices::from_config(&exp);
         assert_eq!(
-            (spread.trainer, spread.generator, spread.reference),
-            (1, 2, Some(0))
+            (spread.trainer, spread.generators, spread.reference),
+            (1, vec![2], Some(0))
         );
+        // Replicas: one device each (the first of each process group when procs > 1).
+        exp.services.generator = ServiceConfig {
+            num_replicas: 2,
+            devices: Some(vec![2, 3]),
+            ..ServiceConfig::default()
+        };
+        assert_eq!(PlacementIndices::from_config(&exp).generators, vec![2, 3]);
+        exp.services.generator.procs = 2;
+        exp.services.generator.devices = Some(vec![2, 3, 4, 5]);
+        assert_eq!(PlacementIndices::from_config(&exp).generators, vec![2, 4]);
+        exp.services.generator.devices = None;
+        assert_eq!(PlacementIndices::from_config(&exp).generators, vec![1, 1]);
         exp.services.ref_model = Some(ServiceConfig {
             with_gpus: Some(false),
             ..ServiceConfig::default()
@@ -193,7 +234,7 @@ mod tests {
         assert_eq!(PlacementIndices::from_config(&exp).reference, None);
         let devices = PlacementIndices::from_config(&exp).devices(|i| i * 10);
         assert_eq!(devices.trainer, 10);
-        assert_eq!(devices.generator, 20);
+        assert_eq!(devices.generators, vec![10, 10]);
         assert_eq!(devices.reference, ReferencePlace::Cpu);
         exp.backend = ComputeBackend::Cpu;
         assert_eq!(PlacementIndices::from_config(&exp).reference, Some(1));

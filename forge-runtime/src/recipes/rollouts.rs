@@ -47,8 +47,8 @@ pub struct RolloutSources<'a, B: Backend> {
     pub groups_per_step: usize,
     /// Temperature the reference log-probabilities are computed at.
     pub temperature: f64,
-    /// Where the generator runs.
-    pub device: &'a B::Device,
+    /// Where each generator replica runs.
+    pub generators: &'a [B::Device],
 }
 
 /// Seconds spent making a batch, by stage.
@@ -96,12 +96,13 @@ pub struct RolloutBatch {
     pub timing: RolloutTiming,
 }
 
-/// Samples, scores and prepares the batch of optimiser step `step` with `policy`, whose weights
-/// have taken `policy_version` steps. Draws prompts from `order`.
+/// Samples, scores and prepares the batch of optimiser step `step` with `policy` (one copy per
+/// generator replica, on its device), whose weights have taken `policy_version` steps. Draws
+/// prompts from `order`.
 pub fn make_batch<B: DecodeBackend + LossBackend>(
     sources: &RolloutSources<'_, B>,
     order: &mut DataOrder,
-    policy: &CausalLm<B>,
+    policy: &[CausalLm<B>],
     step: u64,
     policy_version: u64,
 ) -> Result<RolloutBatch, RunError> {
@@ -128,17 +129,10 @@ pub fn make_batch<B: DecodeBackend + LossBackend>(
         }
         let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
         let t = Instant::now();
-        let request = GenerateRequest {
-            prompts: &ids,
-            n,
-            params: sources.sampling,
-            // Distinct streams per step and attempt, the same after a resume.
-            seed_offset: (step * MAX_ATTEMPTS + attempt) * (groups_per_step * n) as u64,
-            policy_version,
-        };
+        // Distinct streams per step and attempt, the same after a resume.
+        let seed_offset = (step * MAX_ATTEMPTS + attempt) * (groups_per_step * n) as u64;
         let (completions, timing) =
-            generate_timed(policy, sources.tokenizer, &request, sources.device)
-                .map_err(|e| RunError::Other(e.to_string()))?;
+            generate_on_replicas(sources, policy, &ids, seed_offset, policy_version)?;
         batch.timing.generate_s += t.elapsed().as_secs_f64();
         parts += timing;
 
@@ -226,6 +220,67 @@ pub fn make_batch<B: DecodeBackend + LossBackend>(
     }
     batch.timing.reference_s = t.elapsed().as_secs_f64();
     Ok(batch)
+}
+
+/// Samples `n` completions of each prompt, the prompts split into contiguous runs among the
+/// generator replicas, which sample at the same time (one thread each). Prompt `i` draws from the
+/// same random streams whichever replica samples it, so the result does not depend on the number
+/// of replicas. The timing parts are summed over replicas.
+fn generate_on_replicas<B: DecodeBackend>(
+    sources: &RolloutSources<'_, B>,
+    policy: &[CausalLm<B>],
+    ids: &[Vec<u32>],
+    seed_offset: u64,
+    policy_version: u64,
+) -> Result<(Vec<Vec<crate::generate::Completion>>, GenerateTiming), RunError> {
+    let n = sources.n;
+    let replicas = policy
+        .len()
+        .min(sources.generators.len())
+        .min(ids.len())
+        .max(1);
+    let per = ids.len().div_ceil(replicas);
+    let run = |r: usize| {
+        let start = (r * per).min(ids.len());
+        let end = ((r + 1) * per).min(ids.len());
+        let request = GenerateRequest {
+            prompts: &ids[start..end],
+            n,
+            params: sources.sampling,
+            seed_offset: seed_offset + (start * n) as u64,
+            policy_version,
+        };
+        generate_timed(
+            &policy[r],
+            sources.tokenizer,
+            &request,
+            &sources.generators[r],
+        )
+        .map_err(|e| RunError::Other(e.to_string()))
+    };
+    let parts: Vec<Result<_, RunError>> = if replicas == 1 {
+        vec![run(0)]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..replicas).map(|r| scope.spawn(move || run(r))).collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(RunError::Other("a generator replica panicked".into()))
+                    })
+                })
+                .collect()
+        })
+    };
+    let mut completions = Vec::with_capacity(ids.len());
+    let mut timing = GenerateTiming::default();
+    for part in parts {
+        let (c, t) = part?;
+        completions.extend(c);
+        timing += t;
+    }
+    Ok((completions, timing))
 }
 
 /// Token positions the reference model scores in one forward pass: bounds its logits
