@@ -4,7 +4,6 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::optim::GradientsAccumulator;
-use burn::tensor::backend::AutodiffBackend;
 
 use super::checkpoint::{Checkpoint, RunState};
 use super::grpo::greedy_params;
@@ -23,13 +22,10 @@ const CONSOLE: [&str; 5] = [
 ];
 
 /// Runs SFT as the experiment says. Returns the final model's directory.
-pub fn run_sft<B: AutodiffBackend<InnerBackend: crate::train::adamw::AdamWBackend>>(
+pub fn run_sft<B: super::RecipeBackend>(
     loaded: Loaded,
     device: B::Device,
-) -> Result<std::path::PathBuf, RunError>
-where
-    B::InnerBackend: crate::generate::DecodeBackend,
-{
+) -> Result<std::path::PathBuf, RunError> {
     let exp = loaded.experiment.clone();
     let fields = &exp.dataset.fields;
     let sft = exp.sft.clone().unwrap_or_default();
@@ -133,7 +129,8 @@ where
         let mut loss = 0.0;
         for chunk in picked.chunks(micro) {
             let owned: Vec<SftExample> = chunk.iter().map(|e| (*e).clone()).collect();
-            let (grads, part) = sft_gradients(&session.model, &owned, total_tokens, &device);
+            let (grads, part) = sft_gradients(&session.model, &owned, total_tokens, &device)
+                .map_err(|e| RunError::Other(format!("the SFT loss: {e}")))?;
             accumulator.accumulate(&session.model, grads);
             loss += part;
         }

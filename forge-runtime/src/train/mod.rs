@@ -20,7 +20,7 @@ pub use optimizer::{Optimizer, StepOutcome};
 pub use policy::{PolicyLoss, PolicyStats, batch_normalizer, policy_gradients};
 pub use schedule::learning_rate;
 pub use sft::{SftExample, sft_gradients};
-pub use token_batch::{TokenBatch, host_logits};
+pub use token_batch::TokenBatch;
 
 #[cfg(test)]
 mod tests;

@@ -1,11 +1,16 @@
-//! Gradients of the masked cross-entropy of supervised fine-tuning.
+//! Gradients of the masked cross-entropy of supervised fine-tuning, through the policy loss's
+//! fused kernels: the cross-entropy of a target token is `-logprob`, which is CISPO with its
+//! importance weight clipped to exactly 1 (`clip_low = clip_high = 0`) and an advantage of 1.
+//! So SFT on a GPU reads the logits once forward and once backward, never on the host.
 
 use burn::optim::GradientsParams;
-use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 
-use super::token_batch::{TokenBatch, host_logits};
+use super::loss_backend::{AutodiffLossBackend, BoundPolicyLoss, LossOpError};
+use super::policy::{PolicyLoss, policy_gradients};
+use crate::config::Aggregation;
+use crate::loss::reference::Normalizer;
 use crate::model::CausalLm;
+use crate::rl::Episode;
 
 /// One prompt/completion pair.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,43 +21,52 @@ pub struct SftExample {
     pub completion_ids: Vec<u32>,
 }
 
+/// `-logprob` per target token, token-mean: CISPO with its weight clipped to [1, 1].
+fn cross_entropy() -> Result<PolicyLoss, LossOpError> {
+    let registration = crate::loss::registry::find("cispo")
+        .ok_or_else(|| LossOpError::Logits("the built-in loss `cispo` is not registered".into()))?;
+    let params = serde_json::json!({"clip_low": 0.0, "clip_high": 0.0});
+    let params = params.as_object().cloned().unwrap_or_default();
+    let loss = BoundPolicyLoss::bind(registration, &params).map_err(LossOpError::Logits)?;
+    Ok(PolicyLoss {
+        loss,
+        aggregation: Aggregation::TokenMean,
+        temperature: 1.0,
+        entropy_coef: 0.0,
+        mask_truncated: false,
+    })
+}
+
 /// Mean cross-entropy over the target tokens of the whole batch (`total_tokens` of them, so
 /// micro-batches add up), and its gradients. Returns (gradients, this micro-batch's share of the
 /// loss).
-pub fn sft_gradients<B: AutodiffBackend>(
+pub fn sft_gradients<B: AutodiffLossBackend>(
     model: &CausalLm<B>,
     examples: &[SftExample],
     total_tokens: usize,
     device: &B::Device,
-) -> (GradientsParams, f64) {
-    let tokens = TokenBatch::new(
-        examples
-            .iter()
-            .map(|e| (e.prompt_ids.as_slice(), e.completion_ids.as_slice())),
-    );
-    let (b, s) = (tokens.batch, tokens.seq);
-    let logits = tokens.logits(model, device);
-    let host = host_logits(&logits);
-    let v = logits.dims()[2];
-    let w = 1.0 / total_tokens.max(1) as f64;
-    let mut grad = vec![0f32; b * s * v];
-    let mut loss = 0.0;
-    for i in 0..b * s {
-        let Ok(target) = usize::try_from(tokens.target_ids[i]) else {
-            continue;
-        };
-        let row = &host[i * v..(i + 1) * v];
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum: f64 = row.iter().map(|&x| f64::from(x - max).exp()).sum();
-        let lse = f64::from(max) + sum.ln();
-        loss += w * (lse - f64::from(row[target]));
-        // d CE / d z = softmax - onehot.
-        for j in 0..v {
-            grad[i * v + j] = (w * (f64::from(row[j]) - lse).exp()) as f32;
-        }
-        grad[i * v + target] -= w as f32;
-    }
-    let grad = Tensor::<B, 3>::from_data(TensorData::new(grad, [b, s, v]), device);
-    let grads = GradientsParams::from_grads((logits * grad).sum().backward(), model);
-    (grads, loss)
+) -> Result<(GradientsParams, f64), LossOpError> {
+    let episodes: Vec<Episode> = examples
+        .iter()
+        .map(|e| Episode {
+            prompt_ids: e.prompt_ids.clone(),
+            completion_ids: e.completion_ids.clone(),
+            // Any value: the weight exp(logprob - this) is clipped to exactly 1.
+            generator_logprobs: vec![0.0; e.completion_ids.len()],
+            ref_logprobs: None,
+            reward: 0.0,
+            advantage: 1.0,
+            truncated: false,
+            policy_version: 0,
+            group: 0,
+        })
+        .collect();
+    let normalizer = Normalizer {
+        tokens: total_tokens as f64,
+        sequences: examples.len() as f64,
+        nonempty_sequences: examples.len() as f64,
+        horizon: 1.0,
+    };
+    let (grads, stats) = policy_gradients(model, &episodes, &cross_entropy()?, normalizer, device)?;
+    Ok((grads, stats.loss))
 }

@@ -73,17 +73,6 @@ impl TokenBatch {
     }
 }
 
-/// A host copy of `logits` (f32, row-major), for losses computed on the host.
-pub fn host_logits<B: Backend>(logits: &Tensor<B, 3>) -> Vec<f32> {
-    logits
-        .clone()
-        .detach()
-        .into_data()
-        .convert::<f32>()
-        .to_vec()
-        .expect("converted to f32")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
