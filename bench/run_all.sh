@@ -5,8 +5,7 @@
 #   bash bench/run_all.sh OUT_DIR
 # 561 s on an H200 (2026-11-27: check 36, loss 51, model 121, GRPO 290, on-policy 63), plus ~60 s
 # for the optional f32 GRPO run: over a 10-minute call with it. A failing benchmark is reported
-# and the others still run; each
-# step is also its own command (the scripts named below).
+# and the others still run; each step is also its own command (the scripts named below).
 set -uo pipefail
 out=${1:?usage: bash bench/run_all.sh OUT_DIR}
 mkdir -p "$out"
