@@ -469,13 +469,13 @@ fn grpo_with_services_on_other_devices_trains_as_colocated() {
         },
     );
     // Two replicas, one sharing the trainer's device and one on its own: each samples half the
-    // prompts, at the same time.
+    // prompts, at the same time. The reference model on the other device too (a copy).
     let two_replicas = run(
         "two-replicas",
         Placement {
             trainer: default.clone(),
             generators: vec![default.clone(), other.clone()],
-            reference: ReferencePlace::Device(default.clone()),
+            reference: ReferencePlace::Device(other.clone()),
         },
     );
     let reference_on_cpu = run(

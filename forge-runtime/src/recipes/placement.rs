@@ -100,7 +100,7 @@ pub enum ReferenceModel<B: Backend> {
 
 impl<B: LossBackend> ReferenceModel<B> {
     /// The reference for a policy starting from `start` (on `trainer`): the same tensors when it
-    /// shares the trainer's device, a copy otherwise.
+    /// shares the trainer's device, a copy otherwise (as [`generator_weights`] copies).
     pub fn place(
         start: CausalLm<B>,
         trainer: &B::Device,
@@ -110,7 +110,9 @@ impl<B: LossBackend> ReferenceModel<B> {
             ReferencePlace::Device(device) if device == trainer => {
                 Self::Device(start, device.clone())
             }
-            ReferencePlace::Device(device) => Self::Device(start.to_device(device), device.clone()),
+            ReferencePlace::Device(device) => {
+                Self::Device(copy_to_device(&start, device), device.clone())
+            }
             ReferencePlace::Cpu => Self::Cpu(copy_to_backend(&start, &Default::default())?),
         })
     }
@@ -137,8 +139,7 @@ impl<B: LossBackend> ReferenceModel<B> {
 
 /// The weights each generator replica samples with: the trainer's own tensors where it shares
 /// their device, a copy on its device otherwise (one per device). Copies go through the host (in
-/// the weights' own element type): burn's device-to-device transfer is not implemented on wgpu,
-/// and on CUDA it needs NCCL.
+/// the weights' own element type): burn's device-to-device transfer is not implemented on wgpu.
 pub fn generator_weights<B: Backend>(
     policy: CausalLm<B>,
     placement: &Placement<B::Device>,
