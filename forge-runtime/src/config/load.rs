@@ -355,29 +355,27 @@ mod tests {
 
     #[test]
     fn placement_that_is_not_built_is_said() {
+        let services = |text: &str| format!("{MINIMAL}backend: cuda\nservices:\n{text}");
+        let silent = |text: &str| {
+            let loaded = load(&services(text)).expect("valid");
+            assert!(
+                loaded.warnings.items.is_empty(),
+                "{}",
+                loaded.warnings.render(false)
+            );
+        };
         // Services on GPUs of their own: built, nothing to say.
-        let spread = format!(
-            "{MINIMAL}backend: cuda\nservices:\n  gpus: 2\n  generator: {{devices: [1]}}\n  trainer: {{devices: [0]}}\n"
-        );
-        let loaded = load(&spread).expect("valid");
-        assert!(
-            loaded.warnings.items.is_empty(),
-            "{}",
-            loaded.warnings.render(false)
-        );
+        silent("  gpus: 2\n  generator: {devices: [1]}\n  trainer: {devices: [0]}\n");
         // Generator replicas: built.
-        let replicas = format!(
-            "{MINIMAL}backend: cuda\nservices:\n  gpus: 3\n  generator: {{num_replicas: 2, devices: [1, 2]}}\n  trainer: {{devices: [0]}}\n"
+        silent(
+            "  gpus: 3\n  generator: {num_replicas: 2, devices: [1, 2]}\n  trainer: {devices: [0]}\n",
         );
-        let loaded = load(&replicas).expect("valid");
-        assert!(
-            loaded.warnings.items.is_empty(),
-            "{}",
-            loaded.warnings.render(false)
-        );
+        // One GPU shared by every service is what runs: nothing to say.
+        silent("  generator: {devices: [0]}\n  trainer: {devices: [0]}\n");
         // Several processes for one service: not built, said.
         let tensor_parallel = format!(
-            "{MINIMAL}backend: cuda\nservices:\n  gpus: 2\n  trainer: {{procs: 2, devices: [0, 1]}}\nparallelism: {{tensor_parallel_degree: 2}}\n"
+            "{}parallelism: {{tensor_parallel_degree: 2}}\n",
+            services("  gpus: 2\n  trainer: {procs: 2, devices: [0, 1]}\n")
         );
         let loaded = load(&tensor_parallel).expect("valid, with a warning");
         let rendered = loaded.warnings.render(false);
@@ -385,16 +383,6 @@ mod tests {
             rendered.contains("several processes for trainer")
                 && rendered.contains("not built yet"),
             "{rendered}"
-        );
-        // One GPU shared by every service is what runs: nothing to say.
-        let shared = format!(
-            "{MINIMAL}backend: cuda\nservices:\n  generator: {{devices: [0]}}\n  trainer: {{devices: [0]}}\n"
-        );
-        let loaded = load(&shared).expect("valid");
-        assert!(
-            loaded.warnings.items.is_empty(),
-            "{}",
-            loaded.warnings.render(false)
         );
     }
 

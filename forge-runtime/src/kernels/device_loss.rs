@@ -663,8 +663,7 @@ pub fn target_logprobs<R: LossRuntime, E: Float + CubeElement>(
         return Ok(Vec::new());
     }
     let stats = launch_row_stats::<R, E>(client, logits, vocab, targets, temperature);
-    let [mut logprobs] = read_all(client, [stats.logprob])?;
-    logprobs.truncate(targets.len());
+    let [logprobs] = read_all(client, [stats.logprob])?;
     Ok(logprobs)
 }
 

@@ -237,42 +237,26 @@ pub fn copy_to_backend<B: Backend, B2: Backend>(
 /// element type, its layout) through the host, with its id: the generator's weights on a GPU of
 /// its own. Faster than [`copy_to_backend`], which converts to f32 and to PyTorch's layout.
 pub fn copy_to_device<B: Backend>(model: &CausalLm<B>, device: &B::Device) -> CausalLm<B> {
-    struct Take(std::collections::HashMap<ParamId, TensorData>);
+    /// The source's parameters in visiting order (a fresh model of the same spec visits its
+    /// own in the same order).
+    struct Take(Vec<(ParamId, TensorData)>);
     impl<B: Backend> ModuleVisitor<B> for Take {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            self.0.insert(param.id, param.val().into_data());
+            self.0.push((param.id, param.val().into_data()));
         }
     }
-    struct Put<'a, B: Backend>(&'a mut Take, ModelOrder<B>);
-    /// The source's parameters in visiting order: both models have the same structure, and
-    /// the fresh model's ids are not the source's.
-    struct ModelOrder<B: Backend>(std::vec::IntoIter<ParamId>, B::Device);
-    impl<B: Backend> ModuleMapper<B> for Put<'_, B> {
+    struct Put<B: Backend>(std::vec::IntoIter<(ParamId, TensorData)>, B::Device);
+    impl<B: Backend> ModuleMapper<B> for Put<B> {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-            let Some(id) = self.1.0.next() else {
-                return param;
-            };
-            match self.0.0.remove(&id) {
-                Some(data) => Param::initialized(id, Tensor::from_data(data, &self.1.1)),
+            match self.0.next() {
+                Some((id, data)) => Param::initialized(id, Tensor::from_data(data, &self.1)),
                 None => param,
             }
         }
     }
-    struct Ids(Vec<ParamId>);
-    impl<B: Backend> ModuleVisitor<B> for Ids {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            self.0.push(param.id);
-        }
-    }
-    let mut ids = Ids(Vec::new());
-    model.visit(&mut ids);
-    let mut take = Take(std::collections::HashMap::new());
+    let mut take = Take(Vec::new());
     model.visit(&mut take);
-    let fresh = CausalLm::<B>::new(&model.spec, device);
-    fresh.map(&mut Put(
-        &mut take,
-        ModelOrder(ids.0.into_iter(), device.clone()),
-    ))
+    CausalLm::<B>::new(&model.spec, device).map(&mut Put(take.0.into_iter(), device.clone()))
 }
 
 /// The model of `spec` with the parameters of `host` (PyTorch's layout), on `device`. `origin`

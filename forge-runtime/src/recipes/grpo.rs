@@ -208,22 +208,30 @@ pub fn run_grpo<B: super::RecipeBackend>(
     let pipelined = exp.replay_buffer.max_policy_age >= 1;
     let sync_interval = u64::from(exp.training.sync_interval.max(1));
     let mut sampling_weights: Option<(u64, Vec<CausalLm<B::InnerBackend>>)> = None;
+    // The generators' weights, and the seconds spent copying them to their devices (0 when
+    // every replica shares the trainer's: no copy is made).
+    let copies = placement.copies_weights();
+    let snapshot = |model: &CausalLm<B>| {
+        let t = Instant::now();
+        let weights = generator_weights(model.valid(), &placement);
+        let seconds = if copies {
+            t.elapsed().as_secs_f64()
+        } else {
+            0.0
+        };
+        (weights, seconds)
+    };
     for step in start..exp.training.steps {
         let t_step = Instant::now();
         let mut metrics = StepMetrics::new("grpo", step + 1);
-        // Copying weights to the generator's device (none when it shares the trainer's).
         let mut weight_sync_s = 0.0;
-        let copies = placement.copies_weights();
         // 1-4. The step's batch: made ahead during the previous step, or now with the current
         // weights (the first step, strictly on-policy runs).
         let batch = match pending.take() {
             Some(batch) => batch,
             None => {
-                let t = Instant::now();
-                let weights = generator_weights(session.model.valid(), &placement);
-                if copies {
-                    weight_sync_s += t.elapsed().as_secs_f64();
-                }
+                let (weights, seconds) = snapshot(&session.model);
+                weight_sync_s += seconds;
                 make_batch(&sources, &mut order, &weights, step, step)?
             }
         };
@@ -231,11 +239,9 @@ pub fn run_grpo<B: super::RecipeBackend>(
         if ahead && (sampling_weights.is_none() || step % sync_interval == 0) {
             // On the trainer's device, no copy: the snapshot shares the trainer's tensors, which
             // the optimiser replaces rather than overwrites while the snapshot holds them.
-            let t = Instant::now();
-            sampling_weights = Some((step, generator_weights(session.model.valid(), &placement)));
-            if copies {
-                weight_sync_s += t.elapsed().as_secs_f64();
-            }
+            let (weights, seconds) = snapshot(&session.model);
+            weight_sync_s += seconds;
+            sampling_weights = Some((step, weights));
         }
         // 5. Train, with the next batch being made meanwhile.
         let t = Instant::now();
