@@ -187,6 +187,191 @@ fn decode(
     }))
 }
 
+/// The decode engine's products at the shapes a decode step runs (and odd ones: rows not a
+/// multiple of 16, a single row), on tensor cores and on CUDA cores, against an f64 product of
+/// the same bf16 inputs; each timed over `reps` launches (one device sync at the end).
+fn products(device: &CudaDevice, reps: usize) -> anyhow::Result<serde_json::Value> {
+    use cubecl::prelude::*;
+    use forge::kernels::decode::product::{Weight, product};
+    use forge::kernels::decode::skinny_matmul::epilogue;
+    let client = CudaRuntime::client(device);
+    let mut rows = Vec::new();
+    // (m, k, n): Qwen3-0.6B's q/k/v, o, gate/up and down at 64 rows, then odd shapes.
+    for (m, k, n) in [
+        (64, 1024, 4096),
+        (64, 2048, 1024),
+        (64, 1024, 6144),
+        (64, 3072, 1024),
+        (37, 1024, 6144),
+        (1, 1024, 1024),
+        (100, 2048, 272),
+    ] {
+        let to_bf16 = |v: Vec<i64>| -> Vec<bf16> {
+            v.into_iter()
+                .map(|r| bf16::from_f32((r % 2001) as f32 / 1000.0 - 1.0))
+                .collect()
+        };
+        let x = to_bf16(random_ids(m * k, 1 << 30, 11 + m as u64));
+        let w = to_bf16(random_ids(k * n, 1 << 30, 12 + n as u64));
+        let mut want = vec![0f64; m * n];
+        for r in 0..m {
+            for j in 0..k {
+                let a = f64::from(x[r * k + j].to_f32());
+                for c in 0..n {
+                    want[r * n + c] += a * f64::from(w[j * n + c].to_f32());
+                }
+            }
+        }
+        let scale = want.iter().fold(0f64, |a, b| a.max(b.abs()));
+        let x_h = client.create_from_slice(bf16::as_bytes(&x));
+        let none = client.empty(4);
+        let mut row = json!({ "m": m, "k": k, "n": n });
+        for tensor_cores in [true, false] {
+            let mut weight = Weight::new::<CudaRuntime, bf16>(
+                &client,
+                client.create_from_slice(bf16::as_bytes(&w)),
+                k,
+                n,
+            );
+            let supported = weight.tensor_cores;
+            if tensor_cores && !supported {
+                row["tensor_cores"] = json!("not supported for this shape or card");
+                continue;
+            }
+            weight.tensor_cores = tensor_cores;
+            let out = client.empty(m * n * 2);
+            let run = || {
+                product::<CudaRuntime, bf16>(
+                    &client,
+                    &x_h,
+                    &weight,
+                    m,
+                    None,
+                    &none,
+                    epilogue::WRITE,
+                    &out,
+                )
+            };
+            run();
+            let got = bf16::from_bytes(&client.read_one(out.clone())?).to_vec();
+            let err = got
+                .iter()
+                .zip(&want)
+                .fold(0f64, |e, (g, w)| e.max((f64::from(g.to_f32()) - w).abs()));
+            let start = Instant::now();
+            for _ in 0..reps {
+                run();
+            }
+            cubecl::future::block_on(client.sync())?;
+            let us = start.elapsed().as_secs_f64() / reps as f64 * 1e6;
+            let key = if tensor_cores {
+                "tensor_cores"
+            } else {
+                "cuda_cores"
+            };
+            row[key] = json!({
+                "us": us,
+                "weight_gb_s": (k * n * 2) as f64 / us / 1e3,
+                "max_err_rel": err / scale,
+            });
+            // bf16 output rounding is 2^-8 relative; anything past a few of those is a wrong sum.
+            if err / scale > 1e-2 {
+                bail!(
+                    "decode product {m}x{k}x{n} ({key}): error {:.3e} of the largest value",
+                    err / scale
+                );
+            }
+        }
+        eprintln!("products: {row}");
+        rows.push(row);
+    }
+    Ok(json!(rows))
+}
+
+/// The decode engine's logits at this model's shape against the generic model's full forward
+/// pass over the same tokens (both bf16 on the GPU): four prompts of different lengths, then
+/// three decode steps. Reports the largest difference relative to the largest logit.
+fn engine_check(model: &CausalLm<Gpu>, device: &CudaDevice) -> anyhow::Result<serde_json::Value> {
+    use forge::generate::DecodeBackend;
+    use forge::model::{KvCache, attention_bias};
+    let vocab = model.spec.vocab_size;
+    let mut engine = Gpu::decode_engine(model, 4, 64).context("the CUDA backend has an engine")?;
+    let mut sequences: Vec<Vec<u32>> = [5usize, 17, 9, 30]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            random_ids(len, vocab, 40 + i as u64)
+                .into_iter()
+                .map(|t| t as u32)
+                .collect()
+        })
+        .collect();
+    let last_logits = |seq: &[u32]| -> anyhow::Result<Vec<f32>> {
+        let values: Vec<i64> = seq.iter().map(|&t| i64::from(t)).collect();
+        let logits = model.forward(ids::<Gpu>(values, [1, seq.len()], device));
+        let [_, s, v] = logits.dims();
+        Ok(logits
+            .slice([0..1, s - 1..s, 0..v])
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?)
+    };
+    for (slot, seq) in sequences.iter().enumerate() {
+        let len = seq.len();
+        let values: Vec<i64> = seq.iter().map(|&t| i64::from(t)).collect();
+        let positions = (0..len as i64).collect::<Vec<_>>();
+        let bias = attention_bias::<Gpu>(1, len, 0, None, device);
+        let mut cache = KvCache::new(model.spec.num_layers);
+        let _ = model.hidden(
+            ids::<Gpu>(values, [1, len], device),
+            &ids::<Gpu>(positions, [1, len], device),
+            &bias,
+            Some(&mut cache),
+        );
+        engine.load_prefill(&cache, &[vec![slot]]);
+    }
+    let mut worst = 0f64;
+    let mut agree = 0usize;
+    let mut total = 0usize;
+    for step in 0..3u32 {
+        let tokens: Vec<u32> = (0..sequences.len() as u32)
+            .map(|r| 100 + 977 * step + 13 * r)
+            .collect();
+        let positions: Vec<usize> = sequences.iter().map(Vec::len).collect();
+        let slots: Vec<usize> = (0..sequences.len()).collect();
+        let got: Vec<f32> = engine
+            .step(&tokens, &positions, &slots)
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        for (r, seq) in sequences.iter_mut().enumerate() {
+            seq.push(tokens[r]);
+            let want = last_logits(seq)?;
+            let row = &got[r * vocab..(r + 1) * vocab];
+            let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let diff = row
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+            worst = worst.max(f64::from(diff / scale));
+            let argmax = |v: &[f32]| {
+                v.iter()
+                    .enumerate()
+                    .fold(0, |b, (i, x)| if *x > v[b] { i } else { b })
+            };
+            agree += usize::from(argmax(row) == argmax(&want));
+            total += 1;
+        }
+    }
+    Ok(json!({
+        "tensor_cores": std::env::var("FORGE_DECODE_TENSOR_CORES").map_or(true, |v| v != "0"),
+        "max_diff_rel": worst,
+        "argmax_agree": agree as f64 / total as f64,
+    }))
+}
+
 /// One train step: forward over [batch, seq] tokens, mean next-token cross-entropy, backward,
 /// AdamW. Median of `reps` after one warm-up step.
 fn train_step(
@@ -259,11 +444,18 @@ fn main() -> anyhow::Result<()> {
             out["parity"] = parity(&model, &dir, &device)?;
             eprintln!("parity: {}", out["parity"]);
         }
+        if wants("engine") {
+            out["engine"] = engine_check(&model, &device)?;
+            eprintln!("engine: {}", out["engine"]);
+        }
         if wants("decode") {
             let tokenizer = Tokenizer::from_dir(&model_dir, None)?;
             out["decode"] = decode(&model, &tokenizer, &device, (64, 128, 256))?;
             eprintln!("decode: {}", out["decode"]);
         }
+    }
+    if wants("products") {
+        out["products"] = products(&device, 200)?;
     }
     if wants("train") {
         out["train"] = train_step(&model_dir, &device, (8, 1024), 3)?;

@@ -75,54 +75,30 @@ mod cube {
     use crate::kernels::args::array_arg;
     use crate::kernels::decode::decode_attention::{self, decode_attention_kernel};
     use crate::kernels::decode::kv_copy::kv_copy_kernel;
+    use crate::kernels::decode::product::{self, Weight};
     use crate::kernels::decode::qkv_rope_cache::qkv_rope_cache_kernel;
     use crate::kernels::decode::rms_norm::{self, rms_norm_kernel};
     use crate::kernels::decode::sample_rows::{self, sample_rows_kernel};
-    use crate::kernels::decode::skinny_matmul::{
-        K_CHUNK, TILE, UNITS, epilogue, matmul_epilogue_kernel, skinny_matmul_kernel,
-    };
+    use crate::kernels::decode::skinny_matmul::epilogue;
     use crate::model::{CausalLm, KvCache, ModelSpec};
 
     /// Longest cache the attention kernel's shared-memory scores allow (32 KB of f32).
     const MAX_KEYS: usize = 8192;
 
-    /// Cubes a product should launch to fill a large GPU (two per multiprocessor of an H100).
-    const TARGET_CUBES: usize = 264;
-
     type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
-
-    /// A weight matrix `[k, n]`, contiguous, on the device.
-    struct Matrix {
-        handle: Handle,
-        k: usize,
-        n: usize,
-    }
-
-    impl Matrix {
-        fn new<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
-            t: Tensor<Cube<R, F, I, BT>, 2>,
-        ) -> Self {
-            let [k, n] = t.dims();
-            Self {
-                handle: contiguous(t),
-                k,
-                n,
-            }
-        }
-    }
 
     struct Layer {
         input_norm: Handle,
         /// q, k and v projections side by side.
-        qkv: Matrix,
+        qkv: Weight,
         qkv_bias: Option<Handle>,
         q_norm: Option<Handle>,
         k_norm: Option<Handle>,
-        o: Matrix,
+        o: Weight,
         post_norm: Handle,
         /// gate and up projections side by side.
-        gate_up: Matrix,
-        down: Matrix,
+        gate_up: Weight,
+        down: Weight,
         cache_k: Handle,
         cache_v: Handle,
     }
@@ -135,7 +111,7 @@ mod cube {
         embed: Tensor<Cube<R, F, I, BT>, 2>,
         layers: Vec<Layer>,
         norm: Handle,
-        head: Matrix,
+        head: Weight,
         cos: Handle,
         sin: Handle,
         /// Stands in for an absent bias or norm weight.
@@ -145,6 +121,15 @@ mod cube {
         max_keys: usize,
         /// Positions the RoPE tables cover.
         rope_positions: usize,
+    }
+
+    /// A weight `[k, n]` as the products read it.
+    fn weight_matrix<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+        t: Tensor<Cube<R, F, I, BT>, 2>,
+        client: &ComputeClient<R>,
+    ) -> Weight {
+        let [k, n] = t.dims();
+        Weight::new::<R, F>(client, contiguous(t), k, n)
     }
 
     fn contiguous<
@@ -221,14 +206,14 @@ mod cube {
                     );
                     Layer {
                         input_norm: contiguous(layer.input_layernorm.weight.val()),
-                        qkv: Matrix::new(qkv),
+                        qkv: weight_matrix(qkv, &client),
                         qkv_bias,
                         q_norm: attn.q_norm.as_ref().map(|n| contiguous(n.weight.val())),
                         k_norm: attn.k_norm.as_ref().map(|n| contiguous(n.weight.val())),
-                        o: Matrix::new(weight(&attn.o_proj)),
+                        o: weight_matrix(weight(&attn.o_proj), &client),
                         post_norm: contiguous(layer.post_attention_layernorm.weight.val()),
-                        gate_up: Matrix::new(gate_up),
-                        down: Matrix::new(weight(&layer.mlp.down_proj)),
+                        gate_up: weight_matrix(gate_up, &client),
+                        down: weight_matrix(weight(&layer.mlp.down_proj), &client),
                         cache_k: client.empty(cache_bytes.max(elem)),
                         cache_v: client.empty(cache_bytes.max(elem)),
                     }
@@ -243,7 +228,7 @@ mod cube {
             Self {
                 none: client.empty(elem.max(4)),
                 norm: contiguous(model.model.norm.weight.val()),
-                head: Matrix::new(head),
+                head: weight_matrix(head, &client),
                 cos: contiguous(model.rope.cos.clone()),
                 sin: contiguous(model.rope.sin.clone()),
                 max_keys: max_len
@@ -279,6 +264,19 @@ mod cube {
             self.client.create_from_slice(u32::as_bytes(&values))
         }
 
+        /// `out = epilogue(x [m, w.k] · w)` ([`product::product`]).
+        fn product(
+            &self,
+            x: &Handle,
+            w: &Weight,
+            m: usize,
+            bias: Option<&Handle>,
+            mode: u32,
+            out: &Handle,
+        ) {
+            product::product::<R, F>(&self.client, x, w, m, bias, &self.none, mode, out);
+        }
+
         fn rms_norm(&self, x: &Handle, weight: &Handle, rows: usize, width: usize) -> Handle {
             let out = self.client.empty(rows * width * core::mem::size_of::<F>());
             rms_norm_kernel::launch::<F, R>(
@@ -294,67 +292,6 @@ mod cube {
                 rms_norm::BLOCK,
             );
             out
-        }
-
-        /// `x [m, w.k] · w` summed over splits of `k` into `[splits, m, w.n]` f32 partials.
-        fn partials(&self, x: &Handle, w: &Matrix, m: usize, max_splits: usize) -> (Handle, usize) {
-            let tiles = w.n.div_ceil(TILE) * m.div_ceil(TILE);
-            let chunks = w.k.div_ceil(K_CHUNK);
-            let splits = TARGET_CUBES
-                .div_ceil(tiles)
-                .clamp(1, chunks.min(max_splits));
-            let k_split = chunks.div_ceil(splits) * K_CHUNK;
-            let splits = w.k.div_ceil(k_split);
-            let partial = self.client.empty((splits * m * w.n).max(1) * 4);
-            skinny_matmul_kernel::launch::<F, R>(
-                &self.client,
-                CubeCount::Static(
-                    w.n.div_ceil(TILE) as u32,
-                    m.div_ceil(TILE) as u32,
-                    splits as u32,
-                ),
-                CubeDim::new_2d(UNITS as u32, UNITS as u32),
-                array_arg::<R, F>(x, m * w.k),
-                array_arg::<R, F>(&w.handle, w.k * w.n),
-                array_arg::<R, f32>(&partial, splits * m * w.n),
-                m as u32,
-                w.k as u32,
-                w.n as u32,
-                k_split as u32,
-            );
-            (partial, splits)
-        }
-
-        /// `x · w` then the epilogue `mode` into `out` (`[m, w.n]`, or `[m, w.n / 2]` for SwiGLU).
-        fn matmul(
-            &self,
-            x: &Handle,
-            w: &Matrix,
-            m: usize,
-            bias: Option<&Handle>,
-            mode: u32,
-            out: &Handle,
-        ) {
-            let (partial, splits) = self.partials(x, w, m, usize::MAX);
-            let outputs = if mode == epilogue::SWIGLU {
-                m * w.n / 2
-            } else {
-                m * w.n
-            };
-            let units = 256usize;
-            matmul_epilogue_kernel::launch::<F, R>(
-                &self.client,
-                CubeCount::Static(outputs.div_ceil(units).max(1) as u32, 1, 1),
-                CubeDim::new_1d(units as u32),
-                array_arg::<R, f32>(&partial, splits * m * w.n),
-                self.optional_arg(bias, w.n),
-                array_arg::<R, F>(out, outputs),
-                splits as u32,
-                m as u32,
-                w.n as u32,
-                mode,
-                bias.is_some(),
-            );
         }
     }
 
@@ -423,7 +360,7 @@ mod cube {
             for layer in &self.layers {
                 let x = self.rms_norm(&hidden, &layer.input_norm, m, d);
                 let qkv = self.client.empty(m * layer.qkv.n * elem);
-                self.matmul(
+                self.product(
                     &x,
                     &layer.qkv,
                     m,
@@ -474,15 +411,19 @@ mod cube {
                     hd / key_vector,
                     self.max_keys,
                 );
-                self.matmul(&attn, &layer.o, m, None, epilogue::ADD, &hidden);
+                self.product(&attn, &layer.o, m, None, epilogue::ADD, &hidden);
                 let x = self.rms_norm(&hidden, &layer.post_norm, m, d);
                 let act = self.client.empty(m * layer.gate_up.n / 2 * elem);
-                self.matmul(&x, &layer.gate_up, m, None, epilogue::SWIGLU, &act);
-                self.matmul(&act, &layer.down, m, None, epilogue::ADD, &hidden);
+                self.product(&x, &layer.gate_up, m, None, epilogue::SWIGLU, &act);
+                self.product(&act, &layer.down, m, None, epilogue::ADD, &hidden);
             }
             let x = self.rms_norm(&hidden, &self.norm, m, d);
-            // One split: the partial product is the f32 logits.
-            let (logits, _) = self.partials(&x, &self.head, m, 1);
+            // One split: the partial product is the f32 logits (its rows past `m`, if any, cut).
+            let partials = product::partials::<R, F>(&self.client, &x, &self.head, m, 1);
+            let extra_rows = partials.rows - m;
+            let logits = partials
+                .handle
+                .offset_end((extra_rows * self.head.n * 4) as u64);
             let tensor = CubeTensor::new_contiguous(
                 self.client.clone(),
                 self.device.clone(),

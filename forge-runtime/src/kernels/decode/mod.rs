@@ -4,7 +4,9 @@
 
 pub mod decode_attention;
 pub mod kv_copy;
+pub mod product;
 pub mod qkv_rope_cache;
 pub mod rms_norm;
 pub mod sample_rows;
 pub mod skinny_matmul;
+pub mod skinny_mma;

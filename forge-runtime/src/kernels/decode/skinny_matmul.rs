@@ -153,8 +153,8 @@ pub mod epilogue {
     pub const SWIGLU: u32 = 2;
 }
 
-/// Sums the `splits` partial products `[splits, m, n]` and applies `mode` (see [`epilogue`]);
-/// one unit per element of `out`.
+/// Sums the `splits` partial products `[splits, rows, n]` (`rows >= m`: the tensor-core kernel
+/// rounds up to whole tiles) and applies `mode` (see [`epilogue`]); one unit per element of `out`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_epilogue_kernel<F: Float>(
@@ -163,13 +163,14 @@ pub fn matmul_epilogue_kernel<F: Float>(
     out: &mut Array<F>,
     splits: u32,
     m: u32,
+    rows: u32,
     n: u32,
     #[comptime] mode: u32,
     #[comptime] has_bias: bool,
 ) {
     let i = ABSOLUTE_POS;
     let (m, n) = (m as usize, n as usize);
-    let plane = m * n;
+    let plane = rows as usize * n;
     if comptime![mode == epilogue::SWIGLU] {
         let half = n / 2;
         if i < m * half {
@@ -184,7 +185,7 @@ pub fn matmul_epilogue_kernel<F: Float>(
             let silu = g / (1.0f32 + (-g).exp());
             out[i] = F::cast_from(silu * u);
         }
-    } else if i < plane {
+    } else if i < m * n {
         let mut y = 0.0f32;
         for s in 0..splits as usize {
             y += partial[s * plane + i];

@@ -1,0 +1,186 @@
+//! The decode engine's matrix products `x [m, k] · w [k, n]` for few rows: on tensor cores
+//! ([`super::skinny_mma`]) where the runtime has them for the weights' type and shape, on CUDA
+//! cores ([`super::skinny_matmul`]) otherwise; `k` split across cubes so that a 64-row product
+//! still fills the GPU, then one epilogue launch sums the splits and applies what the layer does
+//! next ([`epilogue`]).
+
+use cubecl::prelude::*;
+use cubecl::server::Handle;
+
+use super::skinny_matmul::{self, epilogue, matmul_epilogue_kernel, skinny_matmul_kernel};
+use super::skinny_mma::{self, skinny_mma_kernel};
+use crate::kernels::args::array_arg;
+
+/// Cubes a product should launch to fill a large GPU (two per multiprocessor of an H100).
+const TARGET_CUBES: usize = 264;
+
+/// Fewest chunks of `k` a split of a tensor-core product covers: each split writes a whole f32
+/// partial product, which with one chunk a split outweighs the weights the split reads.
+const MMA_MIN_STAGES: usize = 2;
+
+/// A weight matrix `[k, n]`, contiguous, on the device.
+#[derive(Debug)]
+pub struct Weight {
+    /// The `k * n` elements, row-major.
+    pub handle: Handle,
+    /// Rows (the summed dimension).
+    pub k: usize,
+    /// Columns.
+    pub n: usize,
+    /// Products with it run on tensor cores.
+    pub tensor_cores: bool,
+}
+
+impl Weight {
+    /// `handle` as a `[k, n]` weight of element type `F`, on tensor cores when `client` has them
+    /// for `F` and this shape, unless `FORGE_DECODE_TENSOR_CORES=0` (which keeps the CUDA-core
+    /// kernel, to compare the two on one build).
+    pub fn new<R: Runtime, F: CubePrimitive>(
+        client: &ComputeClient<R>,
+        handle: Handle,
+        k: usize,
+        n: usize,
+    ) -> Self {
+        let allowed = std::env::var("FORGE_DECODE_TENSOR_CORES").map_or(true, |v| v != "0");
+        Self {
+            handle,
+            k,
+            n,
+            tensor_cores: allowed && skinny_mma::supported::<R, F>(client, k, n),
+        }
+    }
+}
+
+/// The product summed over splits of `k`: `splits` f32 partial products `[rows, n]`.
+#[derive(Debug)]
+pub struct Partials {
+    /// `splits * rows * n` f32 values.
+    pub handle: Handle,
+    /// Partial products.
+    pub splits: usize,
+    /// Rows of each: `m`, or `m` rounded up to 16 on tensor cores (the extra rows zero).
+    pub rows: usize,
+}
+
+/// `x [m, w.k] · w` into f32 partial products over at most `max_splits` splits of `k` (one split:
+/// the product itself, in f32).
+pub fn partials<R: Runtime, F: Float + CubeElement>(
+    client: &ComputeClient<R>,
+    x: &Handle,
+    w: &Weight,
+    m: usize,
+    max_splits: usize,
+) -> Partials {
+    if w.tensor_cores {
+        return partials_mma::<R, F>(client, x, w, m, max_splits);
+    }
+    let tile = skinny_matmul::TILE;
+    let tiles = w.n.div_ceil(tile) * m.div_ceil(tile);
+    let chunks = w.k.div_ceil(skinny_matmul::K_CHUNK);
+    let splits = TARGET_CUBES
+        .div_ceil(tiles)
+        .clamp(1, chunks.min(max_splits));
+    let k_split = chunks.div_ceil(splits) * skinny_matmul::K_CHUNK;
+    let splits = w.k.div_ceil(k_split);
+    let handle = client.empty((splits * m * w.n).max(1) * 4);
+    skinny_matmul_kernel::launch::<F, R>(
+        client,
+        CubeCount::Static(
+            w.n.div_ceil(tile) as u32,
+            m.div_ceil(tile) as u32,
+            splits as u32,
+        ),
+        CubeDim::new_2d(skinny_matmul::UNITS as u32, skinny_matmul::UNITS as u32),
+        array_arg::<R, F>(x, m * w.k),
+        array_arg::<R, F>(&w.handle, w.k * w.n),
+        array_arg::<R, f32>(&handle, splits * m * w.n),
+        m as u32,
+        w.k as u32,
+        w.n as u32,
+        k_split as u32,
+    );
+    Partials {
+        handle,
+        splits,
+        rows: m,
+    }
+}
+
+/// [`partials`] on tensor cores.
+fn partials_mma<R: Runtime, F: Float + CubeElement>(
+    client: &ComputeClient<R>,
+    x: &Handle,
+    w: &Weight,
+    m: usize,
+    max_splits: usize,
+) -> Partials {
+    let columns = w.n.div_ceil(skinny_mma::CUBE_COLUMNS);
+    let row_tiles = m.div_ceil(skinny_mma::ROWS);
+    let stages = w.k / skinny_mma::K_STAGE;
+    let splits = TARGET_CUBES
+        .div_ceil(columns * row_tiles)
+        .clamp(1, (stages / MMA_MIN_STAGES).max(1).min(max_splits));
+    let k_split = stages.div_ceil(splits) * skinny_mma::K_STAGE;
+    let splits = w.k.div_ceil(k_split);
+    let rows = m.next_multiple_of(skinny_mma::TILE);
+    let handle = client.empty((splits * rows * w.n).max(1) * 4);
+    skinny_mma_kernel::launch::<F, R>(
+        client,
+        CubeCount::Static(columns as u32, row_tiles as u32, splits as u32),
+        CubeDim::new_2d(skinny_mma::PLANE_SIZE as u32, skinny_mma::PLANES as u32),
+        array_arg::<R, F>(x, m * w.k),
+        array_arg::<R, F>(&w.handle, w.k * w.n),
+        array_arg::<R, f32>(&handle, splits * rows * w.n),
+        m as u32,
+        w.k as u32,
+        w.n as u32,
+        k_split as u32,
+        rows as u32,
+    );
+    Partials {
+        handle,
+        splits,
+        rows,
+    }
+}
+
+/// `out = epilogue(x [m, w.k] · w (+ bias))` with `mode` one of [`epilogue`]: `out` is `[m, w.n]`,
+/// or `[m, w.n / 2]` for SwiGLU. `none` stands in for an absent bias (any buffer; unread).
+#[allow(clippy::too_many_arguments)]
+pub fn product<R: Runtime, F: Float + CubeElement>(
+    client: &ComputeClient<R>,
+    x: &Handle,
+    w: &Weight,
+    m: usize,
+    bias: Option<&Handle>,
+    none: &Handle,
+    mode: u32,
+    out: &Handle,
+) {
+    let partials = partials::<R, F>(client, x, w, m, usize::MAX);
+    let outputs = if mode == epilogue::SWIGLU {
+        m * w.n / 2
+    } else {
+        m * w.n
+    };
+    let has_bias = bias.is_some();
+    let bias = match bias {
+        Some(b) => array_arg::<R, F>(b, w.n),
+        None => array_arg::<R, F>(none, 1),
+    };
+    let units = 256usize;
+    matmul_epilogue_kernel::launch::<F, R>(
+        client,
+        CubeCount::Static(outputs.div_ceil(units).max(1) as u32, 1, 1),
+        CubeDim::new_1d(units as u32),
+        array_arg::<R, f32>(&partials.handle, partials.splits * partials.rows * w.n),
+        bias,
+        array_arg::<R, F>(out, outputs),
+        partials.splits as u32,
+        m as u32,
+        partials.rows as u32,
+        w.n as u32,
+        mode,
+        has_bias,
+    );
+}
