@@ -406,6 +406,109 @@ fn target_logprobs_on_burns_cubecl_backend_match_an_f64_reference() {
     assert!(WgpuInner::target_logprobs(short, &targets[1..], temperature).is_err());
 }
 
+/// The decode engine's products against an f64 reference, through every epilogue (bias, residual
+/// add, SwiGLU), at row counts that are not whole tiles and a `k` that is not a whole chunk. On
+/// lavapipe the CUDA-core kernel runs (no tensor cores); on a runtime with them, both do.
+#[test]
+fn decode_products_match_an_f64_reference() {
+    use burn::tensor::TensorPrimitive;
+    use forge::kernels::decode::product::{Weight, product};
+    use forge::kernels::decode::skinny_matmul::epilogue;
+    use rand::{RngExt, SeedableRng};
+
+    if !forge_tests::require_vulkan("decode_products_match_an_f64_reference") {
+        return;
+    }
+    let device = Default::default();
+    let upload = |values: &[f32]| {
+        let t = Tensor::<WgpuInner, 1>::from_data(
+            TensorData::new(values.to_vec(), [values.len()]),
+            &device,
+        );
+        let TensorPrimitive::Float(t) = t.into_primitive() else {
+            unreachable!("a float tensor")
+        };
+        t
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    for (m, k, n) in [(1, 64, 32), (37, 200, 48), (70, 128, 96)] {
+        let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let w: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let bias: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let residual: Vec<f32> = (0..m * n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let y: Vec<f64> = (0..m * n)
+            .map(|i| {
+                (0..k)
+                    .map(|j| f64::from(x[i / n * k + j]) * f64::from(w[j * n + i % n]))
+                    .sum()
+            })
+            .collect();
+        let x_t = upload(&x);
+        let client = x_t.client.clone();
+        let weight = Weight::new::<_, f32>(&client, upload(&w).handle, k, n);
+        let kernels: &[bool] = if weight.tensor_cores {
+            &[true, false]
+        } else {
+            &[false]
+        };
+        for &tensor_cores in kernels {
+            let weight = Weight {
+                tensor_cores,
+                ..Weight::new::<_, f32>(&client, upload(&w).handle, k, n)
+            };
+            let cases: [(u32, Vec<f32>, Vec<f64>); 3] = [
+                (
+                    epilogue::WRITE,
+                    vec![0.0; m * n],
+                    (0..m * n).map(|i| y[i] + f64::from(bias[i % n])).collect(),
+                ),
+                (
+                    epilogue::ADD,
+                    residual.clone(),
+                    (0..m * n).map(|i| y[i] + f64::from(residual[i])).collect(),
+                ),
+                (
+                    epilogue::SWIGLU,
+                    vec![0.0; m * n / 2],
+                    (0..m * n / 2)
+                        .map(|i| {
+                            let (r, c) = (i / (n / 2), i % (n / 2));
+                            let (g, u) = (y[r * n + c], y[r * n + n / 2 + c]);
+                            g / (1.0 + (-g).exp()) * u
+                        })
+                        .collect(),
+                ),
+            ];
+            for (mode, start, want) in cases {
+                let out = upload(&start);
+                let bias_h = upload(&bias);
+                let with_bias = (mode == epilogue::WRITE).then_some(&bias_h.handle);
+                product::<_, f32>(
+                    &client,
+                    &x_t.handle,
+                    &weight,
+                    m,
+                    with_bias,
+                    &bias_h.handle,
+                    mode,
+                    &out.handle,
+                );
+                let got = Tensor::<WgpuInner, 1>::from_primitive(TensorPrimitive::Float(out))
+                    .into_data()
+                    .to_vec::<f32>()
+                    .expect("f32");
+                assert_eq!(got.len(), want.len());
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (f64::from(*g) - w).abs() <= 1e-4 * w.abs().max(1.0),
+                        "{m}x{k}x{n}, epilogue {mode}, tensor cores {tensor_cores}, element {i}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// GRPO with its generator on another device (a second wgpu client: lavapipe as the `Cpu`
 /// device, so weights are copied to it at every sync), or with two generator replicas splitting
 /// the prompts, trains exactly as with every model on the trainer's device; with its reference
