@@ -160,8 +160,9 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     }
 }
 
-/// The decode engine's logits, step by step for two sequences of different lengths in slots out of
-/// order, equal the generic model's full forward pass over each sequence.
+/// The decode engine's logits, step by step for three sequences of different lengths in slots out
+/// of order, equal the generic model's full forward pass over each sequence. One is 200 tokens
+/// long: attention's value loop then runs its unrolled steps (positions beyond four per unit).
 fn engine_steps(architecture: &str) {
     use forge::generate::DecodeBackend;
     use forge::model::{KvCache, attention_bias};
@@ -169,10 +170,11 @@ fn engine_steps(architecture: &str) {
     let device = Default::default();
     let model: CausalLm<WgpuInner> = forge::model::load(&dir, &device).expect("fixture loads");
     let mut engine =
-        WgpuInner::decode_engine(&model, 3, 12).expect("the cubecl backend has an engine");
+        WgpuInner::decode_engine(&model, 3, 210).expect("the cubecl backend has an engine");
     let mut sequences = vec![
         (vec![12u32, 40, 7], 2usize),
         (vec![250, 251, 252, 253, 9], 0),
+        ((0..200u32).map(|i| (i * 37 + 11) % 400).collect(), 1),
     ];
     for (prompt, slot) in &sequences {
         let len = prompt.len();
@@ -196,7 +198,7 @@ fn engine_steps(architecture: &str) {
         let slots: Vec<usize> = sequences.iter().map(|(_, s)| *s).collect();
         let logits = engine.step(&tokens, &positions, &slots);
         let [rows, vocab] = logits.dims();
-        assert_eq!(rows, 2);
+        assert_eq!(rows, 3);
         let got: Vec<f32> = logits.into_data().convert::<f32>().to_vec().expect("f32");
         for (r, (seq, _)) in sequences.iter_mut().enumerate() {
             seq.push(tokens[r]);

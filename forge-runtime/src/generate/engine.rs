@@ -123,6 +123,14 @@ mod cube {
         rope_positions: usize,
     }
 
+    /// Elements per vector in which attention reads the caches: up to 4 (wgpu's widest).
+    fn cache_vector(head_dim: usize) -> usize {
+        [4usize, 2, 1]
+            .into_iter()
+            .find(|w| head_dim.is_multiple_of(*w))
+            .unwrap_or(1)
+    }
+
     /// A weight `[k, n]` as the products read it.
     fn weight_matrix<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
         t: Tensor<Cube<R, F, I, BT>, 2>,
@@ -160,8 +168,8 @@ mod cube {
             let float_ok = matches!(F::dtype(), DType::F32 | DType::BF16 | DType::F16);
             if !float_ok
                 || max_len > MAX_KEYS
-                || spec.head_dim > 1024
                 || !spec.head_dim.is_multiple_of(2)
+                || spec.head_dim / cache_vector(spec.head_dim) > decode_attention::BLOCK
             {
                 return None;
             }
@@ -351,11 +359,7 @@ mod cube {
             let positions_h = self.upload_u32(positions.iter().copied());
             let slots_h = self.upload_u32(slots.iter().copied());
             let block = hd.next_power_of_two();
-            // Keys are read as vectors of up to 4 elements (wgpu's widest).
-            let key_vector = [4usize, 2, 1]
-                .into_iter()
-                .find(|w| hd.is_multiple_of(*w))
-                .unwrap_or(1);
+            let key_vector = cache_vector(hd);
             let cache_len = self.cache_len();
             for layer in &self.layers {
                 let x = self.rms_norm(&hidden, &layer.input_norm, m, d);

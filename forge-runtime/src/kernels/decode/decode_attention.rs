@@ -12,15 +12,16 @@ use crate::kernels::cube_reduce::{cube_max, cube_sum};
 pub const BLOCK: usize = 128;
 
 /// Cube (x, y) = (query head, row). Row `r` attends to positions `0..=positions[r]` of cache slot
-/// `slots[r]`; `q` `[rows, heads * head_dim]`, `out` the same shape; `cache_k` is read as
-/// `key_vectors` vectors of `N` elements per key (`head_dim = key_vectors * N`). The scores of one row sit in
-/// shared memory: `max_keys` (comptime) bounds the cached length.
+/// `slots[r]`; `q` `[rows, heads * head_dim]`, `out` the same shape; the caches are read as
+/// `key_vectors` vectors of `N` elements per position (`head_dim = key_vectors * N`, at most
+/// [`BLOCK`] vectors). The scores of one row sit in shared memory: `max_keys` (comptime) bounds
+/// the cached length.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn decode_attention_kernel<F: Float, N: Size>(
     q: &Array<F>,
     cache_k: &Array<Vector<F, N>>,
-    cache_v: &Array<F>,
+    cache_v: &Array<Vector<F, N>>,
     positions: &Array<u32>,
     slots: &Array<u32>,
     out: &mut Array<F>,
@@ -82,27 +83,48 @@ pub fn decode_attention_kernel<F: Float, N: Size>(
     }
     // cube_sum synchronises, so every probability is in place after it.
     let sum = cube_sum(local_sum, BLOCK);
-    let mut d = tid;
-    while d < head_dim {
-        let mut acc = 0.0f32;
-        // Eight independent loads per iteration: one at a time, each waited for, made this loop
-        // bound by memory latency.
-        let mut p = 0usize;
-        while p + 8 <= len {
-            let v = base + p * head_dim + d;
-            let mut part = 0.0f32;
+    // The weighted sum of values: the cube splits into `groups` groups of `key_vectors` units,
+    // one vector of the head's dimensions per unit, each group a share of the positions (one value
+    // row per group and step, read whole); then the groups' sums are added in shared memory.
+    // (One unit per dimension walking every position made this loop ~30 dependent rounds of
+    // loads at 256 cached positions: most of the kernel's time.)
+    let groups = comptime![BLOCK / key_vectors];
+    let group = tid / key_vectors;
+    let lane = tid % key_vectors;
+    let mut sums = SharedMemory::<f32>::new(comptime![groups * head_dim]);
+    if group < groups {
+        let mut acc = Vector::<f32, N>::new(0.0f32);
+        let mut p = group;
+        // Four positions per iteration, their loads independent.
+        while p + 3 * groups < len {
             #[unroll]
-            for i in 0..8usize {
-                part += scores[p + i] * f32::cast_from(cache_v[v + i * head_dim]);
+            for i in 0..4usize {
+                let at = p + i * groups;
+                let v = Vector::<f32, N>::cast_from(
+                    cache_v[(base + at * head_dim) / N::value() + lane],
+                );
+                acc += v * Vector::<f32, N>::new(scores[at]);
             }
-            acc += part;
-            p += 8;
+            p += 4 * groups;
         }
         while p < len {
-            acc += scores[p] * f32::cast_from(cache_v[base + p * head_dim + d]);
-            p += 1;
+            let v = Vector::<f32, N>::cast_from(cache_v[(base + p * head_dim) / N::value() + lane]);
+            acc += v * Vector::<f32, N>::new(scores[p]);
+            p += groups;
         }
-        out[q_base + d] = F::cast_from(acc / sum);
+        #[unroll]
+        for t in 0..N::value() {
+            sums[group * head_dim + lane * N::value() + t] = acc[t];
+        }
+    }
+    sync_cube();
+    let mut d = tid;
+    while d < head_dim {
+        let mut total = 0.0f32;
+        for g in 0..groups {
+            total += sums[g * head_dim + d];
+        }
+        out[q_base + d] = F::cast_from(total / sum);
         d += BLOCK;
     }
 }
