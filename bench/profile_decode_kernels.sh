@@ -2,7 +2,7 @@
 # Where the decode engine's kernels lose time: the CUDA source cubecl generated for them, and
 # Nsight Compute's view of a few launches of each (GPU machine, repo root, `model` binary in
 # .device-carry/, after `python3 bench/pytorch_model.py DIR`):
-#   bash bench/profile_decode_kernels.sh DIR OUT_DIR
+#   bash bench/profile_decode_kernels.sh DIR OUT_DIR   (KERNELS="regex ..." picks the kernels)
 set -uo pipefail
 dir=$1
 out=$2
@@ -20,7 +20,7 @@ import re, sys
 log, out = sys.argv[1], sys.argv[2]
 text = open(log, errors="replace").read()
 blocks = text.split("[START_KERNEL_COMPILATION]")
-for want in ["SkinnyMatmulKernel", "DecodeAttentionKernel"]:
+for want in ["SkinnyMmaKernel", "SkinnyMatmulKernel", "DecodeAttentionKernel"]:
     for b in blocks:
         if want in b[:600]:
             open(f"{out}/{want}.txt", "w").write(b[:200000])
@@ -29,7 +29,7 @@ names = sorted(set(re.findall(r"__global__ void (\w+)", text)))
 open(f"{out}/entrypoints.txt", "w").write("\n".join(names))
 PY
 cat "$out/entrypoints.txt"
-for k in skinny decode_attention; do
+for k in ${KERNELS:-skinny_mma decode_attention matmul_epilogue}; do
   (cd "$work" && timeout 240 ncu --clock-control none --kill yes -k "regex:$k" --launch-skip 200 --launch-count 2 \
     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
     --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \

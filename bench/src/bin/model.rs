@@ -192,7 +192,7 @@ fn decode(
 /// the same bf16 inputs; each timed over `reps` launches (one device sync at the end).
 fn products(device: &CudaDevice, reps: usize) -> anyhow::Result<serde_json::Value> {
     use cubecl::prelude::*;
-    use forge::kernels::decode::product::{Weight, product};
+    use forge::kernels::decode::product::{MmaLaunch, Weight, finish, partials_mma, product};
     use forge::kernels::decode::skinny_matmul::epilogue;
     let client = CudaRuntime::client(device);
     let mut rows = Vec::new();
@@ -281,6 +281,65 @@ fn products(device: &CudaDevice, reps: usize) -> anyhow::Result<serde_json::Valu
                     err / scale
                 );
             }
+        }
+        // Other ways of cutting the tensor-core product into cubes, timed the same way.
+        if row["tensor_cores"].is_object() {
+            let weight = Weight::new::<CudaRuntime, bf16>(
+                &client,
+                client.create_from_slice(bf16::as_bytes(&w)),
+                k,
+                n,
+            );
+            let out = client.empty(m * n * 2);
+            let mut sweep = Vec::new();
+            for planes in [2, 4, 8] {
+                for target_cubes in [264, 528, 1056] {
+                    for min_stages in [1, 2, 4] {
+                        let launch = MmaLaunch {
+                            planes,
+                            target_cubes,
+                            min_stages,
+                        };
+                        let run = || {
+                            let p = partials_mma::<CudaRuntime, bf16>(
+                                &client,
+                                &x_h,
+                                &weight,
+                                m,
+                                usize::MAX,
+                                launch,
+                            );
+                            finish::<CudaRuntime, bf16>(
+                                &client,
+                                &p,
+                                &weight,
+                                m,
+                                None,
+                                &none,
+                                epilogue::WRITE,
+                                &out,
+                            );
+                        };
+                        run();
+                        cubecl::future::block_on(client.sync())?;
+                        let start = Instant::now();
+                        for _ in 0..reps {
+                            run();
+                        }
+                        cubecl::future::block_on(client.sync())?;
+                        let us = start.elapsed().as_secs_f64() / reps as f64 * 1e6;
+                        sweep.push((us, format!("{planes}/{target_cubes}/{min_stages}")));
+                    }
+                }
+            }
+            sweep.sort_by(|a, b| a.0.total_cmp(&b.0));
+            row["sweep_planes_target_minstages"] = json!(
+                sweep
+                    .iter()
+                    .take(6)
+                    .map(|(us, what)| format!("{what}: {us:.1} us"))
+                    .collect::<Vec<_>>()
+            );
         }
         eprintln!("products: {row}");
         rows.push(row);

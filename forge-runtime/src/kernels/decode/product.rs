@@ -14,9 +14,26 @@ use crate::kernels::args::array_arg;
 /// Cubes a product should launch to fill a large GPU (two per multiprocessor of an H100).
 const TARGET_CUBES: usize = 264;
 
-/// Fewest chunks of `k` a split of a tensor-core product covers: each split writes a whole f32
-/// partial product, which with one chunk a split outweighs the weights the split reads.
-const MMA_MIN_STAGES: usize = 2;
+/// How a tensor-core product is cut into cubes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MmaLaunch {
+    /// Planes (warps) per cube, each with 16 output columns.
+    pub planes: usize,
+    /// Cubes to aim for, by splitting `k` (each split writes a whole f32 partial product).
+    pub target_cubes: usize,
+    /// Fewest chunks of `k` ([`skinny_mma::K_STAGE`]) one split covers.
+    pub min_stages: usize,
+}
+
+impl MmaLaunch {
+    /// What the engine uses: the best or within 1 us of it on Qwen3-0.6B's four decode products
+    /// in a sweep of 2-8 planes, 264-1056 cubes, 1-4 chunks (`model products`, H200, bench/NOTES.md).
+    pub const DEFAULT: Self = Self {
+        planes: 4,
+        target_cubes: 528,
+        min_stages: 2,
+    };
+}
 
 /// A weight matrix `[k, n]`, contiguous, on the device.
 #[derive(Debug)]
@@ -72,7 +89,7 @@ pub fn partials<R: Runtime, F: Float + CubeElement>(
     max_splits: usize,
 ) -> Partials {
     if w.tensor_cores {
-        return partials_mma::<R, F>(client, x, w, m, max_splits);
+        return partials_mma::<R, F>(client, x, w, m, max_splits, MmaLaunch::DEFAULT);
     }
     let tile = skinny_matmul::TILE;
     let tiles = w.n.div_ceil(tile) * m.div_ceil(tile);
@@ -106,20 +123,22 @@ pub fn partials<R: Runtime, F: Float + CubeElement>(
     }
 }
 
-/// [`partials`] on tensor cores.
-fn partials_mma<R: Runtime, F: Float + CubeElement>(
+/// [`partials`] on tensor cores (`w.tensor_cores` must be set), cut into cubes as `launch` says.
+pub fn partials_mma<R: Runtime, F: Float + CubeElement>(
     client: &ComputeClient<R>,
     x: &Handle,
     w: &Weight,
     m: usize,
     max_splits: usize,
+    launch: MmaLaunch,
 ) -> Partials {
-    let columns = w.n.div_ceil(skinny_mma::CUBE_COLUMNS);
+    let columns = w.n.div_ceil(launch.planes * skinny_mma::TILE);
     let row_tiles = m.div_ceil(skinny_mma::ROWS);
     let stages = w.k / skinny_mma::K_STAGE;
-    let splits = TARGET_CUBES
+    let splits = launch
+        .target_cubes
         .div_ceil(columns * row_tiles)
-        .clamp(1, (stages / MMA_MIN_STAGES).max(1).min(max_splits));
+        .clamp(1, (stages / launch.min_stages).max(1).min(max_splits));
     let k_split = stages.div_ceil(splits) * skinny_mma::K_STAGE;
     let splits = w.k.div_ceil(k_split);
     let rows = m.next_multiple_of(skinny_mma::TILE);
@@ -127,7 +146,8 @@ fn partials_mma<R: Runtime, F: Float + CubeElement>(
     skinny_mma_kernel::launch::<F, R>(
         client,
         CubeCount::Static(columns as u32, row_tiles as u32, splits as u32),
-        CubeDim::new_2d(skinny_mma::PLANE_SIZE as u32, skinny_mma::PLANES as u32),
+        CubeDim::new_2d(skinny_mma::PLANE_SIZE as u32, launch.planes as u32),
+        skinny_mma::VECTOR,
         array_arg::<R, F>(x, m * w.k),
         array_arg::<R, F>(&w.handle, w.k * w.n),
         array_arg::<R, f32>(&handle, splits * rows * w.n),
@@ -136,6 +156,7 @@ fn partials_mma<R: Runtime, F: Float + CubeElement>(
         w.n as u32,
         k_split as u32,
         rows as u32,
+        launch.planes,
     );
     Partials {
         handle,
@@ -158,6 +179,22 @@ pub fn product<R: Runtime, F: Float + CubeElement>(
     out: &Handle,
 ) {
     let partials = partials::<R, F>(client, x, w, m, usize::MAX);
+    finish::<R, F>(client, &partials, w, m, bias, none, mode, out);
+}
+
+/// The epilogue of [`product`] on its `partials`: sums the splits, applies `mode` (and `bias`),
+/// writes `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn finish<R: Runtime, F: Float + CubeElement>(
+    client: &ComputeClient<R>,
+    partials: &Partials,
+    w: &Weight,
+    m: usize,
+    bias: Option<&Handle>,
+    none: &Handle,
+    mode: u32,
+    out: &Handle,
+) {
     let outputs = if mode == epilogue::SWIGLU {
         m * w.n / 2
     } else {
