@@ -198,12 +198,13 @@ pub fn skinny_mma_kernel<F: Float, N: Size>(
     partial: &mut Array<f32>,
     m: u32,
     k: u32,
-    n: u32,
+    columns: u32,
     k_split: u32,
     rows: u32,
     #[comptime] planes: usize,
 ) {
-    let (m, k, n) = (m as usize, k as usize, n as usize);
+    // (`columns`, not `n`: the launch macro names `N`'s vector size `_n`.)
+    let (m, k, n) = (m as usize, k as usize, columns as usize);
     let tid = UNIT_POS as usize;
     let plane = UNIT_POS_Y as usize;
     let units = comptime![planes * PLANE_SIZE];
