@@ -347,6 +347,62 @@ fn products(device: &CudaDevice, reps: usize) -> anyhow::Result<serde_json::Valu
     Ok(json!(rows))
 }
 
+/// What the host spends per operation the decode engine issues, on their own: a kernel launch
+/// (the engine's RMSNorm on one 64-element row, so the GPU side is as short as a launch gets), a
+/// buffer from cubecl's pool, a small upload, and a decode product (two launches). Each timed
+/// over `reps` back to back: the issuing alone, then until the device is done.
+fn host_costs(device: &CudaDevice, reps: usize) -> anyhow::Result<serde_json::Value> {
+    use cubecl::prelude::*;
+    use forge::kernels::args::array_arg;
+    use forge::kernels::decode::product::{Weight, product};
+    use forge::kernels::decode::rms_norm::{self, rms_norm_kernel};
+    use forge::kernels::decode::skinny_matmul::epilogue;
+    let client = CudaRuntime::client(device);
+    let x = client.create_from_slice(bf16::as_bytes(&vec![bf16::ONE; 64 * 1024]));
+    let w = client.create_from_slice(bf16::as_bytes(&vec![bf16::ONE; 1024 * 1024]));
+    let out = client.empty(64 * 1024 * 2);
+    let none = client.empty(4);
+    let weight = Weight::new::<CudaRuntime, bf16>(&client, w.clone(), 1024, 1024);
+    let timed = |name: &str, op: &mut dyn FnMut()| -> anyhow::Result<serde_json::Value> {
+        op();
+        cubecl::future::block_on(client.sync())?;
+        let start = Instant::now();
+        for _ in 0..reps {
+            op();
+        }
+        let issue = start.elapsed().as_secs_f64();
+        cubecl::future::block_on(client.sync())?;
+        let done = start.elapsed().as_secs_f64();
+        let row = json!({ "op": name, "issue_us": issue / reps as f64 * 1e6, "done_us": done / reps as f64 * 1e6 });
+        eprintln!("host: {row}");
+        Ok(row)
+    };
+    let launch = timed("launch (RMSNorm, 1 x 64)", &mut || {
+        rms_norm_kernel::launch::<bf16, CudaRuntime>(
+            &client,
+            CubeCount::Static(1, 1, 1),
+            CubeDim::new_1d(rms_norm::BLOCK as u32),
+            array_arg::<CudaRuntime, bf16>(&x, 64),
+            array_arg::<CudaRuntime, bf16>(&w, 64),
+            array_arg::<CudaRuntime, bf16>(&out, 64),
+            1,
+            64,
+            1e-6,
+            rms_norm::BLOCK,
+        );
+    })?;
+    let empty = timed("client.empty (128 KB)", &mut || {
+        drop(client.empty(64 * 1024 * 2));
+    })?;
+    let upload = timed("create_from_slice (64 u32)", &mut || {
+        drop(client.create_from_slice(u32::as_bytes(&[7u32; 64])));
+    })?;
+    let prod = timed("decode product 64 x 1024 x 1024 (2 launches)", &mut || {
+        product::<CudaRuntime, bf16>(&client, &x, &weight, 64, None, &none, epilogue::WRITE, &out);
+    })?;
+    Ok(json!([launch, empty, upload, prod]))
+}
+
 /// The decode engine's logits at this model's shape against the generic model's full forward
 /// pass over the same tokens (both bf16 on the GPU): four prompts of different lengths, then
 /// three decode steps. Reports the largest difference relative to the largest logit.
@@ -489,6 +545,14 @@ fn main() -> anyhow::Result<()> {
     let what: Vec<String> = std::env::args().skip(2).collect();
     let wants = |part: &str| what.is_empty() || what.iter().any(|w| w == part);
     let device = CudaDevice::new(0);
+    if what == ["host"] {
+        // Needs no checkpoint: DIR is unused.
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&host_costs(&device, 20_000)?)?
+        );
+        return Ok(());
+    }
     let model_dir = dir.join("model");
     let torch: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join("torch.json")).context("torch.json")?,
