@@ -167,7 +167,6 @@ mod cube {
             let spec = &model.spec;
             let float_ok = matches!(F::dtype(), DType::F32 | DType::BF16 | DType::F16);
             if !float_ok
-                || model.model.layers.is_empty()
                 || max_len > MAX_KEYS
                 || !spec.head_dim.is_multiple_of(2)
                 || spec.head_dim / cache_vector(spec.head_dim) > decode_attention::BLOCK
@@ -362,11 +361,8 @@ mod cube {
             let block = hd.next_power_of_two();
             let key_vector = cache_vector(hd);
             let cache_len = self.cache_len();
-            // Each layer's input, normalised: after the first, the previous layer's last
-            // product writes it (its residual add and this norm in one launch).
-            let mut x = self.rms_norm(&hidden, &self.layers[0].input_norm, m, d);
-            let eps = spec.rms_norm_eps as f32;
-            for (i, layer) in self.layers.iter().enumerate() {
+            for layer in &self.layers {
+                let x = self.rms_norm(&hidden, &layer.input_norm, m, d);
                 let qkv = self.client.empty(m * layer.qkv.n * elem);
                 self.product(
                     &x,
@@ -419,33 +415,13 @@ mod cube {
                     hd / key_vector,
                     self.max_keys,
                 );
-                let post = self.client.empty(m * d * elem);
-                product::product_add_norm::<R, F>(
-                    &self.client,
-                    &attn,
-                    &layer.o,
-                    m,
-                    &hidden,
-                    &layer.post_norm,
-                    eps,
-                    &post,
-                );
+                self.product(&attn, &layer.o, m, None, epilogue::ADD, &hidden);
+                let x = self.rms_norm(&hidden, &layer.post_norm, m, d);
                 let act = self.client.empty(m * layer.gate_up.n / 2 * elem);
-                self.product(&post, &layer.gate_up, m, None, epilogue::SWIGLU, &act);
-                let next_norm = self.layers.get(i + 1).map_or(&self.norm, |l| &l.input_norm);
-                let normed = self.client.empty(m * d * elem);
-                product::product_add_norm::<R, F>(
-                    &self.client,
-                    &act,
-                    &layer.down,
-                    m,
-                    &hidden,
-                    next_norm,
-                    eps,
-                    &normed,
-                );
-                x = normed;
+                self.product(&x, &layer.gate_up, m, None, epilogue::SWIGLU, &act);
+                self.product(&act, &layer.down, m, None, epilogue::ADD, &hidden);
             }
+            let x = self.rms_norm(&hidden, &self.norm, m, d);
             // One split: the partial product is the f32 logits (its rows past `m`, if any, cut).
             let partials = product::partials::<R, F>(&self.client, &x, &self.head, m, 1);
             let extra_rows = partials.rows - m;

@@ -7,9 +7,7 @@
 use cubecl::prelude::*;
 use cubecl::server::Handle;
 
-use super::skinny_matmul::{
-    self, add_norm_epilogue_kernel, epilogue, matmul_epilogue_kernel, skinny_matmul_kernel,
-};
+use super::skinny_matmul::{self, epilogue, matmul_epilogue_kernel, skinny_matmul_kernel};
 use super::skinny_mma::{self, skinny_mma_kernel};
 use crate::kernels::args::array_arg;
 
@@ -221,34 +219,5 @@ pub fn finish<R: Runtime, F: Float + CubeElement>(
         w.n as u32,
         mode,
         has_bias,
-    );
-}
-
-/// `hidden += x [m, w.k] · w`, then `normed = RMSNorm(hidden) * weight` (`eps` inside the root),
-/// in one epilogue launch: a layer's residual add and the next layer's (or the final) norm.
-#[allow(clippy::too_many_arguments)]
-pub fn product_add_norm<R: Runtime, F: Float + CubeElement>(
-    client: &ComputeClient<R>,
-    x: &Handle,
-    w: &Weight,
-    m: usize,
-    hidden: &Handle,
-    weight: &Handle,
-    eps: f32,
-    normed: &Handle,
-) {
-    let partials = partials::<R, F>(client, x, w, m, usize::MAX);
-    add_norm_epilogue_kernel::launch::<F, R>(
-        client,
-        CubeCount::Static(m as u32, 1, 1),
-        CubeDim::new_1d(skinny_matmul::NORM_BLOCK as u32),
-        array_arg::<R, f32>(&partials.handle, partials.splits * partials.rows * w.n),
-        array_arg::<R, F>(hidden, m * w.n),
-        array_arg::<R, F>(weight, w.n),
-        array_arg::<R, F>(normed, m * w.n),
-        partials.splits as u32,
-        partials.rows as u32,
-        w.n as u32,
-        eps,
     );
 }

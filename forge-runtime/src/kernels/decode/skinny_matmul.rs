@@ -11,8 +11,6 @@
 
 use cubecl::prelude::*;
 
-use crate::kernels::cube_reduce::cube_sum;
-
 /// Rows and columns of the output one cube computes.
 pub const TILE: usize = 64;
 /// Output rows (and columns) per unit.
@@ -199,54 +197,5 @@ pub fn matmul_epilogue_kernel<F: Float>(
             y += f32::cast_from(out[i]);
         }
         out[i] = F::cast_from(y);
-    }
-}
-
-/// Units per cube of [`add_norm_epilogue_kernel`] (a power of two, for the cube-wide sum).
-pub const NORM_BLOCK: usize = 256;
-
-/// The residual add of a layer's last product and the next RMSNorm in one launch (saving one of
-/// the ~340 launches a decode step issues, ~6.7 us of host time each on an H200: bench/NOTES.md):
-/// `hidden[r] += Σ_s partial[s, r]`, then `normed[r] = weight * hidden[r] / sqrt(mean(hidden[r]²)
-/// + eps)`. One cube of [`NORM_BLOCK`] units per row (`CUBE_POS`); `partial` is `[splits, rows,
-/// n]` as in [`matmul_epilogue_kernel`].
-#[cube(launch)]
-#[allow(clippy::too_many_arguments)]
-pub fn add_norm_epilogue_kernel<F: Float>(
-    partial: &Array<f32>,
-    hidden: &mut Array<F>,
-    weight: &Array<F>,
-    normed: &mut Array<F>,
-    splits: u32,
-    rows: u32,
-    n: u32,
-    eps: f32,
-) {
-    let row = CUBE_POS;
-    let n = n as usize;
-    let plane = rows as usize * n;
-    let base = row * n;
-    let mut squares = 0.0f32;
-    let mut j = UNIT_POS as usize;
-    while j < n {
-        let mut y = f32::cast_from(hidden[base + j]);
-        for s in 0..splits as usize {
-            y += partial[s * plane + base + j];
-        }
-        // Rounded as stored, so the norm sees what the next layer's residual will read.
-        let stored = F::cast_from(y);
-        hidden[base + j] = stored;
-        let v = f32::cast_from(stored);
-        squares += v * v;
-        j += NORM_BLOCK;
-    }
-    let total = cube_sum(squares, NORM_BLOCK);
-    let inv = 1.0f32 / (total / n as f32 + eps).sqrt();
-    // Each unit reads back only the elements it wrote above.
-    let mut j = UNIT_POS as usize;
-    while j < n {
-        normed[base + j] =
-            F::cast_from(f32::cast_from(hidden[base + j]) * inv * f32::cast_from(weight[j]));
-        j += NORM_BLOCK;
     }
 }
