@@ -344,6 +344,30 @@ fn products(device: &CudaDevice, reps: usize) -> anyhow::Result<serde_json::Valu
         eprintln!("products: {row}");
         rows.push(row);
     }
+    // The LM head as the engine runs it: one split, the f32 logits written directly (no f64
+    // check at this size: 10 G multiply-adds; the engine check covers it).
+    let (m, k, n) = (64, 1024, 151_936);
+    let head = Weight::new::<CudaRuntime, bf16>(
+        &client,
+        client.create_from_slice(bf16::as_bytes(&vec![bf16::from_f32(0.01); k * n])),
+        k,
+        n,
+    );
+    let x_h = client.create_from_slice(bf16::as_bytes(&vec![bf16::ONE; m * k]));
+    let run = || {
+        forge::kernels::decode::product::partials::<CudaRuntime, bf16>(&client, &x_h, &head, m, 1)
+    };
+    drop(run());
+    cubecl::future::block_on(client.sync())?;
+    let start = Instant::now();
+    for _ in 0..reps / 4 {
+        drop(run());
+    }
+    cubecl::future::block_on(client.sync())?;
+    let us = start.elapsed().as_secs_f64() / (reps / 4) as f64 * 1e6;
+    let row = json!({ "m": m, "k": k, "n": n, "head_one_split": { "tensor_cores": head.tensor_cores, "us": us, "weight_gb_s": (k * n * 2) as f64 / us / 1e3 } });
+    eprintln!("products: {row}");
+    rows.push(row);
     Ok(json!(rows))
 }
 
