@@ -3,6 +3,9 @@
 # Nsight Compute's view of a few launches of each (GPU machine, repo root, `model` binary in
 # .device-carry/, after `python3 bench/pytorch_model.py DIR`):
 #   bash bench/profile_decode_kernels.sh DIR OUT_DIR   (KERNELS="regex ..." picks the kernels)
+# LAUNCH_SKIP (default 200) picks which launches of each kernel: 200 lands in the first warm-up,
+# where caches are short; the last run's long caches start after ~9,200 attention launches
+# (28 a step) or ~37,000 product launches (113 a step).
 set -uo pipefail
 dir=$1
 out=$2
@@ -30,7 +33,7 @@ open(f"{out}/entrypoints.txt", "w").write("\n".join(names))
 PY
 cat "$out/entrypoints.txt"
 for k in ${KERNELS:-skinny_mma decode_attention matmul_epilogue}; do
-  (cd "$work" && timeout 240 ncu --clock-control none --kill yes -k "regex:$k" --launch-skip 200 --launch-count 2 \
+  (cd "$work" && timeout 240 ncu --clock-control none --kill yes -k "regex:$k" --launch-skip ${LAUNCH_SKIP:-200} --launch-count 2 \
     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
     --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
     "$model" "$dir" decode > "$out/ncu_$k.txt" 2>&1)
