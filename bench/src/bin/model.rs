@@ -187,6 +187,25 @@ fn decode(
     }))
 }
 
+/// `op` once (warm), then `reps` times back to back: microseconds per call to issue them and
+/// until the device is done with them.
+fn time_ops(
+    client: &cubecl::client::ComputeClient<CudaRuntime>,
+    reps: usize,
+    op: &mut dyn FnMut(),
+) -> anyhow::Result<(f64, f64)> {
+    op();
+    cubecl::future::block_on(client.sync())?;
+    let start = Instant::now();
+    for _ in 0..reps {
+        op();
+    }
+    let issue = start.elapsed().as_secs_f64();
+    cubecl::future::block_on(client.sync())?;
+    let done = start.elapsed().as_secs_f64();
+    Ok((issue / reps as f64 * 1e6, done / reps as f64 * 1e6))
+}
+
 /// The decode engine's products at the shapes a decode step runs (and odd ones: rows not a
 /// multiple of 16, a single row), on tensor cores and on CUDA cores, against an f64 product of
 /// the same bf16 inputs; each timed over `reps` launches (one device sync at the end).
@@ -258,12 +277,7 @@ fn products(device: &CudaDevice, reps: usize) -> anyhow::Result<serde_json::Valu
                 .iter()
                 .zip(&want)
                 .fold(0f64, |e, (g, w)| e.max((f64::from(g.to_f32()) - w).abs()));
-            let start = Instant::now();
-            for _ in 0..reps {
-                run();
-            }
-            cubecl::future::block_on(client.sync())?;
-            let us = start.elapsed().as_secs_f64() / reps as f64 * 1e6;
+            let (_, us) = time_ops(&client, reps, &mut || run())?;
             let key = if tensor_cores {
                 "tensor_cores"
             } else {
@@ -320,14 +334,7 @@ fn products(device: &CudaDevice, reps: usize) -> anyhow::Result<serde_json::Valu
                                 &out,
                             );
                         };
-                        run();
-                        cubecl::future::block_on(client.sync())?;
-                        let start = Instant::now();
-                        for _ in 0..reps {
-                            run();
-                        }
-                        cubecl::future::block_on(client.sync())?;
-                        let us = start.elapsed().as_secs_f64() / reps as f64 * 1e6;
+                        let (_, us) = time_ops(&client, reps, &mut || run())?;
                         sweep.push((us, format!("{planes}/{target_cubes}/{min_stages}")));
                     }
                 }
@@ -357,14 +364,7 @@ fn products(device: &CudaDevice, reps: usize) -> anyhow::Result<serde_json::Valu
     let run = || {
         forge::kernels::decode::product::partials::<CudaRuntime, bf16>(&client, &x_h, &head, m, 1)
     };
-    drop(run());
-    cubecl::future::block_on(client.sync())?;
-    let start = Instant::now();
-    for _ in 0..reps / 4 {
-        drop(run());
-    }
-    cubecl::future::block_on(client.sync())?;
-    let us = start.elapsed().as_secs_f64() / (reps / 4) as f64 * 1e6;
+    let (_, us) = time_ops(&client, reps / 4, &mut || drop(run()))?;
     let row = json!({ "m": m, "k": k, "n": n, "head_one_split": { "tensor_cores": head.tensor_cores, "us": us, "weight_gb_s": (k * n * 2) as f64 / us / 1e3 } });
     eprintln!("products: {row}");
     rows.push(row);
@@ -388,16 +388,8 @@ fn host_costs(device: &CudaDevice, reps: usize) -> anyhow::Result<serde_json::Va
     let none = client.empty(4);
     let weight = Weight::new::<CudaRuntime, bf16>(&client, w.clone(), 1024, 1024);
     let timed = |name: &str, op: &mut dyn FnMut()| -> anyhow::Result<serde_json::Value> {
-        op();
-        cubecl::future::block_on(client.sync())?;
-        let start = Instant::now();
-        for _ in 0..reps {
-            op();
-        }
-        let issue = start.elapsed().as_secs_f64();
-        cubecl::future::block_on(client.sync())?;
-        let done = start.elapsed().as_secs_f64();
-        let row = json!({ "op": name, "issue_us": issue / reps as f64 * 1e6, "done_us": done / reps as f64 * 1e6 });
+        let (issue_us, done_us) = time_ops(&client, reps, op)?;
+        let row = json!({ "op": name, "issue_us": issue_us, "done_us": done_us });
         eprintln!("host: {row}");
         Ok(row)
     };

@@ -72,7 +72,7 @@ mod cube {
     use cubecl::server::Handle;
 
     use super::{DecodeBackend, DecodeEngine};
-    use crate::kernels::args::array_arg;
+    use crate::kernels::args::{array_arg, optional_array_arg};
     use crate::kernels::decode::decode_attention::{self, decode_attention_kernel};
     use crate::kernels::decode::kv_copy::kv_copy_kernel;
     use crate::kernels::decode::product::{self, Weight};
@@ -258,15 +258,6 @@ mod cube {
             (self.max_len * self.spec.num_kv_heads * self.spec.head_dim).max(1) * self.slots
         }
 
-        /// `handle` as an array of `len` elements, or a one-element stand-in when absent (the
-        /// kernel's comptime flag keeps it unread).
-        fn optional_arg(&self, handle: Option<&Handle>, len: usize) -> ArrayArg<R> {
-            match handle {
-                Some(h) => array_arg::<R, F>(h, len),
-                None => array_arg::<R, F>(&self.none, 1),
-            }
-        }
-
         fn upload_u32(&self, values: impl Iterator<Item = usize>) -> Handle {
             let values: Vec<u32> = values.map(|v| v as u32).collect();
             self.client.create_from_slice(u32::as_bytes(&values))
@@ -378,8 +369,8 @@ mod cube {
                     CubeCount::Static((h + 2 * kv) as u32, m as u32, 1),
                     CubeDim::new_1d(block as u32),
                     array_arg::<R, F>(&qkv, m * layer.qkv.n),
-                    self.optional_arg(layer.q_norm.as_ref(), hd),
-                    self.optional_arg(layer.k_norm.as_ref(), hd),
+                    optional_array_arg::<R, F>(layer.q_norm.as_ref(), hd, &self.none),
+                    optional_array_arg::<R, F>(layer.k_norm.as_ref(), hd, &self.none),
                     array_arg::<R, F>(&self.cos, self.rope_positions * hd),
                     array_arg::<R, F>(&self.sin, self.rope_positions * hd),
                     array_arg::<R, u32>(&positions_h, m),

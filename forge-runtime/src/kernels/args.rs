@@ -14,3 +14,16 @@ pub fn array_arg<R: Runtime, E: CubePrimitive>(handle: &Handle, len: usize) -> A
     .into_arg()
     .into_array_arg()
 }
+
+/// [`array_arg`] over `handle` when present, else a one-element stand-in over `none` (for a kernel
+/// whose comptime flag keeps the absent argument unread).
+pub fn optional_array_arg<R: Runtime, E: CubePrimitive>(
+    handle: Option<&Handle>,
+    len: usize,
+    none: &Handle,
+) -> ArrayArg<R> {
+    match handle {
+        Some(h) => array_arg::<R, E>(h, len),
+        None => array_arg::<R, E>(none, 1),
+    }
+}

@@ -9,7 +9,7 @@ use cubecl::server::Handle;
 
 use super::skinny_matmul::{self, epilogue, matmul_epilogue_kernel, skinny_matmul_kernel};
 use super::skinny_mma::{self, skinny_mma_kernel};
-use crate::kernels::args::array_arg;
+use crate::kernels::args::{array_arg, optional_array_arg};
 
 /// Cubes a product should launch to fill a large GPU (two per multiprocessor of an H100).
 const TARGET_CUBES: usize = 264;
@@ -200,24 +200,19 @@ pub fn finish<R: Runtime, F: Float + CubeElement>(
     } else {
         m * w.n
     };
-    let has_bias = bias.is_some();
-    let bias = match bias {
-        Some(b) => array_arg::<R, F>(b, w.n),
-        None => array_arg::<R, F>(none, 1),
-    };
     let units = 256usize;
     matmul_epilogue_kernel::launch::<F, R>(
         client,
         CubeCount::Static(outputs.div_ceil(units).max(1) as u32, 1, 1),
         CubeDim::new_1d(units as u32),
         array_arg::<R, f32>(&partials.handle, partials.splits * partials.rows * w.n),
-        bias,
+        optional_array_arg::<R, F>(bias, w.n, none),
         array_arg::<R, F>(out, outputs),
         partials.splits as u32,
         m as u32,
         partials.rows as u32,
         w.n as u32,
         mode,
-        has_bias,
+        bias.is_some(),
     );
 }

@@ -66,6 +66,19 @@ pub fn supported<R: Runtime, F: CubePrimitive>(
         && n.is_multiple_of(TILE)
 }
 
+/// A 16 x 16 f32 accumulator tile set to zero.
+#[cube]
+fn zero_accumulator() -> cmma::Matrix<f32> {
+    cmma::Matrix::<f32>::from_value(
+        cmma::MatrixIdent::Accumulator,
+        TILE,
+        TILE,
+        TILE,
+        cmma::MatrixLayout::Undefined,
+        0.0,
+    )
+}
+
 /// One 16-row tile of the product: `acc += xs[row tile, kk-th 16 of the chunk] · b`.
 #[cube]
 fn mma_tile<F: Float, N: Size>(
@@ -227,38 +240,10 @@ pub fn skinny_mma_kernel<F: Float, N: Size>(
     let w_loads = comptime![K_STAGE * planes * TILE / VECTOR / (planes * PLANE_SIZE)];
     let mut rx = Array::<Vector<F, N>>::new(x_loads);
     let mut rw = Array::<Vector<F, N>>::new(w_loads);
-    let acc0 = cmma::Matrix::<f32>::from_value(
-        cmma::MatrixIdent::Accumulator,
-        TILE,
-        TILE,
-        TILE,
-        cmma::MatrixLayout::Undefined,
-        0.0,
-    );
-    let acc1 = cmma::Matrix::<f32>::from_value(
-        cmma::MatrixIdent::Accumulator,
-        TILE,
-        TILE,
-        TILE,
-        cmma::MatrixLayout::Undefined,
-        0.0,
-    );
-    let acc2 = cmma::Matrix::<f32>::from_value(
-        cmma::MatrixIdent::Accumulator,
-        TILE,
-        TILE,
-        TILE,
-        cmma::MatrixLayout::Undefined,
-        0.0,
-    );
-    let acc3 = cmma::Matrix::<f32>::from_value(
-        cmma::MatrixIdent::Accumulator,
-        TILE,
-        TILE,
-        TILE,
-        cmma::MatrixLayout::Undefined,
-        0.0,
-    );
+    let acc0 = zero_accumulator();
+    let acc1 = zero_accumulator();
+    let acc2 = zero_accumulator();
+    let acc3 = zero_accumulator();
 
     load_chunk::<F, N>(
         x, w, &mut rx, &mut rw, k_begin, m, k, n, row_tile, col_tile, planes,
