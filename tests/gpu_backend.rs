@@ -514,8 +514,9 @@ fn decode_products_match_an_f64_reference() {
 /// GRPO with its generator on another device (a second wgpu client: lavapipe as the `Cpu`
 /// device, so weights are copied to it at every sync), or with two generator replicas splitting
 /// the prompts, trains exactly as with every model on the trainer's device; with its reference
-/// model on the CPU backend too, it trains the same up to
-/// the two backends' rounding. An entropy bonus makes every step change the weights (the random
+/// model on the CPU backend too, it trains the same up to the two backends' rounding; with two
+/// data-parallel trainer ranks (gradients summed through the host), exactly as one rank
+/// accumulating the same micro-batches. An entropy bonus makes every step change the weights (the random
 /// policy earns no reward), so a stale copy would show.
 #[test]
 fn grpo_with_services_on_other_devices_trains_as_colocated() {
@@ -530,7 +531,7 @@ fn grpo_with_services_on_other_devices_trains_as_colocated() {
     }
     let assets = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/arith/assets");
     type WgpuDevice = burn::tensor::Device<WgpuBackend>;
-    let run = |name: &str, placement: Placement<WgpuDevice>| {
+    let run_accumulating = |name: &str, placement: Placement<WgpuDevice>, accumulation: u32| {
         let yaml = format!(
             "name: {name}\nrecipe: grpo\nbackend: wgpu\n\
              model: {{path: {assets}, init: random, dtype: f32}}\n\
@@ -539,7 +540,7 @@ fn grpo_with_services_on_other_devices_trains_as_colocated() {
              loss: {{name: grpo, beta: 0.1}}\n\
              rewards: [{{name: exact_match}}]\n\
              services: {{ref_model: {{with_gpus: false}}}}\n\
-             training: {{batch_size: 8, lr: 1.0e-2, steps: 3, seq_len: 12, seed: 3, entropy_coef: 0.05}}\n\
+             training: {{batch_size: 8, lr: 1.0e-2, steps: 3, seq_len: 12, seed: 3, entropy_coef: 0.05, gradient_accumulation_steps: {accumulation}}}\n\
              checkpoint: {{interval: 1000}}\n\
              metrics: {{dir: {}}}\n",
             data.display(),
@@ -556,11 +557,12 @@ fn grpo_with_services_on_other_devices_trains_as_colocated() {
             .filter(|row| row["stage"] == "grpo")
             .collect::<Vec<_>>()
     };
+    let run = |name: &str, placement: Placement<WgpuDevice>| run_accumulating(name, placement, 1);
     let (default, other) = (WgpuDevice::DefaultDevice, WgpuDevice::Cpu);
     let colocated = run(
         "colocated",
         Placement {
-            trainer: default.clone(),
+            trainers: vec![default.clone()],
             generators: vec![default.clone()],
             reference: ReferencePlace::Device(default.clone()),
         },
@@ -568,7 +570,7 @@ fn grpo_with_services_on_other_devices_trains_as_colocated() {
     let generator_apart = run(
         "generator-apart",
         Placement {
-            trainer: default.clone(),
+            trainers: vec![default.clone()],
             generators: vec![other.clone()],
             reference: ReferencePlace::Device(default.clone()),
         },
@@ -578,7 +580,7 @@ fn grpo_with_services_on_other_devices_trains_as_colocated() {
     let two_replicas = run(
         "two-replicas",
         Placement {
-            trainer: default.clone(),
+            trainers: vec![default.clone()],
             generators: vec![default.clone(), other.clone()],
             reference: ReferencePlace::Device(other.clone()),
         },
@@ -586,9 +588,28 @@ fn grpo_with_services_on_other_devices_trains_as_colocated() {
     let reference_on_cpu = run(
         "reference-on-cpu",
         Placement {
-            trainer: default.clone(),
-            generators: vec![other],
+            trainers: vec![default.clone()],
+            generators: vec![other.clone()],
             reference: ReferencePlace::Cpu,
+        },
+    );
+    // Two data-parallel trainer ranks, each with one micro-batch of four episodes, against one
+    // rank accumulating the same two micro-batches: the same sums, in the same order.
+    let accumulating = run_accumulating(
+        "accumulating",
+        Placement {
+            trainers: vec![default.clone()],
+            generators: vec![default.clone()],
+            reference: ReferencePlace::Device(default.clone()),
+        },
+        2,
+    );
+    let two_ranks = run(
+        "two-trainer-ranks",
+        Placement {
+            trainers: vec![default.clone(), other.clone()],
+            generators: vec![default.clone()],
+            reference: ReferencePlace::Device(default.clone()),
         },
     );
     let keys = [
@@ -618,6 +639,7 @@ fn grpo_with_services_on_other_devices_trains_as_colocated() {
     compare("generator apart", &colocated, &generator_apart, 1e-5);
     compare("two generator replicas", &colocated, &two_replicas, 1e-5);
     compare("reference on the CPU", &colocated, &reference_on_cpu, 1e-3);
+    compare("two trainer ranks", &accumulating, &two_ranks, 1e-5);
     // The weights moved (so the copies mattered), and were copied only where the generator has
     // a device of its own, every step that sampled (the last samples nothing ahead).
     assert!(

@@ -246,7 +246,7 @@ fn run<B: TrainingBackend>(loaded: &Loaded, selection: &CompiledSelection) -> Ex
     let placement = crate::recipes::PlacementIndices::from_config(exp).devices(B::device);
     let result = match exp.recipe {
         Recipe::Grpo => crate::recipes::run_grpo::<B>(loaded.clone(), placement),
-        Recipe::Sft => crate::recipes::run_sft::<B>(loaded.clone(), placement.trainer),
+        Recipe::Sft => crate::recipes::run_sft::<B>(loaded.clone(), &placement.trainers),
     };
     match result {
         Ok(_) => ExitCode::SUCCESS,

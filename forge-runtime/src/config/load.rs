@@ -372,6 +372,29 @@ mod tests {
         );
         // One GPU shared by every service is what runs: nothing to say.
         silent("  generator: {devices: [0]}\n  trainer: {devices: [0]}\n");
+        // Data-parallel trainer ranks: built.
+        silent(&format!(
+            "  gpus: 2\n  trainer: {{procs: 2, devices: [0, 1]}}\nparallelism: {{data_parallel_replicate_degree: 2}}\n"
+        ));
+        // Two ranks on one GPU: an error.
+        let twice = services(
+            "  gpus: 2\n  trainer: {procs: 2, devices: [1, 1]}\nparallelism: {data_parallel_replicate_degree: 2}\n",
+        );
+        let report = load(&twice).expect_err("one GPU for two ranks");
+        assert!(report.render(false).contains("listed twice"), "{report}");
+        // Sharding: run as replicas, said.
+        let sharded = services(
+            "  gpus: 2\n  trainer: {procs: 2, devices: [0, 1]}\nparallelism: {data_parallel_shard_degree: 2}\n",
+        );
+        let loaded = load(&sharded).expect("valid, with a warning");
+        assert!(
+            loaded
+                .warnings
+                .render(false)
+                .contains("sharding (FSDP) is not built"),
+            "{}",
+            loaded.warnings.render(false)
+        );
         // Several processes for one service: not built, said.
         let tensor_parallel = format!(
             "{}parallelism: {{tensor_parallel_degree: 2}}\n",

@@ -395,14 +395,40 @@ fn services(exp: &Experiment, c: &mut Checks<'_>) {
             }
         }
     }
-    // What one process cannot honour yet: said, not silently ignored. Each service's first
-    // listed GPU, and one per generator replica, is honoured (recipes::placement).
+    if let Some(devices) = &exp.services.trainer.devices
+        && let Some(twice) = devices
+            .iter()
+            .enumerate()
+            .find(|(i, d)| devices[..*i].contains(d))
+            .map(|(_, d)| d)
+    {
+        c.error(
+            "/services/trainer/devices",
+            format!("GPU {twice} is listed twice in `services.trainer.devices`: each trainer process (a data-parallel rank) needs a GPU of its own"),
+            None,
+        );
+    }
+    // What the placement cannot honour yet: said, not silently ignored. The trainer runs one
+    // data-parallel rank per process; the first listed GPU of every other service, and of each
+    // generator replica, is honoured (recipes::placement).
+    let p = &exp.parallelism;
+    if gpu_backend && p.data_parallel_shard_degree > 1 {
+        c.warn(
+            "/parallelism/data_parallel_shard_degree",
+            "sharding (FSDP) is not built: the shard degree's ranks run as plain data-parallel ranks, each holding the whole model and optimiser state".into(),
+            None,
+        );
+    }
+    let trainer_unbuilt = exp.services.trainer.num_replicas > 1
+        || p.tensor_parallel_degree > 1
+        || p.pipeline_parallel_degree > 1;
     let spread = exp
         .services
         .iter()
         .filter(|(name, s)| match *name {
             "reward" => false,
             "generator" => s.procs > 1,
+            "trainer" => trainer_unbuilt,
             _ => s.total_procs() > 1,
         })
         .map(|(name, _)| name)
@@ -411,7 +437,7 @@ fn services(exp: &Experiment, c: &mut Checks<'_>) {
         c.warn(
             "/services",
             format!(
-                "the services ask for several processes for {}, which is not built yet: the trainer and the reference model run once, each generator replica in one process's place, on the first GPU listed for it (the trainer's when none is)",
+                "the services ask for several processes for {}, which is not built yet: the trainer runs one data-parallel rank per process (no tensor or pipeline parallelism, one replica), the reference model once, each generator replica in one process's place, on the first GPU listed for it (the trainer's when none is)",
                 spread.join(", ")
             ),
             None,

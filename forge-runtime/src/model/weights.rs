@@ -235,21 +235,34 @@ pub fn copy_to_backend<B: Backend, B2: Backend>(
 
 /// A copy of `model` on `device` of the same backend, each parameter moved as it is stored (its
 /// element type, its layout) through the host, with its id: the generator's weights on a GPU of
-/// its own. Faster than [`copy_to_backend`], which converts to f32 and to PyTorch's layout.
+/// its own. Faster than [`copy_to_backend`], which converts to f32 and to PyTorch's layout. A
+/// parameter that requires gradients (an autodiff model's) still does in the copy: a
+/// data-parallel trainer rank trains its copy.
 pub fn copy_to_device<B: Backend>(model: &CausalLm<B>, device: &B::Device) -> CausalLm<B> {
     /// The source's parameters in visiting order (a fresh model of the same spec visits its
-    /// own in the same order).
-    struct Take(Vec<(ParamId, TensorData)>);
+    /// own in the same order), with whether each requires gradients.
+    struct Take(Vec<(ParamId, TensorData, bool)>);
     impl<B: Backend> ModuleVisitor<B> for Take {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            self.0.push((param.id, param.val().into_data()));
+            let value = param.val();
+            let require_grad = value.is_require_grad();
+            self.0.push((param.id, value.into_data(), require_grad));
         }
     }
-    struct Put<B: Backend>(std::vec::IntoIter<(ParamId, TensorData)>, B::Device);
+    struct Put<B: Backend>(std::vec::IntoIter<(ParamId, TensorData, bool)>, B::Device);
     impl<B: Backend> ModuleMapper<B> for Put<B> {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
             match self.0.next() {
-                Some((id, data)) => Param::initialized(id, Tensor::from_data(data, &self.1)),
+                Some((id, data, require_grad)) => {
+                    let dtype = data.dtype;
+                    let value = Tensor::from_data(data, (&self.1, dtype));
+                    let value = if require_grad {
+                        value.require_grad()
+                    } else {
+                        value
+                    };
+                    Param::initialized(id, value)
+                }
                 None => param,
             }
         }

@@ -3,7 +3,6 @@
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::GradientsAccumulator;
 
 use super::checkpoint::{Checkpoint, RunState};
 use super::placement::{Placement, ReferenceModel, generator_weights};
@@ -17,7 +16,9 @@ use crate::metrics::{MetricsWriter, StepMetrics};
 use crate::model::CausalLm;
 use crate::rl::Episode;
 use crate::train::loss_backend::BoundPolicyLoss;
-use crate::train::{Optimizer, PolicyLoss, StepOutcome, batch_normalizer, policy_gradients};
+use crate::train::{
+    DataParallel, Optimizer, PolicyLoss, StepOutcome, batch_normalizer, policy_gradients,
+};
 
 /// Console columns of GRPO steps.
 const CONSOLE: [&str; 8] = [
@@ -70,7 +71,7 @@ pub fn run_grpo<B: super::RecipeBackend>(
     loaded: Loaded,
     placement: Placement<B::Device>,
 ) -> Result<std::path::PathBuf, RunError> {
-    let device = placement.trainer.clone();
+    let device = placement.trainers[0].clone();
     let exp = loaded.experiment.clone();
     let fields = &exp.dataset.fields;
     let mut session = Session::<B>::open(loaded, device.clone(), &[fields.prompt.as_str()])?;
@@ -183,6 +184,10 @@ pub fn run_grpo<B: super::RecipeBackend>(
         writer.write(&m).map_err(RunError::io(&session.run_dir))?;
         Ok(Some(greedy_result.accuracy))
     };
+    // The trainer's ranks: rank 0 trains the session's model (restored above), the others
+    // copies of it on their own devices.
+    let mut trainer = DataParallel::new(session.model.clone(), optimizer, &placement.trainers)
+        .map_err(|e| RunError::Other(e.to_string()))?;
     let first_accuracy = if start == 0 {
         run_eval(&session, 0, &mut writer)?
     } else {
@@ -256,14 +261,7 @@ pub fn run_grpo<B: super::RecipeBackend>(
                 }
                 _ => None,
             };
-            let trained = train_on_batch(
-                &mut session.model,
-                &mut optimizer,
-                &batch.episodes,
-                &policy_loss,
-                &exp,
-                &device,
-            );
+            let trained = train_on_batch(&mut trainer, &batch.episodes, &policy_loss, &exp);
             let t_wait = Instant::now();
             let next = maker.map(|maker| {
                 maker
@@ -273,6 +271,7 @@ pub fn run_grpo<B: super::RecipeBackend>(
             (trained, next, t_wait.elapsed().as_secs_f64())
         });
         let trained = trained?;
+        session.model = trainer.model().clone();
         pending = next.transpose()?;
         let t_train = t.elapsed().as_secs_f64() - t_wait;
         let RolloutBatch {
@@ -403,7 +402,7 @@ pub fn run_grpo<B: super::RecipeBackend>(
             Checkpoint::write(
                 &checkpoints,
                 &session,
-                &optimizer,
+                trainer.optimizer(),
                 &state,
                 exp.checkpoint.keep,
             )?;
@@ -442,15 +441,14 @@ struct TrainedBatch {
     outcome: Option<StepOutcome>,
 }
 
-/// One optimiser step on `episodes`: micro-batches normalised over the whole batch, gradients
-/// accumulated, the step skipped (weights kept) if the loss is not finite.
+/// One optimiser step on `episodes`: micro-batches normalised over the whole batch, dealt out
+/// to the trainer's ranks, gradients summed, the step skipped (weights kept) if the loss is not
+/// finite.
 fn train_on_batch<B: super::RecipeBackend>(
-    model: &mut CausalLm<B>,
-    optimizer: &mut Optimizer<B>,
+    trainer: &mut DataParallel<B>,
     episodes: &[Episode],
     policy_loss: &PolicyLoss,
     exp: &Experiment,
-    device: &B::Device,
 ) -> Result<TrainedBatch, RunError> {
     let mut trained = TrainedBatch {
         loss_value: 0.0,
@@ -467,15 +465,21 @@ fn train_on_batch<B: super::RecipeBackend>(
         exp.sampling.max_tokens as usize,
         policy_loss.mask_truncated,
     );
+    // `gradient_accumulation_steps` micro-batches per rank.
     let micro = episodes
         .len()
-        .div_ceil(exp.training.gradient_accumulation_steps as usize)
+        .div_ceil(exp.training.gradient_accumulation_steps as usize * trainer.ranks.len())
         .max(1);
-    let mut accumulator = GradientsAccumulator::new();
-    for chunk in episodes.chunks(micro) {
-        let (grads, stats) = policy_gradients(model, chunk, policy_loss, normalizer, device)
-            .map_err(|e| RunError::Other(e.to_string()))?;
-        accumulator.accumulate(model, grads);
+    let chunks: Vec<&[Episode]> = episodes.chunks(micro).collect();
+    let (stats, outcome) = trainer.step(
+        &chunks,
+        |model, chunk, device| {
+            policy_gradients(model, chunk, policy_loss, normalizer, device)
+                .map_err(|e| RunError::Other(e.to_string()))
+        },
+        |stats| stats.iter().map(|s| s.loss).sum::<f64>().is_finite(),
+    )?;
+    for stats in stats {
         trained.loss_value += stats.loss;
         trained.max_gap = trained.max_gap.max(stats.max_logprob_gap);
         for (k, v) in &stats.metrics {
@@ -488,13 +492,6 @@ fn train_on_batch<B: super::RecipeBackend>(
         }
         trained.active_total += stats.active_tokens;
     }
-    let grads = accumulator.grads();
-    let (updated, outcome) = if trained.loss_value.is_finite() {
-        optimizer.step(model.clone(), grads)
-    } else {
-        optimizer.step_skipped(model.clone())
-    };
-    *model = updated;
     trained.outcome = Some(outcome);
     Ok(trained)
 }

@@ -31,7 +31,8 @@ pub trait RecipeBackend:
     crate::train::loss_backend::AutodiffLossBackend<
         InnerBackend: crate::generate::DecodeBackend
                           + crate::train::adamw::AdamWBackend
-                          + crate::train::loss_backend::LossBackend,
+                          + crate::train::loss_backend::LossBackend
+                          + crate::train::GradientExchange,
     >
 {
 }
@@ -41,7 +42,8 @@ where
     B: crate::train::loss_backend::AutodiffLossBackend,
     B::InnerBackend: crate::generate::DecodeBackend
         + crate::train::adamw::AdamWBackend
-        + crate::train::loss_backend::LossBackend,
+        + crate::train::loss_backend::LossBackend
+        + crate::train::GradientExchange,
 {
 }
 

@@ -1,8 +1,10 @@
-//! Where a run's models live, from `services`: the trainer, the generator's replicas and the
-//! frozen reference model, each on a device of the training backend, or the reference on the
-//! CPU. One process drives them all; a replica on another device gets the trainer's weights
-//! copied every `training.sync_interval` steps, one on the trainer's device reads them without a
-//! copy. A step's prompts are split among the replicas, which sample at the same time.
+//! Where a run's models live, from `services`: the trainer's data-parallel ranks, the
+//! generator's replicas and the frozen reference model, each on a device of the training
+//! backend, or the reference on the CPU. One process drives them all, a thread per device; a
+//! generator replica on another device gets the trainer's weights (rank 0's) copied every
+//! `training.sync_interval` steps, one on rank 0's device reads them without a copy. A step's
+//! prompts are split among the generator replicas, which sample at the same time, and its
+//! micro-batches among the trainer's ranks ([`crate::train::data_parallel`]).
 
 use burn::backend::NdArray;
 use burn::prelude::*;
@@ -26,21 +28,23 @@ pub enum ReferencePlace<D> {
 /// The devices of one run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Placement<D> {
-    /// Where the policy trains.
-    pub trainer: D,
+    /// Where the policy trains: one device per data-parallel rank (at least one), rank 0
+    /// first, whose weights the generator, the evaluation and the checkpoints read.
+    pub trainers: Vec<D>,
     /// Where rollouts are decoded: one device per generator replica (at least one).
     pub generators: Vec<D>,
     /// Where the reference model scores completions (used only with a KL term).
     pub reference: ReferencePlace<D>,
 }
 
-/// GPU indices of a placement, from `services`: the first listed device of each process group
-/// (several processes per replica are not built: `forge validate` says so), the trainer's GPU
-/// for a service that lists none.
+/// GPU indices of a placement, from `services`: one GPU per trainer process (a data-parallel
+/// rank each), the first listed device of each generator replica's process group (several
+/// processes per replica are not built: `forge validate` says so), the trainer's first GPU for
+/// a service that lists none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlacementIndices {
-    /// The trainer's GPU.
-    pub trainer: u32,
+    /// The trainer's GPUs, one per data-parallel rank.
+    pub trainers: Vec<u32>,
     /// Each generator replica's GPU.
     pub generators: Vec<u32>,
     /// The reference model's GPU; `None`: on the CPU.
@@ -52,7 +56,18 @@ impl PlacementIndices {
     pub fn from_config(exp: &Experiment) -> Self {
         let services = &exp.services;
         let first = |devices: &Option<Vec<u32>>| devices.as_ref().and_then(|d| d.first().copied());
-        let trainer = first(&services.trainer.devices).unwrap_or(0);
+        // Ranks that see different data; tensor and pipeline degrees are not built (said by
+        // `forge validate`). On the CPU backend there is one device: one rank.
+        let ranks = if exp.backend.uses_gpus() {
+            exp.parallelism.data_parallel_degree().max(1) as usize
+        } else {
+            1
+        };
+        let trainers: Vec<u32> = match &services.trainer.devices {
+            Some(devices) if !devices.is_empty() => devices.iter().copied().take(ranks).collect(),
+            _ => (0..ranks as u32).collect(),
+        };
+        let trainer = trainers[0];
         let replicas = services.generator.num_replicas.max(1) as usize;
         let procs = services.generator.procs.max(1) as usize;
         let generators = match &services.generator.devices {
@@ -70,7 +85,7 @@ impl PlacementIndices {
             None => Some(trainer),
         };
         Self {
-            trainer,
+            trainers,
             generators,
             reference,
         }
@@ -79,7 +94,7 @@ impl PlacementIndices {
     /// The devices these indices name, through `device` (index -> device of the backend).
     pub fn devices<D>(&self, device: impl Fn(u32) -> D) -> Placement<D> {
         Placement {
-            trainer: device(self.trainer),
+            trainers: self.trainers.iter().map(|&i| device(i)).collect(),
             generators: self.generators.iter().map(|&i| device(i)).collect(),
             reference: self
                 .reference
@@ -149,7 +164,7 @@ pub fn generator_weights<B: Backend>(
         .generators
         .iter()
         .map(|device| {
-            if *device == placement.trainer {
+            if *device == placement.trainers[0] {
                 return policy.clone();
             }
             if let Some((_, copy)) = copies.iter().find(|(d, _)| d == device) {
@@ -165,7 +180,7 @@ pub fn generator_weights<B: Backend>(
 impl<D: PartialEq> Placement<D> {
     /// Whether some generator replica needs the weights copied to it.
     pub fn copies_weights(&self) -> bool {
-        self.generators.iter().any(|g| *g != self.trainer)
+        self.generators.iter().any(|g| *g != self.trainers[0])
     }
 }
 
@@ -203,7 +218,7 @@ mod tests {
         assert_eq!(
             colocated,
             PlacementIndices {
-                trainer: 0,
+                trainers: vec![0],
                 generators: vec![0],
                 reference: Some(0)
             }
@@ -213,8 +228,8 @@ mod tests {
         exp.services.ref_model = Some(on(&[0]));
         let spread = PlacementIndices::from_config(&exp);
         assert_eq!(
-            (spread.trainer, spread.generators, spread.reference),
-            (1, vec![2], Some(0))
+            (spread.trainers, spread.generators, spread.reference),
+            (vec![1], vec![2], Some(0))
         );
         // Replicas: one device each (the first of each process group when procs > 1).
         exp.services.generator = ServiceConfig {
@@ -234,10 +249,29 @@ mod tests {
         });
         assert_eq!(PlacementIndices::from_config(&exp).reference, None);
         let devices = PlacementIndices::from_config(&exp).devices(|i| i * 10);
-        assert_eq!(devices.trainer, 10);
+        assert_eq!(devices.trainers, vec![10]);
         assert_eq!(devices.generators, vec![10, 10]);
         assert_eq!(devices.reference, ReferencePlace::Cpu);
         exp.backend = ComputeBackend::Cpu;
         assert_eq!(PlacementIndices::from_config(&exp).reference, Some(1));
+    }
+
+    /// Data-parallel ranks: one per trainer process, on the listed GPUs or the first ones; one
+    /// on the CPU backend.
+    #[test]
+    fn trainer_ranks_map_to_devices() {
+        let mut exp = experiment(ComputeBackend::Cuda);
+        exp.parallelism.data_parallel_replicate_degree = 2;
+        exp.services.trainer.procs = 2;
+        let indices = PlacementIndices::from_config(&exp);
+        assert_eq!(
+            (indices.trainers, indices.generators),
+            (vec![0, 1], vec![0])
+        );
+        exp.services.trainer.devices = Some(vec![2, 3]);
+        let indices = PlacementIndices::from_config(&exp);
+        assert_eq!((indices.trainers, indices.reference), (vec![2, 3], Some(2)));
+        exp.backend = ComputeBackend::Cpu;
+        assert_eq!(PlacementIndices::from_config(&exp).trainers, vec![2]);
     }
 }

@@ -3,7 +3,6 @@
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::GradientsAccumulator;
 
 use super::checkpoint::{Checkpoint, RunState};
 use super::grpo::greedy_params;
@@ -11,7 +10,7 @@ use super::session::{RunError, Session};
 use crate::config::{Loaded, ResumeMode};
 use crate::data::{DataOrder, field_text};
 use crate::metrics::{MetricsWriter, StepMetrics};
-use crate::train::{Optimizer, SftExample, sft_gradients};
+use crate::train::{DataParallel, Optimizer, SftExample, sft_gradients};
 
 const CONSOLE: [&str; 5] = [
     "loss/value",
@@ -21,11 +20,16 @@ const CONSOLE: [&str; 5] = [
     "time/step_s",
 ];
 
-/// Runs SFT as the experiment says. Returns the final model's directory.
+/// Runs SFT as the experiment says, on the trainer's devices (one data-parallel rank each, rank
+/// 0 first). Returns the final model's directory.
 pub fn run_sft<B: super::RecipeBackend>(
     loaded: Loaded,
-    device: B::Device,
+    devices: &[B::Device],
 ) -> Result<std::path::PathBuf, RunError> {
+    let device = devices
+        .first()
+        .cloned()
+        .ok_or_else(|| RunError::Other("the trainer has no device".into()))?;
     let exp = loaded.experiment.clone();
     let fields = &exp.dataset.fields;
     let sft = exp.sft.clone().unwrap_or_default();
@@ -90,6 +94,8 @@ pub fn run_sft<B: super::RecipeBackend>(
         order.restore(state.data);
         start = state.step;
     }
+    let mut trainer = DataParallel::new(session.model.clone(), optimizer, devices)
+        .map_err(|e| RunError::Other(e.to_string()))?;
     let mut writer = MetricsWriter::open(
         &exp.metrics,
         &session.run_dir,
@@ -121,26 +127,25 @@ pub fn run_sft<B: super::RecipeBackend>(
         let t = Instant::now();
         let picked: Vec<&SftExample> = (0..batch).map(|_| &examples[order.next_index()]).collect();
         let total_tokens: usize = picked.iter().map(|e| e.completion_ids.len()).sum();
+        // `gradient_accumulation_steps` micro-batches per rank.
         let micro = picked
             .len()
-            .div_ceil(exp.training.gradient_accumulation_steps as usize)
+            .div_ceil(exp.training.gradient_accumulation_steps as usize * trainer.ranks.len())
             .max(1);
-        let mut accumulator = GradientsAccumulator::new();
-        let mut loss = 0.0;
-        for chunk in picked.chunks(micro) {
-            let owned: Vec<SftExample> = chunk.iter().map(|e| (*e).clone()).collect();
-            let (grads, part) = sft_gradients(&session.model, &owned, total_tokens, &device)
-                .map_err(|e| RunError::Other(format!("the SFT loss: {e}")))?;
-            accumulator.accumulate(&session.model, grads);
-            loss += part;
-        }
-        let model = session.model.clone();
-        let (model, outcome) = if f64::is_finite(loss) {
-            optimizer.step(model, accumulator.grads())
-        } else {
-            optimizer.step_skipped(model)
-        };
-        session.model = model;
+        let chunks: Vec<Vec<SftExample>> = picked
+            .chunks(micro)
+            .map(|chunk| chunk.iter().map(|e| (*e).clone()).collect())
+            .collect();
+        let (parts, outcome) = trainer.step(
+            &chunks,
+            |model, chunk, device| {
+                sft_gradients(model, chunk, total_tokens, device)
+                    .map_err(|e| RunError::Other(format!("the SFT loss: {e}")))
+            },
+            |parts| parts.iter().sum::<f64>().is_finite(),
+        )?;
+        let loss: f64 = parts.iter().sum();
+        session.model = trainer.model().clone();
         let mut m = StepMetrics::new("sft", step + 1);
         m.set("loss/value", loss)
             .set("train/lr", outcome.lr)
@@ -157,7 +162,13 @@ pub fn run_sft<B: super::RecipeBackend>(
             data: order.position(),
             pending_batch: None,
         };
-        Checkpoint::write_if_due(&checkpoints, &session, &optimizer, &state, &exp.checkpoint)?;
+        Checkpoint::write_if_due(
+            &checkpoints,
+            &session,
+            trainer.optimizer(),
+            &state,
+            &exp.checkpoint,
+        )?;
         if eval_interval > 0 && (step + 1) % eval_interval == 0 && step + 1 < steps {
             let accuracy = run_eval(&session, step + 1, &mut writer)?;
             evaluated_at = Some(step + 1);

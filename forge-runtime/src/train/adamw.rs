@@ -159,6 +159,32 @@ impl<B: Backend> AdamW<B> {
     }
 }
 
+impl<B: Backend> AdamW<B> {
+    /// The same state on `device` (a data-parallel rank's copy: [`crate::train::data_parallel`]).
+    /// Through the host, as [`crate::model::copy_to_device`] copies weights.
+    pub fn copy_to_device(&self, device: &B::Device) -> Self {
+        let copy = |t: &Tensor<B, 1>| {
+            Tensor::<B, 1>::from_data(t.clone().into_data(), (device, t.dtype()))
+        };
+        Self {
+            config: self.config,
+            steps: self.steps,
+            state: self
+                .state
+                .iter()
+                .map(|(&id, s)| {
+                    let state = MomentState {
+                        exp_avg: copy(&s.exp_avg),
+                        exp_avg_sq: copy(&s.exp_avg_sq),
+                        master: s.master.as_ref().map(copy),
+                    };
+                    (id, state)
+                })
+                .collect(),
+        }
+    }
+}
+
 impl<B: AdamWBackend> AdamW<B> {
     /// One step at `lr` on every parameter of `module` that has a gradient in `grads`.
     pub fn step<A, M>(&mut self, lr: f64, module: M, grads: &mut GradientsParams) -> M

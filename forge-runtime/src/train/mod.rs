@@ -8,6 +8,7 @@
 //! `sum(logits * stop_gradient(d loss / d logits))`.
 
 pub mod adamw;
+pub mod data_parallel;
 pub mod loss_backend;
 mod optimizer;
 mod policy;
@@ -15,6 +16,7 @@ mod schedule;
 mod sft;
 mod token_batch;
 
+pub use data_parallel::{DataParallel, GradientExchange};
 pub use optimizer::gradient_norm;
 pub use optimizer::{Optimizer, StepOutcome};
 pub use policy::{PolicyLoss, PolicyStats, batch_normalizer, policy_gradients};

@@ -125,6 +125,15 @@ impl<B: AutodiffBackend> Optimizer<B> {
         Ok(self)
     }
 
+    /// The same optimiser (state, step count, configuration) on `device`.
+    pub fn copy_to_device(&self, device: &B::Device) -> Self {
+        Self {
+            adam: self.adam.copy_to_device(device),
+            config: self.config.clone(),
+            step: self.step,
+        }
+    }
+
     /// Counts a step whose loss was not finite, leaving the weights as they are.
     pub fn step_skipped(&mut self, model: CausalLm<B>) -> (CausalLm<B>, StepOutcome) {
         let lr = learning_rate(&self.config, self.step);
