@@ -8,7 +8,8 @@
 # The shape comes from the environment; the defaults are benchmark 4's (256-token prompts,
 # 512-token responses, 8 micro-batches of 8 sequences). Session 5-6's smaller runs were
 # PROMPT_LEN=6 NEW=128 MICRO=1. FORGE_ARGS adds arguments to the Forge run (e.g.
-# FORGE_ARGS="--set model.matmul_precision=tf32"); SKIP_TORCH=1 leaves PyTorch out. Prints the per-step stage times as JSON lines: PyTorch +
+# FORGE_ARGS="--set model.matmul_precision=tf32"); SKIP_TORCH=1 leaves PyTorch out, DTYPES=bf16
+# runs its bf16 side alone. Prints the per-step stage times as JSON lines: PyTorch +
 # transformers first (bench/pytorch_grpo_step.py, same shape, f32 and bf16), then Forge.
 set -euo pipefail
 out=${1:-$(mktemp -d)}
@@ -28,7 +29,9 @@ with open(sys.argv[1], "w") as f:
         body = "1" + body.replace("++", "+1")[: n - 2]
         f.write(json.dumps({"prompt": body + "=", "answer": "0"}) + "\n")
 PY
-LD_LIBRARY_PATH=/usr/local/cuda/lib64 ./.device-carry/${BINARY:-grpo-qwen3-0.6b} \
+# NCCL (data-parallel trainer ranks sum their gradients through it): PyTorch's wheel has one.
+nccl=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(nvidia.nccl.__path__[0], "lib"))' 2>/dev/null || true)
+LD_LIBRARY_PATH=/usr/local/cuda/lib64${nccl:+:$nccl} ./.device-carry/${BINARY:-grpo-qwen3-0.6b} \
   --set "model.path=$root/bench/grpo_step/qwen3-0.6b" \
   --set "dataset.path=$out/prompts.jsonl" \
   --set "metrics.dir=$out" \

@@ -11,6 +11,7 @@ use super::session::{RunError, Session};
 use crate::config::{Experiment, Loaded, ResumeMode};
 use crate::data::DataOrder;
 use crate::generate::SamplingParams;
+use crate::kernels::streams::WorkStream;
 use crate::loss::registry;
 use crate::metrics::{MetricsWriter, StepMetrics};
 use crate::model::CausalLm;
@@ -194,6 +195,14 @@ pub fn run_grpo<B: super::RecipeBackend>(
         None
     };
 
+    // Batches are made on the main thread (the first step, strictly on-policy runs) or on a
+    // thread spawned each step: their device work goes to streams of their own, the same each
+    // step (one per generator replica), so their memory pools are reused.
+    let rollout_streams: Vec<WorkStream> = placement
+        .generators
+        .iter()
+        .map(|_| WorkStream::new())
+        .collect();
     let sources = RolloutSources {
         prompts: &session.prompts,
         dataset: &session.dataset,
@@ -207,6 +216,7 @@ pub fn run_grpo<B: super::RecipeBackend>(
         groups_per_step,
         temperature: policy_loss.temperature,
         generators: &placement.generators,
+        streams: &rollout_streams,
     };
     // Off by one: while the trainer trains on a step's batch, a thread samples the next one
     // with the weights it had at the start of the step (refreshed every `sync_interval` steps).
@@ -237,7 +247,7 @@ pub fn run_grpo<B: super::RecipeBackend>(
             None => {
                 let (weights, seconds) = snapshot(&session.model);
                 weight_sync_s += seconds;
-                make_batch(&sources, &mut order, &weights, step, step)?
+                rollout_streams[0].run(|| make_batch(&sources, &mut order, &weights, step, step))?
             }
         };
         let ahead = pipelined && step + 1 < exp.training.steps;
@@ -254,10 +264,10 @@ pub fn run_grpo<B: super::RecipeBackend>(
             let maker = match (&sampling_weights, ahead) {
                 (Some((version, weights)), true) => {
                     let (sources, order) = (&sources, &mut order);
-                    Some(
-                        scope
-                            .spawn(move || make_batch(sources, order, weights, step + 1, *version)),
-                    )
+                    Some(scope.spawn(move || {
+                        sources.streams[0]
+                            .run(|| make_batch(sources, order, weights, step + 1, *version))
+                    }))
                 }
                 _ => None,
             };

@@ -14,6 +14,7 @@ use crate::data::{DataOrder, Dataset, PromptBuilder};
 use crate::generate::{
     DecodeBackend, GenerateRequest, GenerateTiming, SamplingParams, StopReason, generate_timed,
 };
+use crate::kernels::streams::WorkStream;
 use crate::model::CausalLm;
 use crate::rl::{Episode, RewardScorer, ScoredCompletion, group_advantages};
 use crate::tokenizer::Tokenizer;
@@ -49,6 +50,10 @@ pub struct RolloutSources<'a, B: Backend> {
     pub temperature: f64,
     /// Where each generator replica runs.
     pub generators: &'a [B::Device],
+    /// The stream each replica's device work goes to (one per replica; the first is also the
+    /// one the caller runs `make_batch` in): the same pools every step, whichever thread runs
+    /// it ([`crate::kernels::streams`]).
+    pub streams: &'a [WorkStream],
 }
 
 /// Seconds spent making a batch, by stage.
@@ -262,7 +267,9 @@ fn generate_on_replicas<B: DecodeBackend>(
         vec![run(0)]
     } else {
         std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..replicas).map(|r| scope.spawn(move || run(r))).collect();
+            let handles: Vec<_> = (0..replicas)
+                .map(|r| scope.spawn(move || sources.streams[r].run(|| run(r))))
+                .collect();
             handles
                 .into_iter()
                 .map(|h| {

@@ -12,6 +12,7 @@ use std::sync::{Barrier, Mutex, PoisonError};
 
 use super::adamw::AdamWBackend;
 use super::{Optimizer, StepOutcome};
+use crate::kernels::streams::WorkStream;
 use crate::model::{CausalLm, copy_to_device};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
@@ -156,6 +157,9 @@ pub struct DataParallel<B: AutodiffBackend> {
     /// Rank 0 first.
     pub ranks: Vec<Rank<B>>,
     group: RankGroup<B::InnerBackend>,
+    /// The stream each rank's work goes to, from whatever thread does it (rank 0's: the
+    /// caller's, set at each step).
+    streams: Vec<WorkStream>,
 }
 
 impl<B: AutodiffBackend> std::fmt::Debug for DataParallel<B> {
@@ -207,7 +211,12 @@ where
             ranks.push(rank);
         }
         let group = RankGroup::new(ranks.iter().map(|r| r.device.clone()).collect());
-        Ok(Self { ranks, group })
+        let streams = ranks.iter().map(|_| WorkStream::new()).collect();
+        Ok(Self {
+            ranks,
+            group,
+            streams,
+        })
     }
 
     /// Rank 0's policy: what the run evaluates, samples with and saves.
@@ -261,7 +270,10 @@ where
             return Ok((results, outcome));
         }
 
-        // 1. Each rank's gradients over its chunks, at the same time.
+        // 1. Each rank's gradients over its chunks, at the same time (a thread each, rank 0's
+        // work on the caller's stream, as with one device).
+        self.streams[0] = WorkStream::current();
+        let streams = &self.streams;
         let gradients = &gradients;
         let per_rank: Vec<Result<RankGradients<S>, E>> = std::thread::scope(|scope| {
             let handles: Vec<_> = self
@@ -270,19 +282,21 @@ where
                 .enumerate()
                 .map(|(r, rank)| {
                     scope.spawn(move || {
-                        let mut accumulator = GradientsAccumulator::new();
-                        let mut results = Vec::new();
-                        for (i, chunk) in chunks.iter().enumerate().skip(r).step_by(n_ranks) {
-                            let (grads, result) = gradients(&rank.model, chunk, &rank.device)?;
-                            accumulator.accumulate(&rank.model, grads);
-                            results.push((i, result));
-                        }
-                        let grads = accumulator.grads();
-                        let present = Presence::of(&rank.model, &grads);
-                        Ok(RankGradients {
-                            grads,
-                            present,
-                            results,
+                        streams[r].run(|| {
+                            let mut accumulator = GradientsAccumulator::new();
+                            let mut results = Vec::new();
+                            for (i, chunk) in chunks.iter().enumerate().skip(r).step_by(n_ranks) {
+                                let (grads, result) = gradients(&rank.model, chunk, &rank.device)?;
+                                accumulator.accumulate(&rank.model, grads);
+                                results.push((i, result));
+                            }
+                            let grads = accumulator.grads();
+                            let present = Presence::of(&rank.model, &grads);
+                            Ok(RankGradients {
+                                grads,
+                                present,
+                                results,
+                            })
                         })
                     })
                 })
@@ -312,6 +326,7 @@ where
         // 2. The sum over the ranks, and the same step on every rank.
         let group = &self.group;
         let present = &present;
+        let streams = &self.streams;
         let outcomes: Vec<StepOutcome> = std::thread::scope(|scope| {
             let handles: Vec<_> = self
                 .ranks
@@ -320,20 +335,22 @@ where
                 .enumerate()
                 .map(|(r, (rank, (grads, _)))| {
                     scope.spawn(move || {
-                        let model = rank.model.clone();
-                        let (model, outcome) = if take_step {
-                            let flat = flatten(&rank.model, &grads, present, &rank.device);
-                            drop(grads);
-                            let sum = <B::InnerBackend as GradientExchange>::sum_over_ranks(
-                                flat, r, group,
-                            );
-                            let grads = unflatten(&rank.model, sum, present);
-                            rank.optimizer.step(model, grads)
-                        } else {
-                            rank.optimizer.step_skipped(model)
-                        };
-                        rank.model = model;
-                        outcome
+                        streams[r].run(|| {
+                            let model = rank.model.clone();
+                            let (model, outcome) = if take_step {
+                                let flat = flatten(&rank.model, &grads, present, &rank.device);
+                                drop(grads);
+                                let sum = <B::InnerBackend as GradientExchange>::sum_over_ranks(
+                                    flat, r, group,
+                                );
+                                let grads = unflatten(&rank.model, sum, present);
+                                rank.optimizer.step(model, grads)
+                            } else {
+                                rank.optimizer.step_skipped(model)
+                            };
+                            rank.model = model;
+                            outcome
+                        })
                     })
                 })
                 .collect();
