@@ -373,9 +373,9 @@ mod tests {
         // One GPU shared by every service is what runs: nothing to say.
         silent("  generator: {devices: [0]}\n  trainer: {devices: [0]}\n");
         // Data-parallel trainer ranks: built.
-        silent(&format!(
-            "  gpus: 2\n  trainer: {{procs: 2, devices: [0, 1]}}\nparallelism: {{data_parallel_replicate_degree: 2}}\n"
-        ));
+        silent(
+            "  gpus: 2\n  trainer: {procs: 2, devices: [0, 1]}\nparallelism: {data_parallel_replicate_degree: 2}\n",
+        );
         // Two ranks on one GPU: an error.
         let twice = services(
             "  gpus: 2\n  trainer: {procs: 2, devices: [1, 1]}\nparallelism: {data_parallel_replicate_degree: 2}\n",

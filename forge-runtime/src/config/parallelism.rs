@@ -5,16 +5,20 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ParallelismConfig {
-    /// Replicas holding a full copy of the weights (plain data parallelism).
+    /// Trainer ranks holding a full copy of the weights and optimiser state (plain data
+    /// parallelism), one GPU each: a batch's micro-batches are dealt out among them and their
+    /// gradients summed (NCCL on CUDA) before every rank takes the same optimiser step.
     #[schemars(range(min = 1))]
     pub data_parallel_replicate_degree: u32,
-    /// Ranks sharding weights, gradients and optimiser state (FSDP).
+    /// Ranks sharding weights, gradients and optimiser state (FSDP). Sharding is not built:
+    /// these ranks run as plain data-parallel ranks (`forge validate` warns).
     #[schemars(range(min = 1))]
     pub data_parallel_shard_degree: u32,
-    /// Ranks splitting each layer's matrices (tensor parallelism).
+    /// Ranks splitting each layer's matrices (tensor parallelism). Not built (`forge validate`
+    /// warns).
     #[schemars(range(min = 1))]
     pub tensor_parallel_degree: u32,
-    /// Pipeline stages.
+    /// Pipeline stages. Not built (`forge validate` warns).
     #[schemars(range(min = 1))]
     pub pipeline_parallel_degree: u32,
 }

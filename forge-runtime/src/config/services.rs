@@ -10,7 +10,8 @@ pub struct ServicesConfig {
     pub gpus: Option<u32>,
     /// The rollout generator.
     pub generator: ServiceConfig,
-    /// The trainer; its `procs` must equal the product of the `parallelism` degrees.
+    /// The trainer; its `procs` must equal the product of the `parallelism` degrees: one
+    /// data-parallel rank per process, each on its own GPU.
     pub trainer: ServiceConfig,
     /// The frozen reference model for the KL penalty. Required when the loss's KL coefficient is
     /// above 0; leave it out otherwise.
