@@ -408,6 +408,122 @@ fn target_logprobs_on_burns_cubecl_backend_match_an_f64_reference() {
     assert!(WgpuInner::target_logprobs(short, &targets[1..], temperature).is_err());
 }
 
+/// Decode attention against an f64 reference, one query head a cube and a key/value head's whole
+/// query group a cube (grouped-query attention, 2 query heads per key/value head): rows in cache
+/// slots out of order, one attending to a single position and one to 251 (the value loop's
+/// unrolled steps).
+#[test]
+fn decode_attention_matches_an_f64_reference() {
+    use burn::tensor::TensorPrimitive;
+    use cubecl::prelude::{CubeCount, CubeDim};
+    use forge::kernels::args::array_arg;
+    use forge::kernels::decode::decode_attention::{self, decode_attention_kernel};
+    use rand::{RngExt, SeedableRng};
+
+    if !forge_tests::require_vulkan("decode_attention_matches_an_f64_reference") {
+        return;
+    }
+    type R = cubecl::wgpu::WgpuRuntime;
+    let device = Default::default();
+    let upload = |values: &[f32]| {
+        let t = Tensor::<WgpuInner, 1>::from_data(
+            TensorData::new(values.to_vec(), [values.len()]),
+            &device,
+        );
+        let TensorPrimitive::Float(t) = t.into_primitive() else {
+            unreachable!("a float tensor")
+        };
+        t
+    };
+    let upload_u32 = |values: &[u32]| {
+        let t = Tensor::<WgpuInner, 1, Int>::from_data(
+            TensorData::new(
+                values.iter().map(|&v| v as i32).collect::<Vec<_>>(),
+                [values.len()],
+            ),
+            &device,
+        );
+        t.into_primitive()
+    };
+    let (heads, kv_heads, hd, slots, max_len) = (4usize, 2usize, 16usize, 3usize, 300usize);
+    let positions = [40u32, 0, 250];
+    let row_slots = [2u32, 0, 1];
+    let rows = positions.len();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut random =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect() };
+    let q = random(rows * heads * hd);
+    let cache_len = slots * kv_heads * max_len * hd;
+    let (k, v) = (random(cache_len), random(cache_len));
+    let scale = 1.0 / (hd as f64).sqrt();
+    let mut want = vec![0.0f64; rows * heads * hd];
+    for r in 0..rows {
+        for h in 0..heads {
+            let base = (row_slots[r] as usize * kv_heads + h / (heads / kv_heads)) * max_len * hd;
+            let len = positions[r] as usize + 1;
+            let scores: Vec<f64> = (0..len)
+                .map(|p| {
+                    (0..hd)
+                        .map(|d| {
+                            f64::from(q[(r * heads + h) * hd + d]) * f64::from(k[base + p * hd + d])
+                        })
+                        .sum::<f64>()
+                        * scale
+                })
+                .collect();
+            let max = scores.iter().cloned().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+            let total: f64 = e.iter().sum();
+            for d in 0..hd {
+                want[(r * heads + h) * hd + d] = (0..len)
+                    .map(|p| e[p] * f64::from(v[base + p * hd + d]))
+                    .sum::<f64>()
+                    / total;
+            }
+        }
+    }
+    let q_t = upload(&q);
+    let client = q_t.client.clone();
+    let (k_t, v_t) = (upload(&k), upload(&v));
+    let (pos_t, slot_t) = (upload_u32(&positions), upload_u32(&row_slots));
+    let vector = 4usize;
+    let max_keys = max_len.next_multiple_of(decode_attention::BLOCK);
+    for group in [1usize, 2] {
+        let out = client.empty(rows * heads * hd * 4);
+        decode_attention_kernel::launch::<f32, R>(
+            &client,
+            CubeCount::Static((heads / group) as u32, rows as u32, 1),
+            CubeDim::new_1d(decode_attention::BLOCK as u32),
+            vector,
+            array_arg::<R, f32>(&q_t.handle, q.len()),
+            array_arg::<R, f32>(&k_t.handle, cache_len),
+            array_arg::<R, f32>(&v_t.handle, cache_len),
+            array_arg::<R, u32>(&pos_t.handle, rows),
+            array_arg::<R, u32>(&slot_t.handle, rows),
+            array_arg::<R, f32>(&out, rows * heads * hd),
+            heads as u32,
+            kv_heads as u32,
+            max_len as u32,
+            scale as f32,
+            hd,
+            hd / vector,
+            max_keys,
+            group,
+        );
+        let bytes = client.read_one(out).expect("read");
+        let got: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (f64::from(*g) - w).abs() <= 1e-5,
+                "{group} heads a cube, element {i}: {g} vs {w}"
+            );
+        }
+    }
+}
+
 /// The decode engine's products against an f64 reference, through every epilogue (bias, residual
 /// add, SwiGLU), at row counts that are not whole tiles and a `k` that is not a whole chunk. On
 /// lavapipe the CUDA-core kernel runs (no tensor cores); on a runtime with them, both do.

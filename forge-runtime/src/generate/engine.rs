@@ -119,6 +119,9 @@ mod cube {
         slots: usize,
         max_len: usize,
         max_keys: usize,
+        /// Query heads per attention cube: a key/value head's whole query group where its
+        /// scores fit in shared memory, else 1.
+        attention_group: usize,
         /// Positions the RoPE tables cover.
         rope_positions: usize,
     }
@@ -129,6 +132,31 @@ mod cube {
             .into_iter()
             .find(|w| head_dim.is_multiple_of(*w))
             .unwrap_or(1)
+    }
+
+    /// Static shared memory a cube may declare on every runtime we run (CUDA's limit without
+    /// opting in).
+    const SHARED_LIMIT: usize = 48 * 1024;
+
+    /// Query heads per attention cube: all the heads of a key/value head's group when their
+    /// scores fit in shared memory (the cache read once per group), one otherwise.
+    /// `FORGE_DECODE_ATTENTION_GROUP=1` keeps one head a cube (to compare on one build).
+    fn attention_group<R: CubeRuntime>(
+        spec: &ModelSpec,
+        max_keys: usize,
+        client: &ComputeClient<R>,
+    ) -> usize {
+        let ratio = spec.num_heads / spec.num_kv_heads.max(1);
+        let limit = SHARED_LIMIT.min(client.properties().hardware.max_shared_memory_size);
+        let key_vectors = spec.head_dim / cache_vector(spec.head_dim);
+        let fits =
+            decode_attention::shared_bytes(ratio, spec.head_dim, key_vectors, max_keys) <= limit;
+        let forced_one = std::env::var("FORGE_DECODE_ATTENTION_GROUP").as_deref() == Ok("1");
+        if ratio > 1 && fits && !forced_one {
+            ratio
+        } else {
+            1
+        }
     }
 
     /// A weight `[k, n]` as the products read it.
@@ -186,6 +214,9 @@ mod cube {
             let device = embed.device();
             let client = embed.clone().into_primitive().tensor().client.clone();
             let elem = core::mem::size_of::<F>();
+            let max_keys = max_len
+                .next_multiple_of(decode_attention::BLOCK)
+                .max(decode_attention::BLOCK);
             let cache_bytes = slots * spec.num_kv_heads * max_len * spec.head_dim * elem;
             let layers = model
                 .model
@@ -239,9 +270,8 @@ mod cube {
                 head: weight_matrix(head, &client),
                 cos: contiguous(model.rope.cos.clone()),
                 sin: contiguous(model.rope.sin.clone()),
-                max_keys: max_len
-                    .next_multiple_of(decode_attention::BLOCK)
-                    .max(decode_attention::BLOCK),
+                max_keys,
+                attention_group: attention_group(&spec, max_keys, &client),
                 rope_positions: model.rope.len(),
                 client,
                 device,
@@ -389,7 +419,7 @@ mod cube {
                 let attn = self.client.empty(m * h * hd * elem);
                 decode_attention_kernel::launch::<F, R>(
                     &self.client,
-                    CubeCount::Static(h as u32, m as u32, 1),
+                    CubeCount::Static((h / self.attention_group) as u32, m as u32, 1),
                     CubeDim::new_1d(decode_attention::BLOCK as u32),
                     key_vector,
                     array_arg::<R, F>(&q, m * h * hd),
@@ -405,6 +435,7 @@ mod cube {
                     hd,
                     hd / key_vector,
                     self.max_keys,
+                    self.attention_group,
                 );
                 self.product(&attn, &layer.o, m, None, epilogue::ADD, &hidden);
                 let x = self.rms_norm(&hidden, &layer.post_norm, m, d);

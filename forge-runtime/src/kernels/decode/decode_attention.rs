@@ -11,11 +11,21 @@ use crate::kernels::cube_reduce::{cube_max, cube_sum};
 /// Units per cube.
 pub const BLOCK: usize = 128;
 
-/// Cube (x, y) = (query head, row). Row `r` attends to positions `0..=positions[r]` of cache slot
-/// `slots[r]`; `q` `[rows, heads * head_dim]`, `out` the same shape; the caches are read as
+/// Bytes of shared memory the kernel declares for a cube of `group` query heads: what decides
+/// whether a key/value head's whole query group fits one cube.
+pub fn shared_bytes(group: usize, head_dim: usize, key_vectors: usize, max_keys: usize) -> usize {
+    let teams = BLOCK / key_vectors;
+    // q, scores, the teams' partial sums, and cube_max/cube_sum's arrays (two per head).
+    4 * (group * head_dim + group * max_keys + teams * group * head_dim + 2 * group * BLOCK)
+}
+
+/// Cube (x, y) = (`group` consecutive query heads, row): with `group` the heads sharing one
+/// key/value head (grouped-query attention), each cached key and value row is read once for the
+/// whole group instead of once per head. Row `r` attends to positions `0..=positions[r]` of cache
+/// slot `slots[r]`; `q` `[rows, heads * head_dim]`, `out` the same shape; the caches are read as
 /// `key_vectors` vectors of `N` elements per position (`head_dim = key_vectors * N`, at most
 /// [`BLOCK`] vectors). The scores of one row sit in shared memory: `max_keys` (comptime) bounds
-/// the cached length.
+/// the cached length ([`shared_bytes`] says what it costs).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn decode_attention_kernel<F: Float, N: Size>(
@@ -32,99 +42,137 @@ pub fn decode_attention_kernel<F: Float, N: Size>(
     #[comptime] head_dim: usize,
     #[comptime] key_vectors: usize,
     #[comptime] max_keys: usize,
+    #[comptime] group: usize,
 ) {
-    let head = CUBE_POS_X as usize;
+    let first = CUBE_POS_X as usize * group;
     let row = CUBE_POS_Y as usize;
     let tid = UNIT_POS as usize;
     let (heads, kv_heads) = (heads as usize, kv_heads as usize);
-    let kvh = head / (heads / kv_heads);
+    let kvh = first / (heads / kv_heads);
     // The new token's position is the last one cached.
     let len = positions[row] as usize + 1;
     let base = (slots[row] as usize * kv_heads + kvh) * max_len as usize * head_dim;
-    let q_base = (row * heads + head) * head_dim;
+    // The group's heads are consecutive in `q` and `out`.
+    let q_base = (row * heads + first) * head_dim;
 
-    let mut qs = SharedMemory::<f32>::new(head_dim);
+    let mut qs = SharedMemory::<f32>::new(comptime![group * head_dim]);
     let mut d = tid;
-    while d < head_dim {
+    while d < comptime![group * head_dim] {
         qs[d] = f32::cast_from(q[q_base + d]) * scale;
         d += BLOCK;
     }
     sync_cube();
 
-    let mut scores = SharedMemory::<f32>::new(max_keys);
-    let mut local_max = f32::min_value();
+    let mut scores = SharedMemory::<f32>::new(comptime![group * max_keys]);
+    let mut local_max = Array::<f32>::new(group);
+    #[unroll]
+    for g in 0..group {
+        local_max[g] = f32::min_value();
+    }
     let mut p = tid;
     while p < len {
         // A unit reads a whole key row, as vectors (scalar loads of 32 different rows per warp
         // kept L1 busy at 77% for 8% of DRAM bandwidth, ncu), all in flight (unrolled: head_dim
-        // is known when compiling).
+        // is known when compiling), and scores it against every head of the group.
         let key = (base + p * head_dim) / N::value();
-        let mut s = 0.0f32;
+        let mut s = Array::<f32>::new(group);
+        #[unroll]
+        for g in 0..group {
+            s[g] = 0.0f32;
+        }
         #[unroll]
         for j in 0..key_vectors {
             let kv = cache_k[key + j];
             #[unroll]
             for t in 0..N::value() {
-                s += qs[j * N::value() + t] * f32::cast_from(kv[t]);
+                let k = f32::cast_from(kv[t]);
+                #[unroll]
+                for g in 0..group {
+                    s[g] += qs[g * head_dim + j * N::value() + t] * k;
+                }
             }
         }
-        scores[p] = s;
-        local_max = f32::max(local_max, s);
+        #[unroll]
+        for g in 0..group {
+            scores[g * max_keys + p] = s[g];
+            local_max[g] = f32::max(local_max[g], s[g]);
+        }
         p += BLOCK;
     }
-    let max = cube_max(local_max, BLOCK);
-    let mut local_sum = 0.0f32;
-    let mut p = tid;
-    while p < len {
-        let e = (scores[p] - max).exp();
-        scores[p] = e;
-        local_sum += e;
-        p += BLOCK;
+    let mut sums = Array::<f32>::new(group);
+    #[unroll]
+    for g in 0..group {
+        let max = cube_max(local_max[g], BLOCK);
+        let mut local_sum = 0.0f32;
+        let mut p = tid;
+        while p < len {
+            let e = (scores[g * max_keys + p] - max).exp();
+            scores[g * max_keys + p] = e;
+            local_sum += e;
+            p += BLOCK;
+        }
+        // cube_sum synchronises, so every probability is in place after it.
+        sums[g] = cube_sum(local_sum, BLOCK);
     }
-    // cube_sum synchronises, so every probability is in place after it.
-    let sum = cube_sum(local_sum, BLOCK);
-    // The weighted sum of values: the cube splits into `groups` groups of `key_vectors` units,
-    // one vector of the head's dimensions per unit, each group a share of the positions (one value
-    // row per group and step, read whole); then the groups' sums are added in shared memory.
-    // (One unit per dimension walking every position made this loop ~30 dependent rounds of
-    // loads at 256 cached positions: most of the kernel's time.)
-    let groups = comptime![BLOCK / key_vectors];
-    let group = tid / key_vectors;
+    // The weighted sum of values: the cube splits into `teams` teams of `key_vectors` units,
+    // one vector of the head's dimensions per unit, each team a share of the positions (one value
+    // row per team and step, read whole, weighted for every head of the group); then the teams'
+    // sums are added in shared memory. (One unit per dimension walking every position made this
+    // loop ~30 dependent rounds of loads at 256 cached positions: most of the kernel's time.)
+    let teams = comptime![BLOCK / key_vectors];
+    let team = tid / key_vectors;
     let lane = tid % key_vectors;
-    let mut sums = SharedMemory::<f32>::new(comptime![groups * head_dim]);
-    if group < groups {
-        let mut acc = Vector::<f32, N>::new(0.0f32);
-        let mut p = group;
+    let mut partial = SharedMemory::<f32>::new(comptime![teams * group * head_dim]);
+    if team < teams {
+        let mut acc = Array::<Vector<f32, N>>::new(group);
+        #[unroll]
+        for g in 0..group {
+            acc[g] = Vector::<f32, N>::new(0.0f32);
+        }
+        let mut p = team;
         // Four positions per iteration, their loads independent.
-        while p + 3 * groups < len {
+        while p + 3 * teams < len {
             #[unroll]
             for i in 0..4usize {
-                let at = p + i * groups;
+                let at = p + i * teams;
                 let v = Vector::<f32, N>::cast_from(
                     cache_v[(base + at * head_dim) / N::value() + lane],
                 );
-                acc += v * Vector::<f32, N>::new(scores[at]);
+                #[unroll]
+                for g in 0..group {
+                    acc[g] = acc[g] + v * Vector::<f32, N>::new(scores[g * max_keys + at]);
+                }
             }
-            p += 4 * groups;
+            p += 4 * teams;
         }
         while p < len {
             let v = Vector::<f32, N>::cast_from(cache_v[(base + p * head_dim) / N::value() + lane]);
-            acc += v * Vector::<f32, N>::new(scores[p]);
-            p += groups;
+            #[unroll]
+            for g in 0..group {
+                acc[g] = acc[g] + v * Vector::<f32, N>::new(scores[g * max_keys + p]);
+            }
+            p += teams;
         }
         #[unroll]
-        for t in 0..N::value() {
-            sums[group * head_dim + lane * N::value() + t] = acc[t];
+        for g in 0..group {
+            let a = acc[g];
+            #[unroll]
+            for t in 0..N::value() {
+                partial[(team * group + g) * head_dim + lane * N::value() + t] = a[t];
+            }
         }
     }
     sync_cube();
-    let mut d = tid;
-    while d < head_dim {
-        let mut total = 0.0f32;
-        for g in 0..groups {
-            total += sums[g * head_dim + d];
+    #[unroll]
+    for g in 0..group {
+        let mut d = tid;
+        while d < head_dim {
+            let mut total = 0.0f32;
+            for t in 0..teams {
+                total += partial[(t * group + g) * head_dim + d];
+            }
+            out[q_base + g * head_dim + d] = F::cast_from(total / sums[g]);
+            d += BLOCK;
         }
-        out[q_base + d] = F::cast_from(total / sum);
-        d += BLOCK;
     }
 }
