@@ -119,6 +119,8 @@ mod cube {
         slots: usize,
         max_len: usize,
         max_keys: usize,
+        /// Elements per vector in which attention reads the caches.
+        cache_vector: usize,
         /// Query heads per attention cube: a key/value head's whole query group where its
         /// scores fit in shared memory, else 1.
         attention_group: usize,
@@ -126,11 +128,21 @@ mod cube {
         rope_positions: usize,
     }
 
-    /// Elements per vector in which attention reads the caches: up to 4 (wgpu's widest).
-    fn cache_vector(head_dim: usize) -> usize {
-        [4usize, 2, 1]
-            .into_iter()
-            .find(|w| head_dim.is_multiple_of(*w))
+    /// Elements per vector in which attention reads the caches: the widest load the runtime
+    /// makes of `elem`-byte elements that divides `head_dim` (16 bytes: 8 bf16 on CUDA, 4 f32 on
+    /// wgpu). `FORGE_DECODE_CACHE_VECTOR` caps it (to compare widths on one build).
+    fn cache_vector<R: CubeRuntime>(
+        head_dim: usize,
+        elem: usize,
+        client: &ComputeClient<R>,
+    ) -> usize {
+        let cap = std::env::var("FORGE_DECODE_CACHE_VECTOR")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(usize::MAX);
+        client
+            .io_optimized_vector_sizes(elem)
+            .find(|&w| w <= cap && head_dim.is_multiple_of(w))
             .unwrap_or(1)
     }
 
@@ -144,11 +156,12 @@ mod cube {
     fn attention_group<R: CubeRuntime>(
         spec: &ModelSpec,
         max_keys: usize,
+        cache_vector: usize,
         client: &ComputeClient<R>,
     ) -> usize {
         let ratio = spec.num_heads / spec.num_kv_heads.max(1);
         let limit = SHARED_LIMIT.min(client.properties().hardware.max_shared_memory_size);
-        let key_vectors = spec.head_dim / cache_vector(spec.head_dim);
+        let key_vectors = spec.head_dim / cache_vector;
         let fits =
             decode_attention::shared_bytes(ratio, spec.head_dim, key_vectors, max_keys) <= limit;
         let forced_one = std::env::var("FORGE_DECODE_ATTENTION_GROUP").as_deref() == Ok("1");
@@ -194,10 +207,19 @@ mod cube {
         ) -> Option<Box<dyn DecodeEngine<Self>>> {
             let spec = &model.spec;
             let float_ok = matches!(F::dtype(), DType::F32 | DType::BF16 | DType::F16);
+            let client = model
+                .model
+                .embed_tokens
+                .weight
+                .val()
+                .into_primitive()
+                .tensor()
+                .client;
+            let vector = cache_vector(spec.head_dim, core::mem::size_of::<F>(), &client);
             if !float_ok
                 || max_len > MAX_KEYS
                 || !spec.head_dim.is_multiple_of(2)
-                || spec.head_dim / cache_vector(spec.head_dim) > decode_attention::BLOCK
+                || spec.head_dim / vector > decode_attention::BLOCK
             {
                 return None;
             }
@@ -217,6 +239,7 @@ mod cube {
             let max_keys = max_len
                 .next_multiple_of(decode_attention::BLOCK)
                 .max(decode_attention::BLOCK);
+            let cache_vector = cache_vector(spec.head_dim, elem, &client);
             let cache_bytes = slots * spec.num_kv_heads * max_len * spec.head_dim * elem;
             let layers = model
                 .model
@@ -271,7 +294,8 @@ mod cube {
                 cos: contiguous(model.rope.cos.clone()),
                 sin: contiguous(model.rope.sin.clone()),
                 max_keys,
-                attention_group: attention_group(&spec, max_keys, &client),
+                cache_vector,
+                attention_group: attention_group(&spec, max_keys, cache_vector, &client),
                 rope_positions: model.rope.len(),
                 client,
                 device,
@@ -380,7 +404,7 @@ mod cube {
             let positions_h = self.upload_u32(positions.iter().copied());
             let slots_h = self.upload_u32(slots.iter().copied());
             let block = hd.next_power_of_two();
-            let key_vector = cache_vector(hd);
+            let key_vector = self.cache_vector;
             let cache_len = self.cache_len();
             for layer in &self.layers {
                 let x = self.rms_norm(&hidden, &layer.input_norm, m, d);
