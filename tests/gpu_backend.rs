@@ -627,6 +627,56 @@ fn decode_products_match_an_f64_reference() {
     }
 }
 
+/// SFT with two data-parallel trainer ranks (a second wgpu client; gradients summed through the
+/// host) trains exactly as one rank accumulating the same two micro-batches.
+#[test]
+fn sft_on_two_trainer_ranks_trains_as_one_accumulating() {
+    use forge::recipes::run_sft;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let assets = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/arith/assets");
+    type WgpuDevice = burn::tensor::Device<WgpuBackend>;
+    let run = |name: &str, devices: &[WgpuDevice], accumulation: u32| {
+        let yaml = format!(
+            "name: {name}\nrecipe: sft\nbackend: wgpu\n\
+             model: {{path: {assets}, init: random, dtype: f32}}\n\
+             dataset: {{path: {assets}/sft.jsonl, fields: {{prompt: prompt, completion: completion, answer: answer}}}}\n\
+             training: {{batch_size: 8, lr: 1.0e-2, steps: 3, seq_len: 16, seed: 3, gradient_accumulation_steps: {accumulation}}}\n\
+             checkpoint: {{interval: 0}}\n\
+             metrics: {{dir: {}}}\n",
+            dir.path().display()
+        );
+        let options = forge::config::LoadOptions::default();
+        let loaded = forge::config::load_str("sft.yaml", &yaml, dir.path(), &options)
+            .unwrap_or_else(|report| panic!("{}", report.render(false)));
+        run_sft::<WgpuBackend>(loaded, devices).expect("the run");
+        let text =
+            std::fs::read_to_string(dir.path().join(name).join("metrics.jsonl")).expect("metrics");
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON"))
+            .filter(|row| row["stage"] == "sft")
+            .collect::<Vec<_>>()
+    };
+    let (default, other) = (WgpuDevice::DefaultDevice, WgpuDevice::Cpu);
+    let one = run("one-rank", std::slice::from_ref(&default), 2);
+    let two = run("two-ranks", &[default, other], 1);
+    assert_eq!((one.len(), two.len()), (3, 3));
+    for (x, y) in one.iter().zip(&two) {
+        for key in ["loss/value", "train/grad_norm"] {
+            let (Some(u), Some(v)) = (x[key].as_f64(), y[key].as_f64()) else {
+                panic!("`{key}` missing: {x} / {y}")
+            };
+            assert!(
+                (u - v).abs() <= 1e-5 * u.abs().max(1e-3),
+                "step {}: `{key}` {u} on one rank vs {v} on two",
+                x["step"]
+            );
+        }
+    }
+    // The weights moved, so a rank left behind would show.
+    assert_ne!(one[0]["loss/value"], one[2]["loss/value"]);
+}
+
 /// GRPO with its generator on another device (a second wgpu client: lavapipe as the `Cpu`
 /// device, so weights are copied to it at every sync), or with two generator replicas splitting
 /// the prompts, trains exactly as with every model on the trainer's device; with its reference
