@@ -627,6 +627,49 @@ fn decode_products_match_an_f64_reference() {
     }
 }
 
+/// Loads `yaml` (an experiment writing its metrics under `dir`), runs it with `run`, and returns
+/// the metric rows of `stage`.
+fn run_for_metrics<E: std::fmt::Debug>(
+    dir: &Path,
+    name: &str,
+    yaml: &str,
+    stage: &str,
+    run: impl FnOnce(forge::config::Loaded) -> Result<(), E>,
+) -> Vec<serde_json::Value> {
+    let options = forge::config::LoadOptions::default();
+    let loaded = forge::config::load_str("exp.yaml", yaml, dir, &options)
+        .unwrap_or_else(|report| panic!("{}", report.render(false)));
+    run(loaded).expect("the run");
+    let text = std::fs::read_to_string(dir.join(name).join("metrics.jsonl")).expect("metrics");
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON"))
+        .filter(|row| row["stage"] == stage)
+        .collect()
+}
+
+/// Three steps each, `keys` equal step by step within `rel` (relative, floored at 1e-3).
+fn assert_same_metrics(
+    what: &str,
+    a: &[serde_json::Value],
+    b: &[serde_json::Value],
+    keys: &[&str],
+    rel: f64,
+) {
+    assert_eq!((a.len(), b.len()), (3, 3), "{what}");
+    for (x, y) in a.iter().zip(b) {
+        for key in keys {
+            let (Some(u), Some(v)) = (x[key].as_f64(), y[key].as_f64()) else {
+                panic!("{what}: `{key}` missing: {x} / {y}")
+            };
+            assert!(
+                (u - v).abs() <= rel * u.abs().max(1e-3),
+                "{what}, step {}: `{key}` {u} vs {v}",
+                x["step"]
+            );
+        }
+    }
+}
+
 /// SFT with two data-parallel trainer ranks (a second wgpu client; gradients summed through the
 /// host) trains exactly as one rank accumulating the same two micro-batches.
 #[test]
@@ -646,33 +689,20 @@ fn sft_on_two_trainer_ranks_trains_as_one_accumulating() {
              metrics: {{dir: {}}}\n",
             dir.path().display()
         );
-        let options = forge::config::LoadOptions::default();
-        let loaded = forge::config::load_str("sft.yaml", &yaml, dir.path(), &options)
-            .unwrap_or_else(|report| panic!("{}", report.render(false)));
-        run_sft::<WgpuBackend>(loaded, devices).expect("the run");
-        let text =
-            std::fs::read_to_string(dir.path().join(name).join("metrics.jsonl")).expect("metrics");
-        text.lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON"))
-            .filter(|row| row["stage"] == "sft")
-            .collect::<Vec<_>>()
+        run_for_metrics(dir.path(), name, &yaml, "sft", |loaded| {
+            run_sft::<WgpuBackend>(loaded, devices).map(|_| ())
+        })
     };
     let (default, other) = (WgpuDevice::DefaultDevice, WgpuDevice::Cpu);
     let one = run("one-rank", std::slice::from_ref(&default), 2);
     let two = run("two-ranks", &[default, other], 1);
-    assert_eq!((one.len(), two.len()), (3, 3));
-    for (x, y) in one.iter().zip(&two) {
-        for key in ["loss/value", "train/grad_norm"] {
-            let (Some(u), Some(v)) = (x[key].as_f64(), y[key].as_f64()) else {
-                panic!("`{key}` missing: {x} / {y}")
-            };
-            assert!(
-                (u - v).abs() <= 1e-5 * u.abs().max(1e-3),
-                "step {}: `{key}` {u} on one rank vs {v} on two",
-                x["step"]
-            );
-        }
-    }
+    assert_same_metrics(
+        "two trainer ranks",
+        &one,
+        &two,
+        &["loss/value", "train/grad_norm"],
+        1e-5,
+    );
     // The weights moved, so a rank left behind would show.
     assert_ne!(one[0]["loss/value"], one[2]["loss/value"]);
 }
@@ -712,16 +742,9 @@ fn grpo_with_services_on_other_devices_trains_as_colocated() {
             data.display(),
             dir.path().display()
         );
-        let options = forge::config::LoadOptions::default();
-        let loaded = forge::config::load_str("placed.yaml", &yaml, dir.path(), &options)
-            .unwrap_or_else(|report| panic!("{}", report.render(false)));
-        run_grpo::<WgpuBackend>(loaded, placement).expect("the run");
-        let text =
-            std::fs::read_to_string(dir.path().join(name).join("metrics.jsonl")).expect("metrics");
-        text.lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON"))
-            .filter(|row| row["stage"] == "grpo")
-            .collect::<Vec<_>>()
+        run_for_metrics(dir.path(), name, &yaml, "grpo", |loaded| {
+            run_grpo::<WgpuBackend>(loaded, placement).map(|_| ())
+        })
     };
     let run = |name: &str, placement: Placement<WgpuDevice>| run_accumulating(name, placement, 1);
     let (default, other) = (WgpuDevice::DefaultDevice, WgpuDevice::Cpu);
@@ -788,19 +811,7 @@ fn grpo_with_services_on_other_devices_trains_as_colocated() {
         "train/grad_norm",
     ];
     let compare = |what: &str, a: &[serde_json::Value], b: &[serde_json::Value], rel: f64| {
-        assert_eq!((a.len(), b.len()), (3, 3), "{what}");
-        for (x, y) in a.iter().zip(b) {
-            for key in keys {
-                let (Some(u), Some(v)) = (x[key].as_f64(), y[key].as_f64()) else {
-                    panic!("{what}: `{key}` missing: {x} / {y}")
-                };
-                assert!(
-                    (u - v).abs() <= rel * u.abs().max(1e-3),
-                    "{what}, step {}: `{key}` {u} colocated vs {v}",
-                    x["step"]
-                );
-            }
-        }
+        assert_same_metrics(what, a, b, &keys, rel)
     };
     compare("generator apart", &colocated, &generator_apart, 1e-5);
     compare("two generator replicas", &colocated, &two_replicas, 1e-5);

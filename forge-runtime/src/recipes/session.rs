@@ -69,11 +69,13 @@ pub struct Session<B: AutodiffBackend> {
     pub run_dir: PathBuf,
 }
 
+/// Held while a run seeds the backend and draws its random starting weights.
+static RANDOM_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl<B: AutodiffBackend> Session<B> {
     /// Loads everything the experiment names. `required` lists the record fields the recipe needs.
     pub fn open(loaded: Loaded, device: B::Device, required: &[&str]) -> Result<Self, RunError> {
         let exp = &loaded.experiment;
-        B::seed(&device, exp.training.seed);
         let source = loaded.model_source().map_err(RunError::Other)?;
         let model_dir = source.dir().to_path_buf();
         if let ModelSource::Experiment {
@@ -91,6 +93,13 @@ impl<B: AutodiffBackend> Session<B> {
             ModelInit::Pretrained => load::<B>(&model_dir, &device)?,
             ModelInit::Random => {
                 let spec = ModelSpec::from_dir(&model_dir)?;
+                // The backend's random generator is process-wide: seeding it and drawing the
+                // weights happen under one lock, or two runs in one process (the tests) would
+                // draw each other's numbers.
+                let _drawing = RANDOM_INIT
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                B::seed(&device, exp.training.seed);
                 stable_param_ids(CausalLm::<B>::new(&spec, &device))
             }
         };
