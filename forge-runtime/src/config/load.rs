@@ -382,6 +382,16 @@ mod tests {
         );
         let report = load(&twice).expect_err("one GPU for two ranks");
         assert!(report.render(false).contains("listed twice"), "{report}");
+        // Ranks on the CPU backend: one device, said.
+        let cpu = format!(
+            "{MINIMAL}services:\n  trainer: {{procs: 2}}\nparallelism: {{data_parallel_replicate_degree: 2}}\n"
+        );
+        let loaded = load(&cpu).expect("valid, with a warning");
+        assert!(
+            loaded.warnings.render(false).contains("the trainer runs one rank"),
+            "{}",
+            loaded.warnings.render(false)
+        );
         // Sharding: run as replicas, said.
         let sharded = services(
             "  gpus: 2\n  trainer: {procs: 2, devices: [0, 1]}\nparallelism: {data_parallel_shard_degree: 2}\n",

@@ -412,6 +412,17 @@ fn services(exp: &Experiment, c: &mut Checks<'_>) {
     // data-parallel rank per process; the first listed GPU of every other service, and of each
     // generator replica, is honoured (recipes::placement).
     let p = &exp.parallelism;
+    if !gpu_backend && exp.services.trainer.procs > 1 {
+        c.warn(
+            "/services/trainer/procs",
+            format!(
+                "the `{}` backend has one device: the trainer runs one rank, not {}",
+                exp.backend.as_str(),
+                exp.services.trainer.procs
+            ),
+            Some("data-parallel ranks need `backend: cuda` (or `wgpu`), one GPU each".into()),
+        );
+    }
     if gpu_backend && p.data_parallel_shard_degree > 1 {
         c.warn(
             "/parallelism/data_parallel_shard_degree",
