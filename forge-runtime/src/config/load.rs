@@ -388,7 +388,10 @@ mod tests {
         );
         let loaded = load(&cpu).expect("valid, with a warning");
         assert!(
-            loaded.warnings.render(false).contains("the trainer runs one rank"),
+            loaded
+                .warnings
+                .render(false)
+                .contains("the trainer runs one rank"),
             "{}",
             loaded.warnings.render(false)
         );

@@ -211,7 +211,16 @@ where
             ranks.push(rank);
         }
         let group = RankGroup::new(ranks.iter().map(|r| r.device.clone()).collect());
-        let streams = ranks.iter().map(|_| WorkStream::new()).collect();
+        // Rank 0's is replaced by the caller's at each step.
+        let streams = (0..ranks.len())
+            .map(|r| {
+                if r == 0 {
+                    WorkStream::current()
+                } else {
+                    WorkStream::new()
+                }
+            })
+            .collect();
         Ok(Self {
             ranks,
             group,
@@ -227,11 +236,6 @@ where
     /// Rank 0's optimiser.
     pub fn optimizer(&self) -> &Optimizer<B> {
         &self.ranks[0].optimizer
-    }
-
-    /// Rank 0's device.
-    pub fn device(&self) -> &B::Device {
-        &self.ranks[0].device
     }
 
     /// One optimiser step over `chunks` (the batch's micro-batches): chunk `i` goes to rank
