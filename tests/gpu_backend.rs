@@ -670,6 +670,76 @@ fn assert_same_metrics(
     }
 }
 
+/// A GRPO run on two data-parallel trainer ranks, resumed from its checkpoint of step 2 (as if
+/// killed after it), trains steps 3 and 4 exactly as it did uninterrupted: the second rank starts again
+/// from rank 0's restored weights and optimiser state (a rank restarted with fresh AdamW moments
+/// would update its copy differently, and its gradients would show at step 4).
+#[test]
+fn two_trainer_ranks_resume_as_uninterrupted() {
+    use forge::recipes::{Placement, ReferencePlace, run_grpo};
+    use std::io::Write as _;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("sums.jsonl");
+    let mut file = std::fs::File::create(&data).expect("data file");
+    for (a, b) in [(12, 34), (5, 7), (40, 2), (9, 9), (23, 11), (3, 60)] {
+        writeln!(file, r#"{{"prompt": "{a}+{b}=", "answer": "{}"}}"#, a + b).expect("write");
+    }
+    let assets = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/arith/assets");
+    type WgpuDevice = burn::tensor::Device<WgpuBackend>;
+    let (default, other) = (WgpuDevice::DefaultDevice, WgpuDevice::Cpu);
+    let run = |name: &str, steps: u32| {
+        let yaml = format!(
+            "name: {name}\nrecipe: grpo\nbackend: wgpu\n\
+             model: {{path: {assets}, init: random, dtype: f32}}\n\
+             dataset: {{path: {}, fields: {{prompt: prompt, answer: answer}}}}\n\
+             sampling: {{n: 4, max_tokens: 3, temperature: 1.0}}\n\
+             loss: {{name: grpo, beta: 0.0}}\n\
+             rewards: [{{name: exact_match}}]\n\
+             training: {{batch_size: 8, lr: 1.0e-2, steps: {steps}, seq_len: 12, seed: 4, entropy_coef: 0.05}}\n\
+             checkpoint: {{interval: 1}}\n\
+             metrics: {{dir: {}}}\n",
+            data.display(),
+            dir.path().display()
+        );
+        let placement = Placement {
+            trainers: vec![default.clone(), other.clone()],
+            generators: vec![default.clone()],
+            reference: ReferencePlace::Device(default.clone()),
+        };
+        run_for_metrics(dir.path(), name, &yaml, "grpo", |loaded| {
+            run_grpo::<WgpuBackend>(loaded, placement).map(|_| ())
+        })
+    };
+    let later = |rows: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+        rows.into_iter()
+            .filter(|r| r["step"].as_u64() > Some(2))
+            .collect()
+    };
+    // Four steps, a checkpoint after each; then as if killed after step 2: the later
+    // checkpoints gone, and the same run started again resumes from step 2's (which holds the
+    // batch made ahead for step 3).
+    let full = later(run("run", 4));
+    let checkpoints = dir.path().join("run").join("checkpoints");
+    for step in [3, 4] {
+        std::fs::remove_dir_all(checkpoints.join(format!("step-{step}"))).expect("checkpoint");
+    }
+    let resumed = later(run("run", 4));
+    assert_eq!((full.len(), resumed.len()), (2, 2));
+    for (x, y) in full.iter().zip(&resumed) {
+        for key in ["loss/value", "loss/entropy", "train/grad_norm"] {
+            let (Some(u), Some(v)) = (x[key].as_f64(), y[key].as_f64()) else {
+                panic!("`{key}` missing: {x} / {y}")
+            };
+            assert!(
+                (u - v).abs() <= 1e-5 * u.abs().max(1e-3),
+                "step {}: `{key}` {u} uninterrupted vs {v} resumed",
+                x["step"]
+            );
+        }
+    }
+}
+
 /// SFT with two data-parallel trainer ranks (a second wgpu client; gradients summed through the
 /// host) trains exactly as one rank accumulating the same two micro-batches.
 #[test]

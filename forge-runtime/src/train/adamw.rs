@@ -592,7 +592,7 @@ mod tests {
     }
 
     #[test]
-    fn the_state_survives_a_save_and_a_load() {
+    fn the_state_survives_a_save_a_load_and_a_copy() {
         let device = Default::default();
         let mut adam = AdamW::<B>::new(AdamWConfig {
             beta1: 0.9,
@@ -619,13 +619,18 @@ mod tests {
 
         let mut loaded = AdamW::<B>::new(adam.config);
         loaded.load(&path, &device).expect("loaded");
-        assert_eq!(loaded.steps, 12);
+        // A data-parallel rank's copy carries the same state.
+        let copied = adam.copy_to_device(&device);
+        assert_eq!((loaded.steps, copied.steps), (12, 12));
         let host = |t: &Tensor<B, 1>| t.clone().into_data().to_vec::<f32>().expect("f32");
-        for key in [id, plain] {
-            let (a, b) = (&adam.state[&key], &loaded.state[&key]);
-            assert_eq!(host(&a.exp_avg), host(&b.exp_avg));
-            assert_eq!(host(&a.exp_avg_sq), host(&b.exp_avg_sq));
-            assert_eq!(a.master.as_ref().map(host), b.master.as_ref().map(host));
+        for other in [&loaded, &copied] {
+            assert_eq!(other.state.len(), 2);
+            for key in [id, plain] {
+                let (a, b) = (&adam.state[&key], &other.state[&key]);
+                assert_eq!(host(&a.exp_avg), host(&b.exp_avg));
+                assert_eq!(host(&a.exp_avg_sq), host(&b.exp_avg_sq));
+                assert_eq!(a.master.as_ref().map(host), b.master.as_ref().map(host));
+            }
         }
         // A file that is not one: an error naming it, not a panic.
         std::fs::write(&path, b"not safetensors").expect("written");
