@@ -627,6 +627,17 @@ fn decode_products_match_an_f64_reference() {
     }
 }
 
+/// Six sums with their answers as a JSONL dataset in `dir`: `sums.jsonl`, its path.
+fn write_sums(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write as _;
+    let data = dir.join("sums.jsonl");
+    let mut file = std::fs::File::create(&data).expect("data file");
+    for (a, b) in [(12, 34), (5, 7), (40, 2), (9, 9), (23, 11), (3, 60)] {
+        writeln!(file, r#"{{"prompt": "{a}+{b}=", "answer": "{}"}}"#, a + b).expect("write");
+    }
+    data
+}
+
 /// Loads `yaml` (an experiment writing its metrics under `dir`), runs it with `run`, and returns
 /// the metric rows of `stage`.
 fn run_for_metrics<E: std::fmt::Debug>(
@@ -647,15 +658,16 @@ fn run_for_metrics<E: std::fmt::Debug>(
         .collect()
 }
 
-/// Three steps each, `keys` equal step by step within `rel` (relative, floored at 1e-3).
+/// `rows` steps each, `keys` equal step by step within `rel` (relative, floored at 1e-3).
 fn assert_same_metrics(
     what: &str,
     a: &[serde_json::Value],
     b: &[serde_json::Value],
+    rows: usize,
     keys: &[&str],
     rel: f64,
 ) {
-    assert_eq!((a.len(), b.len()), (3, 3), "{what}");
+    assert_eq!((a.len(), b.len()), (rows, rows), "{what}");
     for (x, y) in a.iter().zip(b) {
         for key in keys {
             let (Some(u), Some(v)) = (x[key].as_f64(), y[key].as_f64()) else {
@@ -677,14 +689,9 @@ fn assert_same_metrics(
 #[test]
 fn two_trainer_ranks_resume_as_uninterrupted() {
     use forge::recipes::{Placement, ReferencePlace, run_grpo};
-    use std::io::Write as _;
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("sums.jsonl");
-    let mut file = std::fs::File::create(&data).expect("data file");
-    for (a, b) in [(12, 34), (5, 7), (40, 2), (9, 9), (23, 11), (3, 60)] {
-        writeln!(file, r#"{{"prompt": "{a}+{b}=", "answer": "{}"}}"#, a + b).expect("write");
-    }
+    let data = write_sums(dir.path());
     let assets = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/arith/assets");
     type WgpuDevice = burn::tensor::Device<WgpuBackend>;
     let (default, other) = (WgpuDevice::DefaultDevice, WgpuDevice::Cpu);
@@ -725,19 +732,14 @@ fn two_trainer_ranks_resume_as_uninterrupted() {
         std::fs::remove_dir_all(checkpoints.join(format!("step-{step}"))).expect("checkpoint");
     }
     let resumed = later(run("run", 4));
-    assert_eq!((full.len(), resumed.len()), (2, 2));
-    for (x, y) in full.iter().zip(&resumed) {
-        for key in ["loss/value", "loss/entropy", "train/grad_norm"] {
-            let (Some(u), Some(v)) = (x[key].as_f64(), y[key].as_f64()) else {
-                panic!("`{key}` missing: {x} / {y}")
-            };
-            assert!(
-                (u - v).abs() <= 1e-5 * u.abs().max(1e-3),
-                "step {}: `{key}` {u} uninterrupted vs {v} resumed",
-                x["step"]
-            );
-        }
-    }
+    assert_same_metrics(
+        "uninterrupted vs resumed",
+        &full,
+        &resumed,
+        2,
+        &["loss/value", "loss/entropy", "train/grad_norm"],
+        1e-5,
+    );
 }
 
 /// SFT with two data-parallel trainer ranks (a second wgpu client; gradients summed through the
@@ -770,6 +772,7 @@ fn sft_on_two_trainer_ranks_trains_as_one_accumulating() {
         "two trainer ranks",
         &one,
         &two,
+        3,
         &["loss/value", "train/grad_norm"],
         1e-5,
     );
@@ -787,14 +790,9 @@ fn sft_on_two_trainer_ranks_trains_as_one_accumulating() {
 #[test]
 fn grpo_with_services_on_other_devices_trains_as_colocated() {
     use forge::recipes::{Placement, ReferencePlace, run_grpo};
-    use std::io::Write as _;
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("sums.jsonl");
-    let mut file = std::fs::File::create(&data).expect("data file");
-    for (a, b) in [(12, 34), (5, 7), (40, 2), (9, 9), (23, 11), (3, 60)] {
-        writeln!(file, r#"{{"prompt": "{a}+{b}=", "answer": "{}"}}"#, a + b).expect("write");
-    }
+    let data = write_sums(dir.path());
     let assets = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/arith/assets");
     type WgpuDevice = burn::tensor::Device<WgpuBackend>;
     let run_accumulating = |name: &str, placement: Placement<WgpuDevice>, accumulation: u32| {
@@ -881,7 +879,7 @@ fn grpo_with_services_on_other_devices_trains_as_colocated() {
         "train/grad_norm",
     ];
     let compare = |what: &str, a: &[serde_json::Value], b: &[serde_json::Value], rel: f64| {
-        assert_same_metrics(what, a, b, &keys, rel)
+        assert_same_metrics(what, a, b, 3, &keys, rel)
     };
     compare("generator apart", &colocated, &generator_apart, 1e-5);
     compare("two generator replicas", &colocated, &two_replicas, 1e-5);

@@ -364,6 +364,13 @@ mod tests {
                 loaded.warnings.render(false)
             );
         };
+        let warns = |text: &str, said: &str| {
+            let rendered = load(text)
+                .expect("valid, with a warning")
+                .warnings
+                .render(false);
+            assert!(rendered.contains(said), "{rendered}");
+        };
         // Services on GPUs of their own: built, nothing to say.
         silent("  gpus: 2\n  generator: {devices: [1]}\n  trainer: {devices: [0]}\n");
         // Generator replicas: built.
@@ -386,28 +393,12 @@ mod tests {
         let cpu = format!(
             "{MINIMAL}services:\n  trainer: {{procs: 2}}\nparallelism: {{data_parallel_replicate_degree: 2}}\n"
         );
-        let loaded = load(&cpu).expect("valid, with a warning");
-        assert!(
-            loaded
-                .warnings
-                .render(false)
-                .contains("the trainer runs one rank"),
-            "{}",
-            loaded.warnings.render(false)
-        );
+        warns(&cpu, "the trainer runs one rank");
         // Sharding: run as replicas, said.
         let sharded = services(
             "  gpus: 2\n  trainer: {procs: 2, devices: [0, 1]}\nparallelism: {data_parallel_shard_degree: 2}\n",
         );
-        let loaded = load(&sharded).expect("valid, with a warning");
-        assert!(
-            loaded
-                .warnings
-                .render(false)
-                .contains("sharding (FSDP) is not built"),
-            "{}",
-            loaded.warnings.render(false)
-        );
+        warns(&sharded, "sharding (FSDP) is not built");
         // Several processes for one service: not built, said.
         let tensor_parallel = format!(
             "{}parallelism: {{tensor_parallel_degree: 2}}\n",

@@ -223,14 +223,22 @@ mod cube {
             {
                 return None;
             }
-            Some(Box::new(CubeDecodeEngine::new(model, slots, max_len)))
+            Some(Box::new(CubeDecodeEngine::new(
+                model, slots, max_len, vector,
+            )))
         }
     }
 
     impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>
         CubeDecodeEngine<R, F, I, BT>
     {
-        fn new(model: &CausalLm<Cube<R, F, I, BT>>, slots: usize, max_len: usize) -> Self {
+        /// `cache_vector`: the width [`cache_vector`] chose for this model and runtime.
+        fn new(
+            model: &CausalLm<Cube<R, F, I, BT>>,
+            slots: usize,
+            max_len: usize,
+            cache_vector: usize,
+        ) -> Self {
             let spec = model.spec.clone();
             let embed = model.model.embed_tokens.weight.val();
             let device = embed.device();
@@ -239,7 +247,6 @@ mod cube {
             let max_keys = max_len
                 .next_multiple_of(decode_attention::BLOCK)
                 .max(decode_attention::BLOCK);
-            let cache_vector = cache_vector(spec.head_dim, elem, &client);
             let cache_bytes = slots * spec.num_kv_heads * max_len * spec.head_dim * elem;
             let layers = model
                 .model

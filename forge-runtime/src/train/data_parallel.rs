@@ -277,39 +277,23 @@ where
         // 1. Each rank's gradients over its chunks, at the same time (a thread each, rank 0's
         // work on the caller's stream, as with one device).
         self.streams[0] = WorkStream::current();
-        let streams = &self.streams;
-        let gradients = &gradients;
-        let per_rank: Vec<Result<RankGradients<S>, E>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = self
-                .ranks
-                .iter()
-                .enumerate()
-                .map(|(r, rank)| {
-                    scope.spawn(move || {
-                        streams[r].run(|| {
-                            let mut accumulator = GradientsAccumulator::new();
-                            let mut results = Vec::new();
-                            for (i, chunk) in chunks.iter().enumerate().skip(r).step_by(n_ranks) {
-                                let (grads, result) = gradients(&rank.model, chunk, &rank.device)?;
-                                accumulator.accumulate(&rank.model, grads);
-                                results.push((i, result));
-                            }
-                            let grads = accumulator.grads();
-                            let present = Presence::of(&rank.model, &grads);
-                            Ok(RankGradients {
-                                grads,
-                                present,
-                                results,
-                            })
-                        })
-                    })
+        let per_rank: Vec<Result<RankGradients<S>, E>> =
+            on_every_rank(&self.streams, &self.ranks, |r, rank| {
+                let mut accumulator = GradientsAccumulator::new();
+                let mut results = Vec::new();
+                for (i, chunk) in chunks.iter().enumerate().skip(r).step_by(n_ranks) {
+                    let (grads, result) = gradients(&rank.model, chunk, &rank.device)?;
+                    accumulator.accumulate(&rank.model, grads);
+                    results.push((i, result));
+                }
+                let grads = accumulator.grads();
+                let present = Presence::of(&rank.model, &grads);
+                Ok(RankGradients {
+                    grads,
+                    present,
+                    results,
                 })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
+            });
         let mut ranked = Vec::with_capacity(n_ranks);
         let mut results: Vec<(usize, S)> = Vec::with_capacity(chunks.len());
         for r in per_rank {
@@ -330,41 +314,50 @@ where
         // 2. The sum over the ranks, and the same step on every rank.
         let group = &self.group;
         let present = &present;
-        let streams = &self.streams;
-        let outcomes: Vec<StepOutcome> = std::thread::scope(|scope| {
-            let handles: Vec<_> = self
-                .ranks
-                .iter_mut()
-                .zip(ranked)
-                .enumerate()
-                .map(|(r, (rank, (grads, _)))| {
-                    scope.spawn(move || {
-                        streams[r].run(|| {
-                            let model = rank.model.clone();
-                            let (model, outcome) = if take_step {
-                                let flat = flatten(&rank.model, &grads, present, &rank.device);
-                                drop(grads);
-                                let sum = <B::InnerBackend as GradientExchange>::sum_over_ranks(
-                                    flat, r, group,
-                                );
-                                let grads = unflatten(&rank.model, sum, present);
-                                rank.optimizer.step(model, grads)
-                            } else {
-                                rank.optimizer.step_skipped(model)
-                            };
-                            rank.model = model;
-                            outcome
-                        })
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
+        let outcomes: Vec<StepOutcome> = on_every_rank(
+            &self.streams,
+            self.ranks.iter_mut().zip(ranked),
+            |r, (rank, (grads, _))| {
+                let model = rank.model.clone();
+                let (model, outcome) = if take_step {
+                    let flat = flatten(&rank.model, &grads, present, &rank.device);
+                    drop(grads);
+                    let sum = <B::InnerBackend as GradientExchange>::sum_over_ranks(flat, r, group);
+                    let grads = unflatten(&rank.model, sum, present);
+                    rank.optimizer.step(model, grads)
+                } else {
+                    rank.optimizer.step_skipped(model)
+                };
+                rank.model = model;
+                outcome
+            },
+        );
         Ok((results, outcomes[0]))
     }
+}
+
+/// `work(r, item)` for every rank's `item` at once, a thread each, rank `r`'s device work on
+/// `streams[r]`; the results in rank order (a rank's panic is raised again here).
+fn on_every_rank<T: Send, R: Send>(
+    streams: &[WorkStream],
+    items: impl IntoIterator<Item = T>,
+    work: impl Fn(usize, T) -> R + Sync,
+) -> Vec<R> {
+    let work = &work;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .into_iter()
+            .enumerate()
+            .map(|(r, item)| {
+                let stream = streams[r];
+                scope.spawn(move || stream.run(|| work(r, item)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 /// What one rank computed in a step.
