@@ -712,7 +712,7 @@ fn two_trainer_ranks_resume_as_uninterrupted() {
         let placement = Placement {
             trainers: vec![default.clone(), other.clone()],
             generators: vec![default.clone()],
-            reference: ReferencePlace::Device(default.clone()),
+            reference: vec![ReferencePlace::Device(default.clone())],
         };
         run_for_metrics(dir.path(), name, &yaml, "grpo", |loaded| {
             run_grpo::<WgpuBackend>(loaded, placement).map(|_| ())
@@ -785,8 +785,9 @@ fn sft_on_two_trainer_ranks_trains_as_one_accumulating() {
 /// the prompts, trains exactly as with every model on the trainer's device; with its reference
 /// model on the CPU backend too, it trains the same up to the two backends' rounding; with two
 /// data-parallel trainer ranks (gradients summed through the host), exactly as one rank
-/// accumulating the same micro-batches. An entropy bonus makes every step change the weights (the random
-/// policy earns no reward), so a stale copy would show.
+/// accumulating the same micro-batches; with every service replicated (reward worker threads,
+/// reference and generator replicas), exactly as with one of each. An entropy bonus makes every
+/// step change the weights (the random policy earns no reward), so a stale copy would show.
 #[test]
 fn grpo_with_services_on_other_devices_trains_as_colocated() {
     use forge::recipes::{Placement, ReferencePlace, run_grpo};
@@ -795,7 +796,10 @@ fn grpo_with_services_on_other_devices_trains_as_colocated() {
     let data = write_sums(dir.path());
     let assets = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/arith/assets");
     type WgpuDevice = burn::tensor::Device<WgpuBackend>;
-    let run_accumulating = |name: &str, placement: Placement<WgpuDevice>, accumulation: u32| {
+    let run_with = |name: &str,
+                    placement: Placement<WgpuDevice>,
+                    accumulation: u32,
+                    reward_workers: u32| {
         let yaml = format!(
             "name: {name}\nrecipe: grpo\nbackend: wgpu\n\
              model: {{path: {assets}, init: random, dtype: f32}}\n\
@@ -803,7 +807,7 @@ fn grpo_with_services_on_other_devices_trains_as_colocated() {
              sampling: {{n: 4, max_tokens: 3, temperature: 1.0}}\n\
              loss: {{name: grpo, beta: 0.1}}\n\
              rewards: [{{name: exact_match}}]\n\
-             services: {{ref_model: {{with_gpus: false}}}}\n\
+             services: {{ref_model: {{with_gpus: false}}, reward: {{procs: {reward_workers}}}}}\n\
              training: {{batch_size: 8, lr: 1.0e-2, steps: 3, seq_len: 12, seed: 3, entropy_coef: 0.05, gradient_accumulation_steps: {accumulation}}}\n\
              checkpoint: {{interval: 1000}}\n\
              metrics: {{dir: {}}}\n",
@@ -814,14 +818,14 @@ fn grpo_with_services_on_other_devices_trains_as_colocated() {
             run_grpo::<WgpuBackend>(loaded, placement).map(|_| ())
         })
     };
-    let run = |name: &str, placement: Placement<WgpuDevice>| run_accumulating(name, placement, 1);
+    let run = |name: &str, placement: Placement<WgpuDevice>| run_with(name, placement, 1, 1);
     let (default, other) = (WgpuDevice::DefaultDevice, WgpuDevice::Cpu);
     let colocated = run(
         "colocated",
         Placement {
             trainers: vec![default.clone()],
             generators: vec![default.clone()],
-            reference: ReferencePlace::Device(default.clone()),
+            reference: vec![ReferencePlace::Device(default.clone())],
         },
     );
     let generator_apart = run(
@@ -829,7 +833,7 @@ fn grpo_with_services_on_other_devices_trains_as_colocated() {
         Placement {
             trainers: vec![default.clone()],
             generators: vec![other.clone()],
-            reference: ReferencePlace::Device(default.clone()),
+            reference: vec![ReferencePlace::Device(default.clone())],
         },
     );
     // Two replicas, one sharing the trainer's device and one on its own: each samples half the
@@ -839,7 +843,7 @@ fn grpo_with_services_on_other_devices_trains_as_colocated() {
         Placement {
             trainers: vec![default.clone()],
             generators: vec![default.clone(), other.clone()],
-            reference: ReferencePlace::Device(other.clone()),
+            reference: vec![ReferencePlace::Device(other.clone())],
         },
     );
     let reference_on_cpu = run(
@@ -847,26 +851,42 @@ fn grpo_with_services_on_other_devices_trains_as_colocated() {
         Placement {
             trainers: vec![default.clone()],
             generators: vec![other.clone()],
-            reference: ReferencePlace::Cpu,
+            reference: vec![ReferencePlace::Cpu],
         },
     );
     // Two data-parallel trainer ranks, each with one micro-batch of four episodes, against one
     // rank accumulating the same two micro-batches: the same sums, in the same order.
-    let accumulating = run_accumulating(
+    let accumulating = run_with(
         "accumulating",
         Placement {
             trainers: vec![default.clone()],
             generators: vec![default.clone()],
-            reference: ReferencePlace::Device(default.clone()),
+            reference: vec![ReferencePlace::Device(default.clone())],
         },
         2,
+        1,
+    );
+    // Every service replicated: three reward worker threads, two reference replicas (one a
+    // copy on the other device), two generator replicas.
+    let replicated = run_with(
+        "replicated",
+        Placement {
+            trainers: vec![default.clone()],
+            generators: vec![default.clone(), other.clone()],
+            reference: vec![
+                ReferencePlace::Device(default.clone()),
+                ReferencePlace::Device(other.clone()),
+            ],
+        },
+        1,
+        3,
     );
     let two_ranks = run(
         "two-trainer-ranks",
         Placement {
             trainers: vec![default.clone(), other.clone()],
             generators: vec![default.clone()],
-            reference: ReferencePlace::Device(default.clone()),
+            reference: vec![ReferencePlace::Device(default.clone())],
         },
     );
     let keys = [
@@ -885,6 +905,7 @@ fn grpo_with_services_on_other_devices_trains_as_colocated() {
     compare("two generator replicas", &colocated, &two_replicas, 1e-5);
     compare("reference on the CPU", &colocated, &reference_on_cpu, 1e-3);
     compare("two trainer ranks", &accumulating, &two_ranks, 1e-5);
+    compare("replicated services", &colocated, &replicated, 1e-5);
     // The weights moved (so the copies mattered), and were copied only where the generator has
     // a device of its own, every step that sampled (the last samples nothing ahead).
     assert!(

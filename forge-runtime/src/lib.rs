@@ -23,6 +23,7 @@ pub mod model;
 pub mod recipes;
 pub mod reward;
 pub mod rl;
+pub mod services;
 pub mod tasks;
 pub mod tokenizer;
 pub mod train;

@@ -438,7 +438,7 @@ fn services(exp: &Experiment, c: &mut Checks<'_>) {
         .iter()
         .filter(|(name, s)| match *name {
             "reward" => false,
-            "generator" => s.procs > 1,
+            "generator" | "ref_model" => s.procs > 1,
             "trainer" => trainer_unbuilt,
             _ => s.total_procs() > 1,
         })
@@ -448,7 +448,7 @@ fn services(exp: &Experiment, c: &mut Checks<'_>) {
         c.warn(
             "/services",
             format!(
-                "the services ask for several processes for {}, which is not built yet: the trainer runs one data-parallel rank per process (no tensor or pipeline parallelism, one replica), the reference model once, each generator replica in one process's place, on the first GPU listed for it (the trainer's when none is)",
+                "the services ask for several processes for {}, which is not built yet: the trainer runs one data-parallel rank per process (no tensor or pipeline parallelism, one replica), each generator and reference replica in one process's place, on the first GPU listed for it (the trainer's when none is)",
                 spread.join(", ")
             ),
             None,

@@ -18,4 +18,4 @@ pub use generator::{
 pub use sampling::{SamplingParams, logprob_of, mix_seed, sample};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -12,7 +12,7 @@ type B = NdArray<f32>;
 
 const ALPHABET: &str = "0123456789+= abcdefghij";
 
-fn tokenizer() -> Tokenizer {
+pub(crate) fn tokenizer() -> Tokenizer {
     let inner = train_char_tokenizer(ALPHABET, &["<pad>", "<eos>"]).unwrap();
     let special = SpecialTokens {
         eos_token: Some("<eos>".into()),
@@ -22,14 +22,20 @@ fn tokenizer() -> Tokenizer {
     Tokenizer::from_parts(inner, None, special).unwrap()
 }
 
-fn model(seed: u64) -> CausalLm<B> {
+/// A tiny random model, its weights drawn now (burn draws a parameter at its first use
+/// otherwise: clones used on other threads would each draw their own) under the lock every
+/// seeded draw takes (the backend's generator is process-wide).
+pub(crate) fn model(seed: u64) -> CausalLm<B> {
     let device = Default::default();
-    B::seed(&device, seed);
     let mut spec = crate::model::tests::tiny_spec(Architecture::Qwen3);
     spec.vocab_size = tokenizer().vocab_size();
     spec.eos_token_ids = vec![];
     let spec: ModelSpec = spec;
-    CausalLm::new(&spec, &device)
+    let _drawing = crate::model::RANDOM_INIT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    B::seed(&device, seed);
+    crate::model::stable_param_ids(CausalLm::new(&spec, &device))
 }
 
 fn params(seed: u64) -> SamplingParams {

@@ -14,5 +14,4 @@ pub mod logprob_forward;
 pub mod logprob_row;
 pub mod loss_scalars;
 pub mod math;
-pub mod streams;
 pub mod token_loss;

@@ -19,6 +19,10 @@ pub use rope::{RopeTables, inverse_frequencies};
 pub use spec::{Llama3RopeScaling, ModelSpec};
 pub use weights::{copy_to_backend, copy_to_device, load, save, stable_param_ids};
 
+/// Held while the backend's random generator (process-wide) is seeded and random weights drawn,
+/// so runs (and tests) in one process do not draw each other's numbers.
+pub static RANDOM_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 use std::path::PathBuf;
 
 /// What can go wrong reading or writing a checkpoint.

@@ -58,10 +58,12 @@ impl Checkpoint {
     }
 
     /// Writes a checkpoint of step `state.step`, then keeps only the newest `keep` (0: all).
-    pub fn write<B: AutodiffBackend>(
+    /// `save_optimizer` writes the optimiser state to the path it is given (the trainer's rank 0
+    /// holds it: [`crate::services::Trainer::save_optimizer`]).
+    pub fn write<B: AutodiffBackend, E: std::fmt::Display>(
         root: &Path,
         session: &Session<B>,
-        optimizer: &Optimizer<B>,
+        save_optimizer: impl FnOnce(PathBuf) -> Result<(), E>,
         state: &RunState,
         keep: u32,
     ) -> Result<Checkpoint, RunError> {
@@ -72,9 +74,7 @@ impl Checkpoint {
         }
         std::fs::create_dir_all(&tmp).map_err(RunError::io(&tmp))?;
         session.save_model(&tmp.join("model"))?;
-        optimizer
-            .save(&tmp.join(OPTIMIZER_FILE))
-            .map_err(|e| RunError::Other(format!("saving the optimiser state: {e}")))?;
+        save_optimizer(tmp.join(OPTIMIZER_FILE)).map_err(|e| RunError::Other(e.to_string()))?;
         // state.json last: its presence marks the checkpoint complete.
         let state_path = tmp.join("state.json");
         let text = serde_json::to_string_pretty(state).expect("state serialises");
@@ -102,15 +102,15 @@ impl Checkpoint {
     }
 
     /// Writes a checkpoint after step `state.step` when `config.interval` says one is due.
-    pub fn write_if_due<B: AutodiffBackend>(
+    pub fn write_if_due<B: AutodiffBackend, E: std::fmt::Display>(
         root: &Path,
         session: &Session<B>,
-        optimizer: &Optimizer<B>,
+        save_optimizer: impl FnOnce(PathBuf) -> Result<(), E>,
         state: &RunState,
         config: &crate::config::CheckpointConfig,
     ) -> Result<(), RunError> {
         if Self::due(state.step, config) {
-            Self::write(root, session, optimizer, state, config.keep)?;
+            Self::write(root, session, save_optimizer, state, config.keep)?;
         }
         Ok(())
     }

@@ -1,25 +1,23 @@
 //! The GRPO loop: sample groups, score them, compute group-relative advantages, train.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
 
 use super::checkpoint::{Checkpoint, RunState};
-use super::placement::{Placement, ReferenceModel, generator_weights};
+use super::placement::Placement;
 use super::rollouts::{RolloutBatch, RolloutSources, make_batch};
 use super::session::{RunError, Session};
 use crate::config::{Experiment, Loaded, ResumeMode};
 use crate::data::DataOrder;
 use crate::generate::SamplingParams;
-use crate::kernels::streams::WorkStream;
 use crate::loss::registry;
 use crate::metrics::{MetricsWriter, StepMetrics};
-use crate::model::CausalLm;
-use crate::rl::Episode;
+use crate::rl::{Episode, ReplayBuffer, Taken};
+use crate::services::{DatasetService, Generator, Reference, RewardWorkers, Service, Trainer};
 use crate::train::loss_backend::BoundPolicyLoss;
-use crate::train::{
-    DataParallel, Optimizer, PolicyLoss, StepOutcome, batch_normalizer, policy_gradients,
-};
+use crate::train::{Optimizer, PolicyLoss, StepOutcome, batch_normalizer, policy_gradients};
 
 /// Console columns of GRPO steps.
 const CONSOLE: [&str; 8] = [
@@ -91,17 +89,6 @@ pub fn run_grpo<B: super::RecipeBackend>(
         entropy_coef: exp.training.entropy_coef,
         mask_truncated: exp.advantages.mask_truncated,
     };
-    // The frozen reference: the starting weights, without autodiff.
-    let reference = if kl > 0.0 {
-        Some(ReferenceModel::place(
-            session.model.valid(),
-            &device,
-            &placement.reference,
-        )?)
-    } else {
-        None
-    };
-
     let n = exp.sampling.n as usize;
     let groups_per_step = (exp.training.batch_size as usize / n).max(1);
     let sampling = sampling_params(&loaded);
@@ -111,11 +98,15 @@ pub fn run_grpo<B: super::RecipeBackend>(
         exp.dataset.shuffle_seed ^ exp.training.seed,
         exp.dataset.shuffle,
     );
+    // The frozen reference: the starting weights (read before a checkpoint is restored), without
+    // autodiff.
+    let start_weights = (kl > 0.0).then(|| session.model.valid());
     let mut optimizer = Optimizer::<B>::new(&exp.training);
     let checkpoints = Checkpoint::root(&session.run_dir, &exp.checkpoint.dir);
     let mut start = 0;
-    // The batch made ahead for step `start`, restored from a checkpoint.
-    let mut pending: Option<RolloutBatch> = None;
+    // Batches made ahead, by the step they are for (a checkpoint holds the next step's).
+    let allowed = u64::from(exp.replay_buffer.max_policy_age);
+    let mut replay = ReplayBuffer::new(allowed);
     if exp.checkpoint.resume != ResumeMode::Never {
         match Checkpoint::newest(&checkpoints) {
             Some(checkpoint) => {
@@ -123,16 +114,8 @@ pub fn run_grpo<B: super::RecipeBackend>(
                 optimizer = restored;
                 order.restore(state.data);
                 start = state.step;
-                pending = state.pending_batch.filter(|batch| batch.step == start);
-                // Made under a looser `max_policy_age` than this run's: evicted, sampled anew
-                // (its prompts are not drawn again: the data position is past them).
-                let allowed = u64::from(exp.replay_buffer.max_policy_age);
-                if let Some(batch) = pending.take_if(|b| start - b.policy_version > allowed) {
-                    eprintln!(
-                        "forge: the batch made ahead for step {} was sampled {} policy versions ago, more than `replay_buffer.max_policy_age` ({allowed}) allows: evicted, sampling it again",
-                        start + 1,
-                        start - batch.policy_version
-                    );
+                if let Some(batch) = state.pending_batch.filter(|batch| batch.step == start) {
+                    replay.add(batch.step, batch.policy_version, batch);
                 }
                 eprintln!(
                     "forge: resumed from {} (step {start})",
@@ -185,104 +168,126 @@ pub fn run_grpo<B: super::RecipeBackend>(
         writer.write(&m).map_err(RunError::io(&session.run_dir))?;
         Ok(Some(greedy_result.accuracy))
     };
-    // The trainer's ranks: rank 0 trains the session's model (restored above), the others
-    // copies of it on their own devices.
-    let mut trainer = DataParallel::new(session.model.clone(), optimizer, &placement.trainers)
+
+    // The services (crate::services), each replica a thread of its own on its device.
+    // Trainer: rank 0 trains the session's model (restored above), the others copies of it.
+    let trainer = Trainer::new(session.model.clone(), optimizer, &placement.trainers)
         .map_err(|e| RunError::Other(e.to_string()))?;
+    let generator = Generator::<B::InnerBackend>::new(
+        &placement.generators,
+        &device,
+        Arc::clone(&session.tokenizer),
+    );
+    let reference = match start_weights {
+        Some(weights) => Some(
+            Reference::new(weights, &device, &placement.reference)
+                .map_err(|e| RunError::Other(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let sources = RolloutSources {
+        dataset: DatasetService::new(
+            Arc::clone(&session.dataset),
+            Arc::clone(&session.prompts),
+            Arc::clone(&session.tokenizer),
+            order,
+        ),
+        generator: generator.clone(),
+        rewards: RewardWorkers::new(
+            Arc::clone(&session.scorer),
+            exp.services.reward.procs as usize,
+        ),
+        reference,
+        sampling: Arc::new(sampling.clone()),
+        advantages: exp.advantages.clone(),
+        answer_field: exp.dataset.fields.answer.clone(),
+        n,
+        groups_per_step,
+        temperature: policy_loss.temperature,
+    };
+    let dataset = sources.dataset.clone();
+    let replay = Service::spawn("replay_buffer", vec![replay]);
+    // The rollout worker makes a step's batch and adds it to the replay buffer.
+    let rollouts = Service::spawn("rollouts", vec![(sources, replay.clone())]);
+    let make = move |step: u64, version: u64| {
+        rollouts.call_one(move |(sources, replay)| {
+            let batch = make_batch(sources, step, version)?;
+            replay
+                .call_one(move |b| b.add(step, version, batch))
+                .wait()?;
+            Ok::<(), RunError>(())
+        })
+    };
+    let policy_loss = Arc::new(policy_loss);
     let first_accuracy = if start == 0 {
         run_eval(&session, 0, &mut writer)?
     } else {
         None
     };
 
-    // Batches are made on the main thread (the first step, strictly on-policy runs) or on a
-    // thread spawned each step: their device work goes to streams of their own, the same each
-    // step (one per generator replica), so their memory pools are reused.
-    let rollout_streams: Vec<WorkStream> = placement
-        .generators
-        .iter()
-        .map(|_| WorkStream::new())
-        .collect();
-    let sources = RolloutSources {
-        prompts: &session.prompts,
-        dataset: &session.dataset,
-        tokenizer: &session.tokenizer,
-        scorer: &session.scorer,
-        answer_field: &exp.dataset.fields.answer,
-        reference: reference.as_ref(),
-        sampling: &sampling,
-        advantages: &exp.advantages,
-        n,
-        groups_per_step,
-        temperature: policy_loss.temperature,
-        generators: &placement.generators,
-        streams: &rollout_streams,
-    };
-    // Off by one: while the trainer trains on a step's batch, a thread samples the next one
-    // with the weights it had at the start of the step (refreshed every `sync_interval` steps).
+    // Off by one: while the trainer trains on a step's batch, the rollout worker samples the
+    // next one with the weights the generator holds (refreshed every `sync_interval` steps).
     let pipelined = exp.replay_buffer.max_policy_age >= 1;
     let sync_interval = u64::from(exp.training.sync_interval.max(1));
-    let mut sampling_weights: Option<(u64, Vec<CausalLm<B::InnerBackend>>)> = None;
-    // The generators' weights, and the seconds spent copying them to their devices (0 when
-    // every replica shares the trainer's: no copy is made).
-    let copies = placement.copies_weights();
-    let snapshot = |model: &CausalLm<B>| {
-        let t = Instant::now();
-        let weights = generator_weights(model.valid(), &placement);
-        let seconds = if copies {
-            t.elapsed().as_secs_f64()
-        } else {
-            0.0
-        };
-        (weights, seconds)
-    };
+    // The version of the weights the generator's replicas hold.
+    let mut generator_version: Option<u64> = None;
     for step in start..exp.training.steps {
         let t_step = Instant::now();
         let mut metrics = StepMetrics::new("grpo", step + 1);
         let mut weight_sync_s = 0.0;
         // 1-4. The step's batch: made ahead during the previous step, or now with the current
-        // weights (the first step, strictly on-policy runs).
-        let batch = match pending.take() {
-            Some(batch) => batch,
-            None => {
-                let (weights, seconds) = snapshot(&session.model);
-                weight_sync_s += seconds;
-                rollout_streams[0].run(|| make_batch(&sources, &mut order, &weights, step, step))?
+        // weights (the first step, strictly on-policy runs, a batch evicted as too old).
+        let batch = match replay.call_one(move |b| b.take(step)).wait()? {
+            Taken::Ready(batch) => batch,
+            taken => {
+                if let Taken::Evicted { policy_version } = taken {
+                    eprintln!(
+                        "forge: the batch made ahead for step {} was sampled {} policy versions ago, more than `replay_buffer.max_policy_age` ({allowed}) allows: evicted, sampling it again",
+                        step + 1,
+                        step - policy_version
+                    );
+                }
+                if generator_version != Some(step) {
+                    weight_sync_s += generator.update_weights(step, trainer.model()?.valid())?;
+                    generator_version = Some(step);
+                }
+                make(step, step).wait()??;
+                match replay.call_one(move |b| b.take(step)).wait()? {
+                    Taken::Ready(batch) => batch,
+                    _ => {
+                        return Err(RunError::Other(format!(
+                            "the batch of step {} was not made",
+                            step + 1
+                        )));
+                    }
+                }
             }
         };
         let ahead = pipelined && step + 1 < exp.training.steps;
-        if ahead && (sampling_weights.is_none() || step % sync_interval == 0) {
-            // On the trainer's device, no copy: the snapshot shares the trainer's tensors, which
-            // the optimiser replaces rather than overwrites while the snapshot holds them.
-            let (weights, seconds) = snapshot(&session.model);
-            weight_sync_s += seconds;
-            sampling_weights = Some((step, weights));
+        if ahead
+            && (generator_version.is_none() || step % sync_interval == 0)
+            && generator_version != Some(step)
+        {
+            // On the trainer's device, no copy: the generator shares the trainer's tensors,
+            // which the optimiser replaces rather than overwrites while the generator holds them.
+            weight_sync_s += generator.update_weights(step, trainer.model()?.valid())?;
+            generator_version = Some(step);
         }
         // 5. Train, with the next batch being made meanwhile.
         let t = Instant::now();
-        let (trained, next, t_wait) = std::thread::scope(|scope| {
-            let maker = match (&sampling_weights, ahead) {
-                (Some((version, weights)), true) => {
-                    let (sources, order) = (&sources, &mut order);
-                    Some(scope.spawn(move || {
-                        sources.streams[0]
-                            .run(|| make_batch(sources, order, weights, step + 1, *version))
-                    }))
-                }
-                _ => None,
-            };
-            let trained = train_on_batch(&mut trainer, &batch.episodes, &policy_loss, &exp);
-            let t_wait = Instant::now();
-            let next = maker.map(|maker| {
-                maker
-                    .join()
-                    .unwrap_or_else(|_| Err(RunError::Other("the rollout thread panicked".into())))
-            });
-            (trained, next, t_wait.elapsed().as_secs_f64())
-        });
+        let next = match (ahead, generator_version) {
+            (true, Some(version)) => Some(make(step + 1, version)),
+            _ => None,
+        };
+        let trained = train_on_batch(&trainer, &batch.episodes, &policy_loss, &exp);
+        let t_wait = Instant::now();
+        let next = next.map(|reply| reply.wait());
+        let t_wait = t_wait.elapsed().as_secs_f64();
         let trained = trained?;
-        session.model = trainer.model().clone();
-        pending = next.transpose()?;
+        session.model = trainer.model()?;
+        if let Some(made) = next {
+            made??;
+        }
         let t_train = t.elapsed().as_secs_f64() - t_wait;
         let RolloutBatch {
             episodes,
@@ -406,13 +411,13 @@ pub fn run_grpo<B: super::RecipeBackend>(
         if Checkpoint::due(step + 1, &exp.checkpoint) {
             let state = RunState {
                 step: step + 1,
-                data: order.position(),
-                pending_batch: pending.clone(),
+                data: dataset.position()?,
+                pending_batch: replay.call_one(move |b| b.peek(step + 1).cloned()).wait()?,
             };
             Checkpoint::write(
                 &checkpoints,
                 &session,
-                trainer.optimizer(),
+                |path| trainer.save_optimizer(path),
                 &state,
                 exp.checkpoint.keep,
             )?;
@@ -455,9 +460,9 @@ struct TrainedBatch {
 /// to the trainer's ranks, gradients summed, the step skipped (weights kept) if the loss is not
 /// finite.
 fn train_on_batch<B: super::RecipeBackend>(
-    trainer: &mut DataParallel<B>,
+    trainer: &Trainer<B>,
     episodes: &[Episode],
-    policy_loss: &PolicyLoss,
+    policy_loss: &Arc<PolicyLoss>,
     exp: &Experiment,
 ) -> Result<TrainedBatch, RunError> {
     let mut trained = TrainedBatch {
@@ -478,13 +483,14 @@ fn train_on_batch<B: super::RecipeBackend>(
     // `gradient_accumulation_steps` micro-batches per rank.
     let micro = episodes
         .len()
-        .div_ceil(exp.training.gradient_accumulation_steps as usize * trainer.ranks.len())
+        .div_ceil(exp.training.gradient_accumulation_steps as usize * trainer.ranks())
         .max(1);
-    let chunks: Vec<&[Episode]> = episodes.chunks(micro).collect();
+    let chunks: Vec<Vec<Episode>> = episodes.chunks(micro).map(<[Episode]>::to_vec).collect();
+    let policy_loss = Arc::clone(policy_loss);
     let (stats, outcome) = trainer.step(
-        &chunks,
-        |model, chunk, device| {
-            policy_gradients(model, chunk, policy_loss, normalizer, device)
+        chunks,
+        move |model, chunk: &Vec<Episode>, device| {
+            policy_gradients(model, chunk, &policy_loss, normalizer, device)
                 .map_err(|e| RunError::Other(e.to_string()))
         },
         |stats| stats.iter().map(|s| s.loss).sum::<f64>().is_finite(),

@@ -1,10 +1,11 @@
 //! The recipes a generated binary runs: GRPO (and its successors, by loss) and SFT. Each is a
 //! loop over the pieces in `data`, `generate`, `rl`, `train`, `metrics` and `checkpoint`.
 //!
-//! Services here run in one process on the backend the binary was compiled for: GRPO samples and
-//! scores the next step's batch on a thread of its own while the trainer trains on the current
-//! one (off by one, `replay_buffer.max_policy_age` >= 1), or one after the other (strictly
-//! on-policy, 0). The generator reads the trainer's weights without a copy.
+//! The recipes compose the services ([`crate::services`]), which run in one process on the
+//! backend the binary was compiled for: GRPO's rollout worker samples and scores the next step's
+//! batch while the trainer's ranks train on the current one (off by one,
+//! `replay_buffer.max_policy_age` >= 1), or one after the other (strictly on-policy, 0). A
+//! generator replica on the trainer's device reads its weights without a copy.
 
 mod checkpoint;
 mod eval;
@@ -17,9 +18,7 @@ mod sft;
 pub use checkpoint::{Checkpoint, RunState};
 pub use eval::{EvalItem, EvalResult, evaluate};
 pub use grpo::run_grpo;
-pub use placement::{
-    Placement, PlacementIndices, ReferenceModel, ReferencePlace, generator_weights,
-};
+pub use placement::{Placement, PlacementIndices, ReferencePlace};
 pub use rollouts::{RolloutBatch, RolloutTiming};
 pub use session::{RunError, Session};
 pub use sft::run_sft;

@@ -1,65 +1,52 @@
 //! One step's training batch: groups sampled from a policy, scored, given group-relative
-//! advantages (and reference log-probabilities), with what the step's metrics need. The GRPO loop
-//! makes the next step's batch on a thread of its own while the trainer trains on the current one
+//! advantages (and reference log-probabilities), with what the step's metrics need. Made by the
+//! rollout worker (torchforge's `continuous_rollouts`) from the services
+//! ([`crate::services`]): prompts from the dataset, completions from the generator's replicas,
+//! scores from the reward workers, reference log-probabilities from the reference replicas. The
+//! GRPO loop has it make the next step's batch while the trainer trains on the current one
 //! (`replay_buffer.max_policy_age` >= 1), so a batch records the policy version that sampled it.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use burn::prelude::*;
-
-use super::placement::ReferenceModel;
 use super::session::RunError;
 use crate::config::AdvantagesConfig;
-use crate::data::{DataOrder, Dataset, PromptBuilder};
-use crate::generate::{
-    DecodeBackend, GenerateRequest, GenerateTiming, SamplingParams, StopReason, generate_timed,
-};
-use crate::kernels::streams::WorkStream;
-use crate::model::CausalLm;
-use crate::rl::{Episode, RewardScorer, ScoredCompletion, group_advantages};
-use crate::tokenizer::Tokenizer;
-use crate::train::TokenBatch;
+use crate::generate::{DecodeBackend, GenerateTiming, SamplingParams, StopReason};
+use crate::rl::{Episode, ScoredCompletion, group_advantages};
+use crate::services::{DatasetService, Generator, Reference, RewardWorkers};
 use crate::train::loss_backend::LossBackend;
 
 /// Attempts at filling a batch when DAPO's dynamic sampling drops groups.
 const MAX_ATTEMPTS: u64 = 4;
 
-/// What a batch is made from, the same for every step.
-pub struct RolloutSources<'a, B: Backend> {
-    /// Records into prompts.
-    pub prompts: &'a PromptBuilder,
-    /// Training records.
-    pub dataset: &'a Dataset,
-    /// The policy's tokenizer.
-    pub tokenizer: &'a Tokenizer,
-    /// The configured rewards.
-    pub scorer: &'a RewardScorer,
-    /// The record field holding the reference answer.
-    pub answer_field: &'a str,
-    /// The frozen reference model, when the loss has a KL term.
-    pub reference: Option<&'a ReferenceModel<B>>,
+/// The services and settings a batch is made from, the same for every step.
+pub struct RolloutSources<B: burn::prelude::Backend> {
+    /// Training prompts, in the run's order.
+    pub dataset: DatasetService,
+    /// The generator's replicas.
+    pub generator: Generator<B>,
+    /// The reward workers.
+    pub rewards: RewardWorkers,
+    /// The frozen reference model's replicas, when the loss has a KL term.
+    pub reference: Option<Reference<B>>,
     /// Sampling settings of training rollouts.
-    pub sampling: &'a SamplingParams,
+    pub sampling: Arc<SamplingParams>,
     /// Advantage estimation.
-    pub advantages: &'a AdvantagesConfig,
+    pub advantages: AdvantagesConfig,
+    /// The record field holding the reference answer.
+    pub answer_field: String,
     /// Samples per prompt.
     pub n: usize,
     /// Groups (prompts) per step.
     pub groups_per_step: usize,
     /// Temperature the reference log-probabilities are computed at.
     pub temperature: f64,
-    /// Where each generator replica runs.
-    pub generators: &'a [B::Device],
-    /// The stream each replica's device work goes to (one per replica; the first is also the
-    /// one the caller runs `make_batch` in): the same pools every step, whichever thread runs
-    /// it ([`crate::kernels::streams`]).
-    pub streams: &'a [WorkStream],
 }
 
 /// Seconds spent making a batch, by stage.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RolloutTiming {
-    /// Generation, in all.
+    /// Generation, in all (the parts below are summed over replicas).
     pub generate_s: f64,
     /// Generation: issuing the model's forward passes.
     pub generate_model_s: f64,
@@ -67,7 +54,8 @@ pub struct RolloutTiming {
     pub generate_logits_s: f64,
     /// Generation: sampling on the host.
     pub generate_sample_s: f64,
-    /// Scoring.
+    /// Scoring, past the end of generation (scoring of a replica's completions overlaps the
+    /// other replicas' sampling).
     pub reward_s: f64,
     /// Reference log-probabilities.
     pub reference_s: f64,
@@ -101,13 +89,10 @@ pub struct RolloutBatch {
     pub timing: RolloutTiming,
 }
 
-/// Samples, scores and prepares the batch of optimiser step `step` with `policy` (one copy per
-/// generator replica, on its device), whose weights have taken `policy_version` steps. Draws
-/// prompts from `order`.
+/// Samples, scores and prepares the batch of optimiser step `step` with the weights the
+/// generator's replicas hold, which have taken `policy_version` steps.
 pub fn make_batch<B: DecodeBackend + LossBackend>(
-    sources: &RolloutSources<'_, B>,
-    order: &mut DataOrder,
-    policy: &[CausalLm<B>],
+    sources: &RolloutSources<B>,
     step: u64,
     policy_version: u64,
 ) -> Result<RolloutBatch, RunError> {
@@ -123,38 +108,41 @@ pub fn make_batch<B: DecodeBackend + LossBackend>(
             break;
         }
         let wanted = groups_per_step - batch.episodes.len() / n;
-        let picked: Vec<usize> = (0..wanted).map(|_| order.next_index()).collect();
-        let mut prompts = Vec::with_capacity(picked.len());
-        for &i in &picked {
-            prompts.push(
-                sources
-                    .prompts
-                    .build(&sources.dataset.records[i].fields, sources.tokenizer)?,
-            );
-        }
-        let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
+        let drawn = sources.dataset.next(wanted).map_err(other)?;
+        let ids: Vec<Vec<u32>> = drawn.iter().map(|d| d.prompt.ids.clone()).collect();
         let t = Instant::now();
         // Distinct streams per step and attempt, the same after a resume.
         let seed_offset = (step * MAX_ATTEMPTS + attempt) * (groups_per_step * n) as u64;
-        let (completions, timing) =
-            generate_on_replicas(sources, policy, &ids, seed_offset, policy_version)?;
-        batch.timing.generate_s += t.elapsed().as_secs_f64();
-        parts += timing;
-
-        let t = Instant::now();
-        let mut items = Vec::new();
-        for (g, group) in completions.iter().enumerate() {
-            let record = &sources.dataset.records[picked[g]].fields;
-            for c in group {
-                items.push(ScoredCompletion {
-                    prompt: prompts[g].text.clone(),
-                    completion: c.text.clone(),
-                    answer: crate::data::field_text(record, sources.answer_field),
-                    sample: record.clone(),
-                });
+        let replies =
+            sources
+                .generator
+                .generate(ids, n, Arc::clone(&sources.sampling), seed_offset);
+        // Each replica's completions go to the reward workers as soon as it answers.
+        let mut completions = Vec::with_capacity(drawn.len());
+        let mut pending = Vec::with_capacity(replies.len());
+        for reply in replies {
+            let (part, timing) = reply.wait().map_err(other)?.map_err(other)?;
+            parts += timing;
+            let first = completions.len();
+            let mut items = Vec::new();
+            for (g, group) in part.iter().enumerate() {
+                let d = &drawn[first + g];
+                for c in group {
+                    items.push(ScoredCompletion {
+                        prompt: d.prompt.text.clone(),
+                        completion: c.text.clone(),
+                        answer: crate::data::field_text(&d.record, &sources.answer_field),
+                        sample: d.record.clone(),
+                    });
+                }
             }
+            pending.push(sources.rewards.submit(items));
+            completions.extend(part);
         }
-        let report = sources.scorer.score(&items);
+        batch.timing.generate_s += t.elapsed().as_secs_f64();
+        // Scoring time past the end of sampling (what overlapped it is not counted twice).
+        let t = Instant::now();
+        let report = sources.rewards.report(pending).map_err(other)?;
         batch.timing.reward_s += t.elapsed().as_secs_f64();
         batch.reward_panics += report.panics;
         batch.reward_timeouts += report.timeouts;
@@ -211,135 +199,16 @@ pub fn make_batch<B: DecodeBackend + LossBackend>(
 
     // Reference log-probabilities for the KL term.
     let t = Instant::now();
-    if let Some(reference) = sources.reference {
-        let mut rest = batch.episodes.as_mut_slice();
-        while !rest.is_empty() {
-            let take = reference_chunk(rest);
-            let (chunk, tail) = rest.split_at_mut(take);
-            let lps = reference.completion_logprobs(chunk, sources.temperature)?;
-            for (e, lp) in chunk.iter_mut().zip(lps) {
-                e.ref_logprobs = Some(lp);
-            }
-            rest = tail;
-        }
+    if let Some(reference) = &sources.reference {
+        reference
+            .score(&mut batch.episodes, sources.temperature)
+            .map_err(other)?;
     }
     batch.timing.reference_s = t.elapsed().as_secs_f64();
     Ok(batch)
 }
 
-/// Samples `n` completions of each prompt, the prompts split into contiguous runs among the
-/// generator replicas, which sample at the same time (one thread each). Prompt `i` draws from the
-/// same random streams whichever replica samples it, so the result does not depend on the number
-/// of replicas. The timing parts are summed over replicas.
-fn generate_on_replicas<B: DecodeBackend>(
-    sources: &RolloutSources<'_, B>,
-    policy: &[CausalLm<B>],
-    ids: &[Vec<u32>],
-    seed_offset: u64,
-    policy_version: u64,
-) -> Result<(Vec<Vec<crate::generate::Completion>>, GenerateTiming), RunError> {
-    let n = sources.n;
-    let replicas = policy
-        .len()
-        .min(sources.generators.len())
-        .min(ids.len())
-        .max(1);
-    let per = ids.len().div_ceil(replicas);
-    let run = |r: usize| {
-        let start = (r * per).min(ids.len());
-        let end = ((r + 1) * per).min(ids.len());
-        let request = GenerateRequest {
-            prompts: &ids[start..end],
-            n,
-            params: sources.sampling,
-            seed_offset: seed_offset + (start * n) as u64,
-            policy_version,
-        };
-        generate_timed(
-            &policy[r],
-            sources.tokenizer,
-            &request,
-            &sources.generators[r],
-        )
-        .map_err(|e| RunError::Other(e.to_string()))
-    };
-    let parts: Vec<Result<_, RunError>> = if replicas == 1 {
-        vec![run(0)]
-    } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..replicas)
-                .map(|r| scope.spawn(move || sources.streams[r].run(|| run(r))))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(RunError::Other("a generator replica panicked".into()))
-                    })
-                })
-                .collect()
-        })
-    };
-    let mut completions = Vec::with_capacity(ids.len());
-    let mut timing = GenerateTiming::default();
-    for part in parts {
-        let (c, t) = part?;
-        completions.extend(c);
-        timing += t;
-    }
-    Ok((completions, timing))
-}
-
-/// Token positions the reference model scores in one forward pass: bounds its logits
-/// ([positions, vocab], 2.5 GB in bf16 at Qwen's vocabulary) and activations.
-const REFERENCE_POSITIONS: usize = 8192;
-
-/// How many of the leading `episodes` the next reference pass takes (at least one).
-fn reference_chunk(episodes: &[Episode]) -> usize {
-    let mut longest = 0;
-    for (k, e) in episodes.iter().enumerate() {
-        longest = longest.max(e.prompt_ids.len() + e.completion_ids.len());
-        if k > 0 && (k + 1) * longest > REFERENCE_POSITIONS {
-            return k;
-        }
-    }
-    episodes.len()
-}
-
-/// Log-probabilities of each episode's completion under `model` at `temperature`, computed
-/// where the logits are (only one number per position comes back to the host).
-pub(super) fn completion_logprobs<B: LossBackend>(
-    model: &CausalLm<B>,
-    episodes: &[Episode],
-    temperature: f64,
-    device: &B::Device,
-) -> Result<Vec<Vec<f32>>, RunError> {
-    let tokens = TokenBatch::new(
-        episodes
-            .iter()
-            .map(|e| (e.prompt_ids.as_slice(), e.completion_ids.as_slice())),
-    );
-    let (b, s) = (tokens.batch, tokens.seq);
-    let logits = tokens.logits(model, device);
-    let v = logits.dims()[2];
-    // Only completion positions are wanted; the others are marked ignored.
-    let targets: Vec<i32> = (0..b * s)
-        .map(|i| match tokens.completion_index[i] {
-            Some(_) => i32::try_from(tokens.target_ids[i]).unwrap_or(-1),
-            None => -1,
-        })
-        .collect();
-    let rows = logits.reshape([b * s, v]).into_primitive().tensor();
-    let logprobs = B::target_logprobs(rows, &targets, temperature)
-        .map_err(|e| RunError::Other(format!("reference log-probabilities: {e}")))?;
-    let mut out: Vec<Vec<f32>> = episodes
-        .iter()
-        .map(|e| vec![0.0; e.completion_ids.len()])
-        .collect();
-    for i in 0..b * s {
-        if let Some(k) = tokens.completion_index[i] {
-            out[i / s][k] = logprobs[i];
-        }
-    }
-    Ok(out)
+/// A service's error as the run reports it.
+fn other(e: impl std::fmt::Display) -> RunError {
+    RunError::Other(e.to_string())
 }

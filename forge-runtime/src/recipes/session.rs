@@ -1,6 +1,7 @@
 //! What every recipe sets up: device, model, tokenizer, data, prompts, rewards, run directory.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use burn::tensor::backend::AutodiffBackend;
 
@@ -31,6 +32,15 @@ pub enum RunError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A service's replica failed (a panic in its thread).
+    #[error(transparent)]
+    Service(#[from] crate::services::ServiceError),
+    /// The trainer's ranks failed.
+    #[error(transparent)]
+    Trainer(#[from] crate::services::TrainerError),
+    /// The generator's replicas failed.
+    #[error(transparent)]
+    Generator(#[from] crate::services::GeneratorError),
     /// Anything else, with its explanation.
     #[error("{0}")]
     Other(String),
@@ -54,23 +64,20 @@ pub struct Session<B: AutodiffBackend> {
     /// The policy being trained.
     pub model: CausalLm<B>,
     /// Its tokenizer.
-    pub tokenizer: Tokenizer,
+    pub tokenizer: Arc<Tokenizer>,
     /// The directory the starting model came from.
     pub model_dir: PathBuf,
     /// Training records.
-    pub dataset: Dataset,
+    pub dataset: Arc<Dataset>,
     /// Records into prompts.
-    pub prompts: PromptBuilder,
+    pub prompts: Arc<PromptBuilder>,
     /// Held-out prompts, if configured.
     pub eval: Vec<EvalItem>,
     /// The configured rewards.
-    pub scorer: RewardScorer,
+    pub scorer: Arc<RewardScorer>,
     /// `<metrics.dir>/<name>`.
     pub run_dir: PathBuf,
 }
-
-/// Held while a run seeds the backend and draws its random starting weights.
-static RANDOM_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl<B: AutodiffBackend> Session<B> {
     /// Loads everything the experiment names. `required` lists the record fields the recipe needs.
@@ -96,7 +103,7 @@ impl<B: AutodiffBackend> Session<B> {
                 // The backend's random generator is process-wide: seeding it and drawing the
                 // weights happen under one lock, or two runs in one process (the tests) would
                 // draw each other's numbers.
-                let _drawing = RANDOM_INIT
+                let _drawing = crate::model::RANDOM_INIT
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 B::seed(&device, exp.training.seed);
@@ -151,12 +158,12 @@ impl<B: AutodiffBackend> Session<B> {
             loaded,
             device,
             model,
-            tokenizer,
+            tokenizer: Arc::new(tokenizer),
             model_dir,
-            dataset,
-            prompts,
+            dataset: Arc::new(dataset),
+            prompts: Arc::new(prompts),
             eval,
-            scorer,
+            scorer: Arc::new(scorer),
             run_dir,
         })
     }

@@ -10,7 +10,8 @@ use super::session::{RunError, Session};
 use crate::config::{Loaded, ResumeMode};
 use crate::data::{DataOrder, field_text};
 use crate::metrics::{MetricsWriter, StepMetrics};
-use crate::train::{DataParallel, Optimizer, SftExample, sft_gradients};
+use crate::services::Trainer;
+use crate::train::{Optimizer, SftExample, sft_gradients};
 
 const CONSOLE: [&str; 5] = [
     "loss/value",
@@ -94,7 +95,7 @@ pub fn run_sft<B: super::RecipeBackend>(
         order.restore(state.data);
         start = state.step;
     }
-    let mut trainer = DataParallel::new(session.model.clone(), optimizer, devices)
+    let trainer = Trainer::new(session.model.clone(), optimizer, devices)
         .map_err(|e| RunError::Other(e.to_string()))?;
     let mut writer = MetricsWriter::open(
         &exp.metrics,
@@ -130,22 +131,22 @@ pub fn run_sft<B: super::RecipeBackend>(
         // `gradient_accumulation_steps` micro-batches per rank.
         let micro = picked
             .len()
-            .div_ceil(exp.training.gradient_accumulation_steps as usize * trainer.ranks.len())
+            .div_ceil(exp.training.gradient_accumulation_steps as usize * trainer.ranks())
             .max(1);
         let chunks: Vec<Vec<SftExample>> = picked
             .chunks(micro)
             .map(|chunk| chunk.iter().map(|e| (*e).clone()).collect())
             .collect();
         let (parts, outcome) = trainer.step(
-            &chunks,
-            |model, chunk, device| {
+            chunks,
+            move |model, chunk: &Vec<SftExample>, device| {
                 sft_gradients(model, chunk, total_tokens, device)
                     .map_err(|e| RunError::Other(format!("the SFT loss: {e}")))
             },
             |parts| parts.iter().sum::<f64>().is_finite(),
         )?;
         let loss: f64 = parts.iter().sum();
-        session.model = trainer.model().clone();
+        session.model = trainer.model()?;
         let mut m = StepMetrics::new("sft", step + 1);
         m.set("loss/value", loss)
             .set("train/lr", outcome.lr)
@@ -165,7 +166,7 @@ pub fn run_sft<B: super::RecipeBackend>(
         Checkpoint::write_if_due(
             &checkpoints,
             &session,
-            trainer.optimizer(),
+            |path| trainer.save_optimizer(path),
             &state,
             &exp.checkpoint,
         )?;

@@ -77,33 +77,88 @@ impl RewardScorer {
         Ok(Self { rewards })
     }
 
+    /// One reward of weight 1, fallback 0 and no time limit: `f` of the completion text.
+    #[cfg(test)]
+    pub(crate) fn from_fn(name: &str, f: impl Fn(&str) -> f32 + Send + Sync + 'static) -> Self {
+        struct Closure<F>(F);
+        impl<F: Fn(&str) -> f32 + Send + Sync> RewardFn for Closure<F> {
+            fn score(&self, input: &RewardInput<'_>) -> f32 {
+                (self.0)(input.completion)
+            }
+        }
+        Self {
+            rewards: vec![BoundReward {
+                name: name.to_string(),
+                weight: 1.0,
+                fallback: 0.0,
+                timeout: None,
+                function: Arc::new(Closure(f)),
+            }],
+        }
+    }
+
     /// Names of the rewards, in config order.
     pub fn names(&self) -> Vec<&str> {
         self.rewards.iter().map(|r| r.name.as_str()).collect()
     }
 
-    /// Scores every completion with every reward.
+    /// Scores every completion with every reward, one after the other (the reward workers
+    /// service, [`crate::services::RewardWorkers`], spreads the completions over threads).
     pub fn score(&self, items: &[ScoredCompletion]) -> ScoreReport {
+        let scores = items.iter().map(|item| self.score_one(item)).collect();
+        self.report(scores)
+    }
+
+    /// One completion's score under every reward, in config order.
+    pub fn score_one(&self, item: &ScoredCompletion) -> CompletionScores {
+        let mut scores = CompletionScores::default();
+        for reward in &self.rewards {
+            let (score, outcome) = call(reward, item);
+            match outcome {
+                Outcome::Ok => {}
+                Outcome::Panicked => scores.panics += 1,
+                Outcome::TimedOut => scores.timeouts += 1,
+            }
+            scores.total += reward.weight * score;
+            scores.per_reward.push(score);
+        }
+        scores
+    }
+
+    /// The report of a batch from its completions' scores, in order.
+    pub fn report(&self, scores: Vec<CompletionScores>) -> ScoreReport {
         let mut report = ScoreReport {
-            totals: vec![0.0; items.len()],
+            totals: Vec::with_capacity(scores.len()),
+            per_reward: self
+                .rewards
+                .iter()
+                .map(|r| (r.name.clone(), Vec::with_capacity(scores.len())))
+                .collect(),
             ..Default::default()
         };
-        for reward in &self.rewards {
-            let mut scores = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                let (score, outcome) = call(reward, item);
-                match outcome {
-                    Outcome::Ok => {}
-                    Outcome::Panicked => report.panics += 1,
-                    Outcome::TimedOut => report.timeouts += 1,
-                }
-                report.totals[i] += reward.weight * score;
-                scores.push(score);
+        for s in scores {
+            report.totals.push(s.total);
+            report.panics += s.panics;
+            report.timeouts += s.timeouts;
+            for ((_, column), score) in report.per_reward.iter_mut().zip(s.per_reward) {
+                column.push(score);
             }
-            report.per_reward.push((reward.name.clone(), scores));
         }
         report
     }
+}
+
+/// One completion's scores.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CompletionScores {
+    /// Weighted sum over the rewards.
+    pub total: f32,
+    /// Each reward's raw score, in config order.
+    pub per_reward: Vec<f32>,
+    /// Rewards that panicked (or scored NaN/infinity) on it.
+    pub panics: usize,
+    /// Rewards that ran out of time on it.
+    pub timeouts: usize,
 }
 
 enum Outcome {

@@ -1,4 +1,5 @@
-//! Data-parallel training: one copy of the policy and of its optimiser per device, a "rank".
+//! Data-parallel training: one copy of the policy and of its optimiser per device, a "rank"
+//! (the trainer service, [`crate::services::Trainer`], runs each on a thread of its own).
 //! A batch's micro-batches are dealt out to the ranks; each rank sums the gradients of its own,
 //! the ranks' sums are added up (NCCL's all-reduce where the runtime has it: CUDA; through the
 //! host elsewhere) and every rank applies the same AdamW step to the same total, so the copies
@@ -12,7 +13,6 @@ use std::sync::{Barrier, Mutex, PoisonError};
 
 use super::adamw::AdamWBackend;
 use super::{Optimizer, StepOutcome};
-use crate::kernels::streams::WorkStream;
 use crate::model::{CausalLm, copy_to_device};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
@@ -142,7 +142,13 @@ mod cube {
     }
 }
 
-/// One rank: its copy of the policy and of the optimiser, and its device.
+/// What [`Rank::accumulate`] gives back: each chunk's result with its index in the batch, and
+/// which parameters (in visiting order) have a gradient.
+pub type Accumulated<S> = (Vec<(usize, S)>, Vec<bool>);
+
+/// One rank: its copy of the policy and of the optimiser, its device, and the gradients it has
+/// summed for the step under way. The trainer service runs each rank on a thread of its own
+/// ([`crate::services::Trainer`]).
 pub struct Rank<B: AutodiffBackend> {
     /// The policy.
     pub model: CausalLm<B>,
@@ -150,221 +156,95 @@ pub struct Rank<B: AutodiffBackend> {
     pub optimizer: Optimizer<B>,
     /// Where both live.
     pub device: B::Device,
+    /// The sum of this step's gradients so far.
+    pending: GradientsAccumulator<CausalLm<B>>,
 }
 
-/// The trainer's ranks (at least one).
-pub struct DataParallel<B: AutodiffBackend> {
-    /// Rank 0 first.
-    pub ranks: Vec<Rank<B>>,
-    group: RankGroup<B::InnerBackend>,
-    /// The stream each rank's work goes to, from whatever thread does it (rank 0's: the
-    /// caller's, set at each step).
-    streams: Vec<WorkStream>,
-}
-
-impl<B: AutodiffBackend> std::fmt::Debug for DataParallel<B> {
+impl<B: AutodiffBackend> std::fmt::Debug for Rank<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DataParallel")
-            .field("ranks", &self.ranks.len())
+        f.debug_struct("Rank")
+            .field("device", &self.device)
             .finish_non_exhaustive()
     }
 }
 
-/// Why the ranks cannot be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum DataParallelError {
-    /// Two ranks on one device.
-    #[error(
-        "two trainer ranks on one device ({0}): each data-parallel rank needs a device of its own"
-    )]
-    SharedDevice(String),
-}
-
-impl<B> DataParallel<B>
+impl<B> Rank<B>
 where
     B: AutodiffBackend<InnerBackend: GradientExchange + AdamWBackend>,
 {
-    /// Rank 0 trains `model` with `optimizer` on `devices[0]`; the others train copies on the
-    /// other devices.
-    pub fn new(
-        model: CausalLm<B>,
-        optimizer: Optimizer<B>,
-        devices: &[B::Device],
-    ) -> Result<Self, DataParallelError> {
-        for (i, d) in devices.iter().enumerate() {
-            if devices[..i].contains(d) {
-                return Err(DataParallelError::SharedDevice(format!("{d:?}")));
-            }
-        }
-        let first = devices.first().cloned().unwrap_or_default();
-        let mut ranks = vec![Rank {
+    /// A rank training `model` with `optimizer` on `device`.
+    pub fn new(model: CausalLm<B>, optimizer: Optimizer<B>, device: B::Device) -> Self {
+        Self {
             model,
             optimizer,
-            device: first,
-        }];
-        for device in devices.iter().skip(1) {
-            let rank = Rank {
-                model: copy_to_device(&ranks[0].model, device),
-                optimizer: ranks[0].optimizer.copy_to_device(device),
-                device: device.clone(),
-            };
-            ranks.push(rank);
+            device,
+            pending: GradientsAccumulator::new(),
         }
-        let group = RankGroup::new(ranks.iter().map(|r| r.device.clone()).collect());
-        // Rank 0's is replaced by the caller's at each step.
-        let streams = (0..ranks.len())
-            .map(|r| {
-                if r == 0 {
-                    WorkStream::current()
-                } else {
-                    WorkStream::new()
-                }
-            })
-            .collect();
-        Ok(Self {
-            ranks,
-            group,
-            streams,
-        })
     }
 
-    /// Rank 0's policy: what the run evaluates, samples with and saves.
-    pub fn model(&self) -> &CausalLm<B> {
-        &self.ranks[0].model
+    /// A rank on `device` with copies of this one's policy and optimiser state.
+    pub fn copy_to_device(&self, device: &B::Device) -> Self {
+        Self::new(
+            copy_to_device(&self.model, device),
+            self.optimizer.copy_to_device(device),
+            device.clone(),
+        )
     }
 
-    /// Rank 0's optimiser.
-    pub fn optimizer(&self) -> &Optimizer<B> {
-        &self.ranks[0].optimizer
-    }
-
-    /// One optimiser step over `chunks` (the batch's micro-batches): chunk `i` goes to rank
-    /// `i % ranks`, whose `gradients` give its gradients and what the caller wants back (`S`,
-    /// in chunk order). The step is skipped on every rank (weights kept) when `finite` says the
-    /// results are not; AdamW skips it too when the summed gradients are not finite.
-    pub fn step<C, S, E>(
+    /// Adds the gradients of `chunks` (each with its index in the batch) to the step's sum;
+    /// returns what `gradients` gave beside them, with the chunk indices, and which parameters
+    /// (in visiting order) have a gradient so far.
+    pub fn accumulate<C, S, E>(
         &mut self,
-        chunks: &[C],
-        gradients: impl Fn(&CausalLm<B>, &C, &B::Device) -> Result<(GradientsParams, S), E> + Sync,
-        finite: impl FnOnce(&[S]) -> bool,
-    ) -> Result<(Vec<S>, StepOutcome), E>
-    where
-        C: Sync,
-        S: Send,
-        E: Send,
-    {
-        let n_ranks = self.ranks.len();
-        if n_ranks == 1 {
-            // One device: no exchange, the gradients accumulated in place.
-            let rank = &mut self.ranks[0];
-            let mut accumulator = GradientsAccumulator::new();
-            let mut results = Vec::with_capacity(chunks.len());
-            for chunk in chunks {
-                let (grads, result) = gradients(&rank.model, chunk, &rank.device)?;
-                accumulator.accumulate(&rank.model, grads);
-                results.push(result);
-            }
-            let model = rank.model.clone();
-            let (model, outcome) = if finite(&results) {
-                rank.optimizer.step(model, accumulator.grads())
-            } else {
-                rank.optimizer.step_skipped(model)
-            };
-            rank.model = model;
-            return Ok((results, outcome));
+        chunks: Vec<(usize, C)>,
+        gradients: &impl Fn(&CausalLm<B>, &C, &B::Device) -> Result<(GradientsParams, S), E>,
+    ) -> Result<Accumulated<S>, E> {
+        let mut results = Vec::with_capacity(chunks.len());
+        for (i, chunk) in chunks {
+            let (grads, result) = gradients(&self.model, &chunk, &self.device)?;
+            self.pending.accumulate(&self.model, grads);
+            results.push((i, result));
         }
-
-        // 1. Each rank's gradients over its chunks, at the same time (a thread each, rank 0's
-        // work on the caller's stream, as with one device).
-        self.streams[0] = WorkStream::current();
-        let per_rank: Vec<Result<RankGradients<S>, E>> =
-            on_every_rank(&self.streams, &self.ranks, |r, rank| {
-                let mut accumulator = GradientsAccumulator::new();
-                let mut results = Vec::new();
-                for (i, chunk) in chunks.iter().enumerate().skip(r).step_by(n_ranks) {
-                    let (grads, result) = gradients(&rank.model, chunk, &rank.device)?;
-                    accumulator.accumulate(&rank.model, grads);
-                    results.push((i, result));
-                }
-                let grads = accumulator.grads();
-                let present = Presence::of(&rank.model, &grads);
-                Ok(RankGradients {
-                    grads,
-                    present,
-                    results,
-                })
-            });
-        let mut ranked = Vec::with_capacity(n_ranks);
-        let mut results: Vec<(usize, S)> = Vec::with_capacity(chunks.len());
-        for r in per_rank {
-            let r = r?;
-            results.extend(r.results);
-            ranked.push((r.grads, r.present));
-        }
-        results.sort_by_key(|(i, _)| *i);
-        let results: Vec<S> = results.into_iter().map(|(_, s)| s).collect();
-        // A parameter gets a (summed) gradient if any rank's chunks gave it one.
-        let present = ranked
-            .iter()
-            .map(|(_, p)| p.0.clone())
-            .reduce(|a, b| a.iter().zip(&b).map(|(x, y)| *x || *y).collect())
-            .unwrap_or_default();
-        let take_step = finite(&results);
-
-        // 2. The sum over the ranks, and the same step on every rank.
-        let group = &self.group;
-        let present = &present;
-        let outcomes: Vec<StepOutcome> = on_every_rank(
-            &self.streams,
-            self.ranks.iter_mut().zip(ranked),
-            |r, (rank, (grads, _))| {
-                let model = rank.model.clone();
-                let (model, outcome) = if take_step {
-                    let flat = flatten(&rank.model, &grads, present, &rank.device);
-                    drop(grads);
-                    let sum = <B::InnerBackend as GradientExchange>::sum_over_ranks(flat, r, group);
-                    let grads = unflatten(&rank.model, sum, present);
-                    rank.optimizer.step(model, grads)
-                } else {
-                    rank.optimizer.step_skipped(model)
-                };
-                rank.model = model;
-                outcome
-            },
-        );
-        Ok((results, outcomes[0]))
+        // The accumulator hands its sum out and resets: read and put back.
+        let sum = self.pending.grads();
+        let present = Presence::of(&self.model, &sum).0;
+        self.pending.accumulate(&self.model, sum);
+        Ok((results, present))
     }
-}
 
-/// `work(r, item)` for every rank's `item` at once, a thread each, rank `r`'s device work on
-/// `streams[r]`; the results in rank order (a rank's panic is raised again here).
-fn on_every_rank<T: Send, R: Send>(
-    streams: &[WorkStream],
-    items: impl IntoIterator<Item = T>,
-    work: impl Fn(usize, T) -> R + Sync,
-) -> Vec<R> {
-    let work = &work;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .into_iter()
-            .enumerate()
-            .map(|(r, item)| {
-                let stream = streams[r];
-                scope.spawn(move || stream.run(|| work(r, item)))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    })
-}
+    /// Drops the gradients summed so far (a step that failed part-way).
+    pub fn discard(&mut self) {
+        drop(self.pending.grads());
+    }
 
-/// What one rank computed in a step.
-struct RankGradients<S> {
-    grads: GradientsParams,
-    present: Presence,
-    results: Vec<(usize, S)>,
+    /// Ends the step: with `take_step`, the summed gradients (added over the ranks of `group`
+    /// first, when it has more than this one: every rank calls this at once, `present` the
+    /// union of their [`Self::accumulate`] presences) go through the optimiser; without, the
+    /// step is skipped and the weights kept. The sum starts again from zero.
+    pub fn apply(
+        &mut self,
+        rank: usize,
+        group: &RankGroup<B::InnerBackend>,
+        present: &[bool],
+        take_step: bool,
+    ) -> StepOutcome {
+        let grads = self.pending.grads();
+        let model = self.model.clone();
+        let (model, outcome) = if !take_step {
+            drop(grads);
+            self.optimizer.step_skipped(model)
+        } else if group.devices().len() == 1 {
+            self.optimizer.step(model, grads)
+        } else {
+            let flat = flatten(&self.model, &grads, present, &self.device);
+            drop(grads);
+            let sum = <B::InnerBackend as GradientExchange>::sum_over_ranks(flat, rank, group);
+            let grads = unflatten(&self.model, sum, present);
+            self.optimizer.step(model, grads)
+        };
+        self.model = model;
+        outcome
+    }
 }
 
 /// Which parameters (in visiting order) have a gradient.
@@ -600,14 +480,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn ranks_on_one_device_are_refused() {
-        let model = tiny();
-        let optimizer = Optimizer::<B>::new(&crate::config::TrainingConfig::default());
-        let err = DataParallel::new(model, optimizer, &[Default::default(), Default::default()])
-            .expect_err("one device twice");
-        assert!(err.to_string().contains("a device of its own"), "{err}");
     }
 }

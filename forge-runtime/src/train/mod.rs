@@ -16,7 +16,7 @@ mod schedule;
 mod sft;
 mod token_batch;
 
-pub use data_parallel::{DataParallel, GradientExchange};
+pub use data_parallel::{GradientExchange, Rank, RankGroup};
 pub use optimizer::gradient_norm;
 pub use optimizer::{Optimizer, StepOutcome};
 pub use policy::{PolicyLoss, PolicyStats, batch_normalizer, policy_gradients};
