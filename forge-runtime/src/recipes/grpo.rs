@@ -248,7 +248,10 @@ pub fn run_grpo<B: super::RecipeBackend>(
                     );
                 }
                 if generator_version != Some(step) {
-                    weight_sync_s += generator.update_weights(step, trainer.model()?.valid())?;
+                    weight_sync_s +=
+                        generator.update_weights(step, trainer.model()?.valid(), |device| {
+                            Ok::<_, RunError>(trainer.copy_weights_to(device)?)
+                        })?;
                     generator_version = Some(step);
                 }
                 make(step, step).wait()??;
@@ -270,7 +273,10 @@ pub fn run_grpo<B: super::RecipeBackend>(
         {
             // On the trainer's device, no copy: the generator shares the trainer's tensors,
             // which the optimiser replaces rather than overwrites while the generator holds them.
-            weight_sync_s += generator.update_weights(step, trainer.model()?.valid())?;
+            weight_sync_s +=
+                generator.update_weights(step, trainer.model()?.valid(), |device| {
+                    Ok::<_, RunError>(trainer.copy_weights_to(device)?)
+                })?;
             generator_version = Some(step);
         }
         // 5. Train, with the next batch being made meanwhile.

@@ -16,7 +16,7 @@ use crate::generate::{
     Completion, DecodeBackend, GenerateError, GenerateRequest, GenerateTiming, SamplingParams,
     generate_timed,
 };
-use crate::model::{CausalLm, copy_to_device};
+use crate::model::CausalLm;
 use crate::tokenizer::Tokenizer;
 
 /// Why a generator call failed.
@@ -94,18 +94,34 @@ impl<B: DecodeBackend> Generator<B> {
     }
 
     /// Gives every replica `policy` (rank 0's weights after `version` optimiser steps) and waits
-    /// until all hold it. Returns the seconds it took when some replica copies (0 otherwise).
-    pub fn update_weights(&self, version: u64, policy: CausalLm<B>) -> Result<f64, GeneratorError> {
+    /// until all hold it. A replica on the trainer's device holds `policy` itself; the others a
+    /// copy that `copy` makes for their device (once per device). Returns the seconds it took
+    /// when some replica copies (0 otherwise).
+    pub fn update_weights<E>(
+        &self,
+        version: u64,
+        policy: CausalLm<B>,
+        copy: impl Fn(&B::Device) -> Result<CausalLm<B>, E>,
+    ) -> Result<f64, E>
+    where
+        E: From<GeneratorError>,
+    {
         let t = Instant::now();
-        let trainer = self.trainer.clone();
+        let mut weights: Vec<(B::Device, CausalLm<B>)> = vec![(self.trainer.clone(), policy)];
+        for device in &self.devices {
+            if !weights.iter().any(|(d, _)| d == device) {
+                weights.push((device.clone(), copy(device)?));
+            }
+        }
+        let weights = Arc::new(weights);
         wait_all(self.replicas.fan_out(move |_, replica| {
-            let weights = if replica.device == trainer {
-                policy.clone()
-            } else {
-                copy_to_device(&policy, &replica.device)
-            };
-            replica.weights = Some((version, weights));
-        }))?;
+            let (_, model) = weights
+                .iter()
+                .find(|(d, _)| *d == replica.device)
+                .expect("a model for every replica's device");
+            replica.weights = Some((version, model.clone()));
+        }))
+        .map_err(GeneratorError::from)?;
         Ok(if self.copies_weights() {
             t.elapsed().as_secs_f64()
         } else {
@@ -166,6 +182,7 @@ mod tests {
 
     use super::*;
     use crate::generate::tests::{model, tokenizer};
+    use crate::model::copy_to_device;
 
     type B = NdArray<f32>;
 
@@ -185,7 +202,11 @@ mod tests {
             let devices = vec![Default::default(); replicas];
             let generator =
                 Generator::<B>::new(&devices, &Default::default(), Arc::new(tokenizer()));
-            generator.update_weights(3, model.clone()).expect("update");
+            generator
+                .update_weights(3, model.clone(), |d| {
+                    Ok::<_, GeneratorError>(copy_to_device(&model, d))
+                })
+                .expect("update");
             let mut all = Vec::new();
             for reply in generator.generate(prompts.clone(), 2, Arc::clone(&params), 7) {
                 all.extend(reply.wait().expect("answered").expect("sampled").0);

@@ -12,7 +12,9 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::actor::{Service, ServiceError, wait_all};
-use crate::model::CausalLm;
+use burn::module::AutodiffModule;
+
+use crate::model::{CausalLm, copy_to_device};
 use crate::train::adamw::AdamWBackend;
 use crate::train::{GradientExchange, Optimizer, Rank, RankGroup, StepOutcome};
 
@@ -87,6 +89,19 @@ where
     /// Rank 0's policy (its tensors, not a copy): what the run evaluates, samples with and saves.
     pub fn model(&self) -> Result<CausalLm<B>, TrainerError> {
         Ok(self.ranks.call(0, |rank| rank.model.clone()).wait()?)
+    }
+
+    /// A copy of rank 0's weights (without autodiff) on `device`, made on rank 0's thread, where
+    /// the weights are written (through the host, as [`copy_to_device`] copies).
+    pub fn copy_weights_to(
+        &self,
+        device: &B::Device,
+    ) -> Result<CausalLm<B::InnerBackend>, TrainerError> {
+        let device = device.clone();
+        Ok(self
+            .ranks
+            .call(0, move |rank| copy_to_device(&rank.model.valid(), &device))
+            .wait()?)
     }
 
     /// Writes rank 0's optimiser state to `path` (every rank holds the same).
