@@ -12,7 +12,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::actor::{Service, ServiceError, wait_all};
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 
 use crate::model::{CausalLm, copy_to_device};
 use crate::train::adamw::AdamWBackend;
@@ -92,7 +92,9 @@ where
     }
 
     /// A copy of rank 0's weights (without autodiff) on `device`, made on rank 0's thread, where
-    /// the weights are written (through the host, as [`copy_to_device`] copies).
+    /// the weights are written: device to device where the backend can
+    /// ([`GradientExchange::copies_between_devices`]: NCCL on CUDA), through the host otherwise
+    /// ([`copy_to_device`]; burn's device-to-device transfer is not implemented on wgpu).
     pub fn copy_weights_to(
         &self,
         device: &B::Device,
@@ -100,7 +102,13 @@ where
         let device = device.clone();
         Ok(self
             .ranks
-            .call(0, move |rank| copy_to_device(&rank.model.valid(), &device))
+            .call(0, move |rank| {
+                if <B::InnerBackend as GradientExchange>::copies_between_devices() {
+                    rank.model.valid().to_device(&device)
+                } else {
+                    copy_to_device(&rank.model.valid(), &device)
+                }
+            })
             .wait()?)
     }
 

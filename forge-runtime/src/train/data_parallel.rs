@@ -32,6 +32,12 @@ pub trait GradientExchange: Backend {
     ) -> Tensor<Self, 1> {
         group.sum_on_host(rank, tensor)
     }
+
+    /// Whether tensors move between two devices directly (NCCL's send and receive on CUDA)
+    /// rather than through the host. By default not.
+    fn copies_between_devices() -> bool {
+        false
+    }
 }
 
 impl<E, I, Q> GradientExchange for burn_ndarray::NdArray<E, I, Q>
@@ -138,6 +144,12 @@ mod cube {
             client.sync_collective();
             let sum = CubeTensor::new_contiguous(client, src.device.clone(), shape, out, src.dtype);
             Tensor::from_primitive(TensorPrimitive::Float(sum))
+        }
+
+        /// Where the runtime's server has collectives (CUDA): burn's `to_device` then sends each
+        /// tensor with NCCL (cubecl's `to_client`) instead of reading it back to the host.
+        fn copies_between_devices() -> bool {
+            <R::Server as ServerCommunication>::SERVER_COMM_ENABLED
         }
     }
 }
