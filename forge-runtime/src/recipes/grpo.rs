@@ -229,8 +229,14 @@ pub fn run_grpo<B: super::RecipeBackend>(
     // next one with the weights the generator holds (refreshed every `sync_interval` steps).
     let pipelined = exp.replay_buffer.max_policy_age >= 1;
     let sync_interval = u64::from(exp.training.sync_interval.max(1));
-    // The version of the weights the generator's replicas hold.
+    // The version of the weights the generator's replicas hold, and how they get rank 0's
+    // (shared on its device, copied device to device elsewhere): the seconds copying took.
     let mut generator_version: Option<u64> = None;
+    let sync_generator = |version: u64| -> Result<f64, RunError> {
+        generator.update_weights(version, trainer.model()?.valid(), |device| {
+            Ok::<_, RunError>(trainer.copy_weights_to(device)?)
+        })
+    };
     for step in start..exp.training.steps {
         let t_step = Instant::now();
         let mut metrics = StepMetrics::new("grpo", step + 1);
@@ -248,10 +254,7 @@ pub fn run_grpo<B: super::RecipeBackend>(
                     );
                 }
                 if generator_version != Some(step) {
-                    weight_sync_s +=
-                        generator.update_weights(step, trainer.model()?.valid(), |device| {
-                            Ok::<_, RunError>(trainer.copy_weights_to(device)?)
-                        })?;
+                    weight_sync_s += sync_generator(step)?;
                     generator_version = Some(step);
                 }
                 make(step, step).wait()??;
@@ -273,10 +276,7 @@ pub fn run_grpo<B: super::RecipeBackend>(
         {
             // On the trainer's device, no copy: the generator shares the trainer's tensors,
             // which the optimiser replaces rather than overwrites while the generator holds them.
-            weight_sync_s +=
-                generator.update_weights(step, trainer.model()?.valid(), |device| {
-                    Ok::<_, RunError>(trainer.copy_weights_to(device)?)
-                })?;
+            weight_sync_s += sync_generator(step)?;
             generator_version = Some(step);
         }
         // 5. Train, with the next batch being made meanwhile.
