@@ -171,18 +171,14 @@ pub fn run_grpo<B: super::RecipeBackend>(
 
     // The services (crate::services), each replica a thread of its own on its device.
     // Trainer: rank 0 trains the session's model (restored above), the others copies of it.
-    let trainer = Trainer::new(session.model.clone(), optimizer, &placement.trainers)
-        .map_err(|e| RunError::Other(e.to_string()))?;
+    let trainer = Trainer::new(session.model.clone(), optimizer, &placement.trainers)?;
     let generator = Generator::<B::InnerBackend>::new(
         &placement.generators,
         &device,
         Arc::clone(&session.tokenizer),
     );
     let reference = match start_weights {
-        Some(weights) => Some(
-            Reference::new(weights, &device, &placement.reference)
-                .map_err(|e| RunError::Other(e.to_string()))?,
-        ),
+        Some(weights) => Some(Reference::new(weights, &device, &placement.reference)?),
         None => None,
     };
     let sources = RolloutSources {

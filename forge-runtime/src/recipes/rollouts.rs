@@ -108,7 +108,7 @@ pub fn make_batch<B: DecodeBackend + LossBackend>(
             break;
         }
         let wanted = groups_per_step - batch.episodes.len() / n;
-        let drawn = sources.dataset.next(wanted).map_err(other)?;
+        let drawn = sources.dataset.next(wanted)?;
         let ids: Vec<Vec<u32>> = drawn.iter().map(|d| d.prompt.ids.clone()).collect();
         let t = Instant::now();
         // Distinct streams per step and attempt, the same after a resume.
@@ -121,7 +121,7 @@ pub fn make_batch<B: DecodeBackend + LossBackend>(
         let mut completions = Vec::with_capacity(drawn.len());
         let mut pending = Vec::with_capacity(replies.len());
         for reply in replies {
-            let (part, timing) = reply.wait().map_err(other)?.map_err(other)?;
+            let (part, timing) = reply.wait()??;
             parts += timing;
             let first = completions.len();
             let mut items = Vec::new();
@@ -142,7 +142,7 @@ pub fn make_batch<B: DecodeBackend + LossBackend>(
         batch.timing.generate_s += t.elapsed().as_secs_f64();
         // Scoring time past the end of sampling (what overlapped it is not counted twice).
         let t = Instant::now();
-        let report = sources.rewards.report(pending).map_err(other)?;
+        let report = sources.rewards.report(pending)?;
         batch.timing.reward_s += t.elapsed().as_secs_f64();
         batch.reward_panics += report.panics;
         batch.reward_timeouts += report.timeouts;
@@ -200,15 +200,8 @@ pub fn make_batch<B: DecodeBackend + LossBackend>(
     // Reference log-probabilities for the KL term.
     let t = Instant::now();
     if let Some(reference) = &sources.reference {
-        reference
-            .score(&mut batch.episodes, sources.temperature)
-            .map_err(other)?;
+        reference.score(&mut batch.episodes, sources.temperature)?;
     }
     batch.timing.reference_s = t.elapsed().as_secs_f64();
     Ok(batch)
-}
-
-/// A service's error as the run reports it.
-fn other(e: impl std::fmt::Display) -> RunError {
-    RunError::Other(e.to_string())
 }

@@ -41,6 +41,12 @@ pub enum RunError {
     /// The generator's replicas failed.
     #[error(transparent)]
     Generator(#[from] crate::services::GeneratorError),
+    /// The dataset service could not hand out prompts.
+    #[error(transparent)]
+    Dataset(#[from] crate::services::DatasetError),
+    /// The reference model could not be placed or could not score.
+    #[error(transparent)]
+    Reference(#[from] crate::services::ReferenceError),
     /// Anything else, with its explanation.
     #[error("{0}")]
     Other(String),

@@ -95,8 +95,7 @@ pub fn run_sft<B: super::RecipeBackend>(
         order.restore(state.data);
         start = state.step;
     }
-    let trainer = Trainer::new(session.model.clone(), optimizer, devices)
-        .map_err(|e| RunError::Other(e.to_string()))?;
+    let trainer = Trainer::new(session.model.clone(), optimizer, devices)?;
     let mut writer = MetricsWriter::open(
         &exp.metrics,
         &session.run_dir,
