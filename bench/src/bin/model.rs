@@ -169,8 +169,19 @@ fn decode(
         Ok((elapsed, tokens))
     };
     // Warm-up: compiles the kernels and tunes the GEMMs for the cache lengths met.
+    // `DECODE_WARMUPS` (comma-separated new-token counts, empty for none) replaces the default
+    // three (bench/profile_decode_step.sh profiles a run without them).
+    let warmups: Vec<usize> = match std::env::var("DECODE_WARMUPS") {
+        Ok(list) => list
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.trim().parse())
+            .collect::<Result<_, _>>()
+            .context("DECODE_WARMUPS: new-token counts separated by commas")?,
+        Err(_) => vec![8, 64, new_tokens],
+    };
     let mut warm_s = Vec::new();
-    for warm in [8, 64, new_tokens] {
+    for warm in warmups {
         let (s, _) = run(warm)?;
         eprintln!("decode warm-up, {warm} new tokens: {s:.2} s");
         warm_s.push(s);
@@ -589,7 +600,12 @@ fn main() -> anyhow::Result<()> {
         }
         if wants("decode") {
             let tokenizer = Tokenizer::from_dir(&model_dir, None)?;
-            out["decode"] = decode(&model, &tokenizer, &device, (64, 128, 256))?;
+            // `DECODE_NEW_TOKENS` shortens the run (for profilers); benchmark 2 is 256.
+            let new_tokens = match std::env::var("DECODE_NEW_TOKENS") {
+                Ok(v) => v.parse().context("DECODE_NEW_TOKENS: a count")?,
+                Err(_) => 256,
+            };
+            out["decode"] = decode(&model, &tokenizer, &device, (64, 128, new_tokens))?;
             eprintln!("decode: {}", out["decode"]);
         }
     }

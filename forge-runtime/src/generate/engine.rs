@@ -64,7 +64,7 @@ impl<B: DecodeBackend, C: burn::backend::autodiff::checkpoint::strategy::Checkpo
 
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod cube {
-    use burn::tensor::{DType, Int, Tensor, TensorData, TensorPrimitive};
+    use burn::tensor::{DType, Tensor, TensorPrimitive};
     use burn_cubecl::element::BoolElement;
     use burn_cubecl::tensor::CubeTensor;
     use burn_cubecl::{CubeBackend, CubeRuntime, FloatElement, IntElement};
@@ -74,7 +74,9 @@ mod cube {
     use super::{DecodeBackend, DecodeEngine};
     use crate::kernels::args::{array_arg, optional_array_arg};
     use crate::kernels::decode::decode_attention::{self, decode_attention_kernel};
+    use crate::kernels::decode::embed_rows::{self, embed_rows_kernel};
     use crate::kernels::decode::kv_copy::kv_copy_kernel;
+    use crate::kernels::decode::launch;
     use crate::kernels::decode::product::{self, Weight};
     use crate::kernels::decode::qkv_rope_cache::qkv_rope_cache_kernel;
     use crate::kernels::decode::rms_norm::{self, rms_norm_kernel};
@@ -103,12 +105,41 @@ mod cube {
         cache_v: Handle,
     }
 
+    /// The buffers a decode step works in, allocated once per engine for its largest step, so
+    /// that a step allocates nothing (what a recorded CUDA graph needs: its buffers must outlive
+    /// it and stay where they are).
+    struct Workspace {
+        /// Rows every buffer holds.
+        rows: usize,
+        /// The residual stream `[rows, hidden]`, updated in place by the epilogues.
+        hidden: Handle,
+        /// A normalised copy of the residual stream.
+        x: Handle,
+        /// The q/k/v projections `[rows, (heads + 2 kv heads) * head_dim]`.
+        qkv: Handle,
+        /// Queries after norm and RoPE, `[rows, heads * head_dim]`.
+        q: Handle,
+        /// Attention's output, same shape.
+        attn: Handle,
+        /// SwiGLU's output `[rows, intermediate]`.
+        act: Handle,
+        /// f32 partial products, large enough for any product of a step.
+        partials: Handle,
+        /// f32 logits `[rows rounded up to 16, vocab]`.
+        logits: Handle,
+        /// The step's inputs, one u32 per row: token, position, cache slot.
+        tokens: Handle,
+        positions: Handle,
+        slots: Handle,
+    }
+
     /// The engine on burn's cubecl backend.
     pub struct CubeDecodeEngine<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> {
         client: ComputeClient<R>,
         device: R::Device,
         spec: ModelSpec,
-        embed: Tensor<Cube<R, F, I, BT>, 2>,
+        /// The embedding table `[vocab, hidden]`, contiguous.
+        embed: Handle,
         layers: Vec<Layer>,
         norm: Handle,
         head: Weight,
@@ -126,7 +157,22 @@ mod cube {
         attention_group: usize,
         /// Positions the RoPE tables cover.
         rope_positions: usize,
+        work: Workspace,
+        /// The step's launches recorded as CUDA graphs, one per padded row count, where the
+        /// runtime is CUDA (`kernels::cuda_graph`).
+        #[cfg(feature = "cuda")]
+        graphs: Option<crate::kernels::cuda_graph::StepGraphs>,
+        /// Device addresses of the workspace's token, position and slot buffers (with graphs).
+        #[cfg(feature = "cuda")]
+        input_addresses: [u64; 3],
+        /// Steps issued so far (the first runs without a graph).
+        steps: usize,
+        /// The element types the engine's kernels and logits are made for.
+        types: core::marker::PhantomData<(F, I, BT)>,
     }
+
+    /// Rows the tensor-core products and the logits are padded to.
+    const ROW_TILE: usize = 16;
 
     /// Elements per vector in which attention reads the caches: the widest load the runtime
     /// makes of `elem`-byte elements that divides `head_dim` (16 bytes: 8 bf16 on CUDA, 4 f32 on
@@ -247,8 +293,10 @@ mod cube {
             let max_keys = max_len
                 .next_multiple_of(decode_attention::BLOCK)
                 .max(decode_attention::BLOCK);
-            let cache_bytes = slots * spec.num_kv_heads * max_len * spec.head_dim * elem;
-            let layers = model
+            // One slot more than asked: the scratch slot that padded rows of a recorded step
+            // write their keys and values to.
+            let cache_bytes = (slots + 1) * spec.num_kv_heads * max_len * spec.head_dim * elem;
+            let layers: Vec<Layer> = model
                 .model
                 .layers
                 .iter()
@@ -294,29 +342,49 @@ mod cube {
                 Some(head) => head.weight.val(),
                 None => embed.clone().transpose(),
             };
+            let head = weight_matrix(head, &client);
+            let work = Workspace::new::<F>(&client, &spec, &layers, &head, slots);
+            #[cfg(feature = "cuda")]
+            let graphs = crate::kernels::cuda_graph::StepGraphs::new(&client, &device);
+            #[cfg(feature = "cuda")]
+            let input_addresses = match &graphs {
+                Some(g) => {
+                    [&work.tokens, &work.positions, &work.slots].map(|h| g.address(h).unwrap_or(0))
+                }
+                None => [0; 3],
+            };
+            #[cfg(feature = "cuda")]
+            let graphs = graphs.filter(|_| !input_addresses.contains(&0));
             Self {
                 none: client.empty(elem.max(4)),
                 norm: contiguous(model.model.norm.weight.val()),
-                head: weight_matrix(head, &client),
+                head,
                 cos: contiguous(model.rope.cos.clone()),
                 sin: contiguous(model.rope.sin.clone()),
                 max_keys,
                 cache_vector,
                 attention_group: attention_group(&spec, max_keys, cache_vector, &client),
                 rope_positions: model.rope.len(),
+                embed: contiguous(embed),
                 client,
                 device,
                 spec,
-                embed,
                 layers,
                 slots,
                 max_len,
+                work,
+                #[cfg(feature = "cuda")]
+                graphs,
+                #[cfg(feature = "cuda")]
+                input_addresses,
+                steps: 0,
+                types: core::marker::PhantomData,
             }
         }
 
-        /// Elements of one layer's key (or value) cache.
+        /// Elements of one layer's key (or value) cache (the scratch slot included).
         fn cache_len(&self) -> usize {
-            (self.max_len * self.spec.num_kv_heads * self.spec.head_dim).max(1) * self.slots
+            (self.max_len * self.spec.num_kv_heads * self.spec.head_dim).max(1) * (self.slots + 1)
         }
 
         fn upload_u32(&self, values: impl Iterator<Item = usize>) -> Handle {
@@ -324,7 +392,8 @@ mod cube {
             self.client.create_from_slice(u32::as_bytes(&values))
         }
 
-        /// `out = epilogue(x [m, w.k] · w)` ([`product::product`]).
+        /// `out = epilogue(x [m, w.k] · w)` ([`product::product_into`], partials in the
+        /// workspace).
         fn product(
             &self,
             x: &Handle,
@@ -334,24 +403,225 @@ mod cube {
             mode: u32,
             out: &Handle,
         ) {
-            product::product::<R, F>(&self.client, x, w, m, bias, &self.none, mode, out);
+            product::product_into::<R, F>(
+                &self.client,
+                x,
+                w,
+                m,
+                bias,
+                &self.none,
+                mode,
+                out,
+                &self.work.partials,
+            );
         }
 
-        fn rms_norm(&self, x: &Handle, weight: &Handle, rows: usize, width: usize) -> Handle {
-            let out = self.client.empty(rows * width * core::mem::size_of::<F>());
-            rms_norm_kernel::launch::<F, R>(
+        /// `out = RMSNorm(x) * weight`, row by row.
+        fn rms_norm(&self, x: &Handle, weight: &Handle, rows: usize, width: usize, out: &Handle) {
+            launch!(rms_norm_kernel::<F, R>(
                 &self.client,
                 CubeCount::Static(rows as u32, 1, 1),
                 CubeDim::new_1d(rms_norm::BLOCK as u32),
                 array_arg::<R, F>(x, rows * width),
                 array_arg::<R, F>(weight, width),
-                array_arg::<R, F>(&out, rows * width),
+                array_arg::<R, F>(out, rows * width),
                 rows as u32,
                 width as u32,
                 self.spec.rms_norm_eps as f32,
                 rms_norm::BLOCK,
+            ));
+        }
+
+        /// Issues one decode step over the workspace for its first `m` rows: the inputs are in
+        /// the workspace's token, position and slot buffers; the logits land in its logits
+        /// buffer. Allocates, uploads and reads nothing, so it can be recorded as a graph.
+        fn issue(&self, m: usize) {
+            let spec = &self.spec;
+            let (h, kv, hd, d) = (
+                spec.num_heads,
+                spec.num_kv_heads,
+                spec.head_dim,
+                spec.hidden_size,
             );
-            out
+            let w = &self.work;
+            launch!(embed_rows_kernel::<F, R>(
+                &self.client,
+                CubeCount::Static((m * d).div_ceil(embed_rows::BLOCK).max(1) as u32, 1, 1),
+                CubeDim::new_1d(embed_rows::BLOCK as u32),
+                array_arg::<R, F>(&self.embed, spec.vocab_size * d),
+                array_arg::<R, u32>(&w.tokens, m),
+                array_arg::<R, F>(&w.hidden, m * d),
+                m as u32,
+                d as u32,
+            ));
+            let block = hd.next_power_of_two();
+            let key_vector = self.cache_vector;
+            let cache_len = self.cache_len();
+            for layer in &self.layers {
+                self.rms_norm(&w.hidden, &layer.input_norm, m, d, &w.x);
+                self.product(
+                    &w.x,
+                    &layer.qkv,
+                    m,
+                    layer.qkv_bias.as_ref(),
+                    epilogue::WRITE,
+                    &w.qkv,
+                );
+                launch!(qkv_rope_cache_kernel::<F, R>(
+                    &self.client,
+                    CubeCount::Static((h + 2 * kv) as u32, m as u32, 1),
+                    CubeDim::new_1d(block as u32),
+                    array_arg::<R, F>(&w.qkv, m * layer.qkv.n),
+                    optional_array_arg::<R, F>(layer.q_norm.as_ref(), hd, &self.none),
+                    optional_array_arg::<R, F>(layer.k_norm.as_ref(), hd, &self.none),
+                    array_arg::<R, F>(&self.cos, self.rope_positions * hd),
+                    array_arg::<R, F>(&self.sin, self.rope_positions * hd),
+                    array_arg::<R, u32>(&w.positions, m),
+                    array_arg::<R, u32>(&w.slots, m),
+                    array_arg::<R, F>(&w.q, m * h * hd),
+                    array_arg::<R, F>(&layer.cache_k, cache_len),
+                    array_arg::<R, F>(&layer.cache_v, cache_len),
+                    h as u32,
+                    kv as u32,
+                    self.max_len as u32,
+                    spec.rms_norm_eps as f32,
+                    hd,
+                    block,
+                    layer.q_norm.is_some(),
+                ));
+                launch!(decode_attention_kernel::<F, R>(
+                    &self.client,
+                    CubeCount::Static((h / self.attention_group) as u32, m as u32, 1),
+                    CubeDim::new_1d(decode_attention::BLOCK as u32),
+                    key_vector,
+                    array_arg::<R, F>(&w.q, m * h * hd),
+                    array_arg::<R, F>(&layer.cache_k, cache_len),
+                    array_arg::<R, F>(&layer.cache_v, cache_len),
+                    array_arg::<R, u32>(&w.positions, m),
+                    array_arg::<R, u32>(&w.slots, m),
+                    array_arg::<R, F>(&w.attn, m * h * hd),
+                    h as u32,
+                    kv as u32,
+                    self.max_len as u32,
+                    1.0 / (hd as f32).sqrt(),
+                    hd,
+                    hd / key_vector,
+                    self.max_keys,
+                    self.attention_group,
+                ));
+                self.product(&w.attn, &layer.o, m, None, epilogue::ADD, &w.hidden);
+                self.rms_norm(&w.hidden, &layer.post_norm, m, d, &w.x);
+                self.product(&w.x, &layer.gate_up, m, None, epilogue::SWIGLU, &w.act);
+                self.product(&w.act, &layer.down, m, None, epilogue::ADD, &w.hidden);
+            }
+            self.rms_norm(&w.hidden, &self.norm, m, d, &w.x);
+            // One split: the partial product is the f32 logits.
+            product::partials_into::<R, F>(
+                &self.client,
+                &w.x,
+                &self.head,
+                m,
+                1,
+                product::MmaLaunch::DEFAULT,
+                w.logits.clone(),
+            );
+        }
+
+        /// Rows a step of `m` sequences runs: `m`, or with graphs `m` rounded up to a multiple
+        /// of 16 (one graph per padded count, at most `slots / 16` of them; the extra rows
+        /// decode token 0 at position 0 into the scratch slot).
+        fn padded_rows(&self, m: usize) -> usize {
+            #[cfg(feature = "cuda")]
+            if self.graphs.is_some() {
+                return m.next_multiple_of(ROW_TILE).min(self.work.rows);
+            }
+            m
+        }
+
+        /// Writes the step's inputs into the workspace and issues it: through a recorded graph
+        /// where there is one (recording it first if this row count has none yet), else through
+        /// cubecl's launches. Returns whether a graph ran it.
+        #[cfg(feature = "cuda")]
+        fn run_graph(&mut self, rows: usize, inputs: &[Vec<u32>; 3]) -> bool {
+            let Some(mut graphs) = self.graphs.take() else {
+                return false;
+            };
+            let copies = self
+                .input_addresses
+                .iter()
+                .zip(inputs)
+                .map(|(&a, v)| (a, u32::as_bytes(v).to_vec()))
+                .collect();
+            let mut ran = graphs.write(copies).map(|()| false);
+            if self.steps > 0 {
+                ran = ran.and_then(|_| {
+                    if !graphs.has(rows) {
+                        graphs.record(rows, || self.issue(rows))?;
+                    }
+                    graphs.replay(rows).map(|()| true)
+                });
+            }
+            match ran {
+                Ok(true) => {
+                    self.graphs = Some(graphs);
+                    true
+                }
+                Ok(false) => {
+                    // The first step: through cubecl, settling the buffers' streams.
+                    self.graphs = Some(graphs);
+                    self.issue(rows);
+                    true
+                }
+                Err(e) => {
+                    eprintln!(
+                        "decode engine: CUDA graphs off for this generation ({e}); \
+                         set FORGE_DECODE_GRAPHS=0 to skip them"
+                    );
+                    false
+                }
+            }
+        }
+    }
+
+    impl Workspace {
+        /// Buffers for steps of up to `slots` rows (rounded up to 16) of `spec`'s model.
+        fn new<F: FloatElement>(
+            client: &ComputeClient<impl CubeRuntime>,
+            spec: &ModelSpec,
+            layers: &[Layer],
+            head: &Weight,
+            slots: usize,
+        ) -> Self {
+            let rows = slots.max(1).next_multiple_of(ROW_TILE);
+            let elem = core::mem::size_of::<F>();
+            let buffer = |elements: usize| client.empty(elements.max(1) * elem);
+            let u32s = || client.empty(rows * 4);
+            // Fewer rows can mean more splits: the largest need over every row count a step
+            // may have, for every product.
+            let partials = layers
+                .iter()
+                .flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down])
+                .flat_map(|w| (1..=rows).map(move |m| product::partials_bytes(w, m, usize::MAX)))
+                .max()
+                .unwrap_or(4);
+            let (qkv_n, act_n) = layers
+                .first()
+                .map_or((1, 1), |l| (l.qkv.n, l.gate_up.n / 2));
+            let q = rows * spec.num_heads * spec.head_dim;
+            Self {
+                rows,
+                hidden: buffer(rows * spec.hidden_size),
+                x: buffer(rows * spec.hidden_size),
+                qkv: buffer(rows * qkv_n),
+                q: buffer(q),
+                attn: buffer(q),
+                act: buffer(rows * act_n),
+                partials: client.empty(partials),
+                logits: client.empty(product::partials_bytes(head, rows, 1)),
+                tokens: u32s(),
+                positions: u32s(),
+                slots: u32s(),
+            }
         }
     }
 
@@ -369,7 +639,7 @@ mod cube {
                 for (src, dst) in [(&past.keys, &layer.cache_k), (&past.values, &layer.cache_v)] {
                     let src = contiguous(src.clone());
                     let count = rows * kv * len * hd;
-                    kv_copy_kernel::launch::<F, R>(
+                    launch!(kv_copy_kernel::<F, R>(
                         &self.client,
                         CubeCount::Static(count.div_ceil(256).clamp(1, 65_535) as u32, 1, 1),
                         CubeDim::new_1d(256),
@@ -381,7 +651,7 @@ mod cube {
                         len as u32,
                         self.max_len as u32,
                         hd as u32,
-                    );
+                    ));
                 }
             }
         }
@@ -393,98 +663,43 @@ mod cube {
             slots: &[usize],
         ) -> Tensor<Cube<R, F, I, BT>, 2> {
             let m = tokens.len();
-            let spec = &self.spec;
-            let (h, kv, hd, d) = (
-                spec.num_heads,
-                spec.num_kv_heads,
-                spec.head_dim,
-                spec.hidden_size,
-            );
-            let elem = core::mem::size_of::<F>();
-            let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
-            let ids = Tensor::<Cube<R, F, I, BT>, 1, Int>::from_data(
-                TensorData::new(ids, [m]),
-                &self.device,
-            );
-            // The residual stream, updated in place by the epilogues.
-            let hidden = contiguous(self.embed.clone().select(0, ids));
-            let positions_h = self.upload_u32(positions.iter().copied());
-            let slots_h = self.upload_u32(slots.iter().copied());
-            let block = hd.next_power_of_two();
-            let key_vector = self.cache_vector;
-            let cache_len = self.cache_len();
-            for layer in &self.layers {
-                let x = self.rms_norm(&hidden, &layer.input_norm, m, d);
-                let qkv = self.client.empty(m * layer.qkv.n * elem);
-                self.product(
-                    &x,
-                    &layer.qkv,
-                    m,
-                    layer.qkv_bias.as_ref(),
-                    epilogue::WRITE,
-                    &qkv,
-                );
-                let q = self.client.empty(m * h * hd * elem);
-                qkv_rope_cache_kernel::launch::<F, R>(
-                    &self.client,
-                    CubeCount::Static((h + 2 * kv) as u32, m as u32, 1),
-                    CubeDim::new_1d(block as u32),
-                    array_arg::<R, F>(&qkv, m * layer.qkv.n),
-                    optional_array_arg::<R, F>(layer.q_norm.as_ref(), hd, &self.none),
-                    optional_array_arg::<R, F>(layer.k_norm.as_ref(), hd, &self.none),
-                    array_arg::<R, F>(&self.cos, self.rope_positions * hd),
-                    array_arg::<R, F>(&self.sin, self.rope_positions * hd),
-                    array_arg::<R, u32>(&positions_h, m),
-                    array_arg::<R, u32>(&slots_h, m),
-                    array_arg::<R, F>(&q, m * h * hd),
-                    array_arg::<R, F>(&layer.cache_k, cache_len),
-                    array_arg::<R, F>(&layer.cache_v, cache_len),
-                    h as u32,
-                    kv as u32,
-                    self.max_len as u32,
-                    spec.rms_norm_eps as f32,
-                    hd,
-                    block,
-                    layer.q_norm.is_some(),
-                );
-                let attn = self.client.empty(m * h * hd * elem);
-                decode_attention_kernel::launch::<F, R>(
-                    &self.client,
-                    CubeCount::Static((h / self.attention_group) as u32, m as u32, 1),
-                    CubeDim::new_1d(decode_attention::BLOCK as u32),
-                    key_vector,
-                    array_arg::<R, F>(&q, m * h * hd),
-                    array_arg::<R, F>(&layer.cache_k, cache_len),
-                    array_arg::<R, F>(&layer.cache_v, cache_len),
-                    array_arg::<R, u32>(&positions_h, m),
-                    array_arg::<R, u32>(&slots_h, m),
-                    array_arg::<R, F>(&attn, m * h * hd),
-                    h as u32,
-                    kv as u32,
-                    self.max_len as u32,
-                    1.0 / (hd as f32).sqrt(),
-                    hd,
-                    hd / key_vector,
-                    self.max_keys,
-                    self.attention_group,
-                );
-                self.product(&attn, &layer.o, m, None, epilogue::ADD, &hidden);
-                let x = self.rms_norm(&hidden, &layer.post_norm, m, d);
-                let act = self.client.empty(m * layer.gate_up.n / 2 * elem);
-                self.product(&x, &layer.gate_up, m, None, epilogue::SWIGLU, &act);
-                self.product(&act, &layer.down, m, None, epilogue::ADD, &hidden);
+            let rows = self.padded_rows(m);
+            // Padded rows decode token 0 at position 0 into the scratch slot.
+            let pad = |values: Vec<u32>, fill: u32| {
+                let mut values = values;
+                values.resize(rows, fill);
+                values
+            };
+            let inputs = [
+                pad(tokens.to_vec(), 0),
+                pad(positions.iter().map(|&p| p as u32).collect(), 0),
+                pad(slots.iter().map(|&s| s as u32).collect(), self.slots as u32),
+            ];
+            #[cfg(feature = "cuda")]
+            let ran = self.run_graph(rows, &inputs);
+            #[cfg(not(feature = "cuda"))]
+            let ran = false;
+            if !ran {
+                let [t, p, s] = &inputs;
+                self.work.tokens = self.client.create_from_slice(u32::as_bytes(t));
+                self.work.positions = self.client.create_from_slice(u32::as_bytes(p));
+                self.work.slots = self.client.create_from_slice(u32::as_bytes(s));
+                self.issue(rows);
             }
-            let x = self.rms_norm(&hidden, &self.norm, m, d);
-            // One split: the partial product is the f32 logits (its rows past `m`, if any, cut).
-            let partials = product::partials::<R, F>(&self.client, &x, &self.head, m, 1);
-            let extra_rows = partials.rows - m;
-            let logits = partials
-                .handle
-                .offset_end((extra_rows * self.head.n * 4) as u64);
+            self.steps += 1;
+            // The logits of the first `m` rows, a view of the workspace's buffer (valid until
+            // the next step).
+            let vocab = self.head.n;
+            let bytes = product::partials_bytes(&self.head, self.work.rows, 1);
+            let logits = self
+                .work
+                .logits
+                .clone()
+                .offset_end((bytes - m * vocab * 4) as u64);
             let tensor = CubeTensor::new_contiguous(
                 self.client.clone(),
                 self.device.clone(),
-                [m, self.head.n].into(),
+                [m, vocab].into(),
                 logits,
                 DType::F32,
             );
@@ -513,7 +728,7 @@ mod cube {
             } else {
                 (1.0 / temperature) as f32
             };
-            sample_rows_kernel::launch::<R>(
+            launch!(sample_rows_kernel::<R>(
                 &self.client,
                 CubeCount::Static(rows as u32, 1, 1),
                 CubeDim::new_1d(sample_rows::BLOCK as u32),
@@ -524,7 +739,7 @@ mod cube {
                 vocab as u32,
                 inv_temperature,
                 greedy,
-            );
+            ));
             let bytes =
                 cubecl::future::block_on(self.client.read_async(vec![tokens_h, logprobs_h]))
                     .map_err(|e| format!("reading the sampled tokens: {e:?}"))?;

@@ -6,6 +6,10 @@ pub mod args;
 pub mod cube_reduce;
 #[cfg(feature = "cuda")]
 pub mod cublas;
+#[cfg(feature = "cuda")]
+pub mod cuda_graph;
+#[cfg(feature = "cuda")]
+pub mod cuda_stream;
 pub mod decode;
 pub mod device_loss;
 pub mod fused_token_loss;

@@ -26,7 +26,7 @@ pub fn shared_bytes(group: usize, head_dim: usize, key_vectors: usize, max_keys:
 /// `key_vectors` vectors of `N` elements per position (`head_dim = key_vectors * N`, at most
 /// [`BLOCK`] vectors). The scores of one row sit in shared memory: `max_keys` (comptime) bounds
 /// the cached length ([`shared_bytes`] says what it costs).
-#[cube(launch)]
+#[cube(launch, launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn decode_attention_kernel<F: Float, N: Size>(
     q: &Array<F>,

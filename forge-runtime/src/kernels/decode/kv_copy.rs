@@ -8,7 +8,7 @@ use cubecl::prelude::*;
 /// `cache[slot, h, p, d] = src[b, h, p, d]` for every slot `slots[b * per_row..(b + 1) *
 /// per_row]`. `src` is `[rows, kv_heads, len, head_dim]`, `cache` `[slots, kv_heads, max_len,
 /// head_dim]`; units stride over the elements of `src` (any launch size covers it).
-#[cube(launch)]
+#[cube(launch, launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn kv_copy_kernel<F: Float>(
     src: &Array<F>,

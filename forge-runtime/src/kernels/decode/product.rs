@@ -7,6 +7,7 @@
 use cubecl::prelude::*;
 use cubecl::server::Handle;
 
+use super::launch;
 use super::skinny_matmul::{self, epilogue, matmul_epilogue_kernel, skinny_matmul_kernel};
 use super::skinny_mma::{self, skinny_mma_kernel};
 use crate::kernels::args::{array_arg, optional_array_arg};
@@ -79,8 +80,63 @@ pub struct Partials {
     pub rows: usize,
 }
 
+/// How a product's reduction over `k` is cut across cubes, and the partials that writes.
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    /// Splits of `k`, each a partial product.
+    splits: usize,
+    /// Elements of `k` per split.
+    k_split: usize,
+    /// Rows of each partial ([`Partials::rows`]).
+    rows: usize,
+}
+
+impl Cut {
+    /// The cut for `x [m, w.k] · w` with at most `max_splits` splits (`launch` on tensor cores).
+    fn new(w: &Weight, m: usize, max_splits: usize, launch: MmaLaunch) -> Self {
+        if w.tensor_cores {
+            let columns = w.n.div_ceil(launch.planes * skinny_mma::TILE);
+            let row_tiles = m.div_ceil(skinny_mma::ROWS);
+            let stages = w.k / skinny_mma::K_STAGE;
+            let splits = launch
+                .target_cubes
+                .div_ceil(columns * row_tiles)
+                .clamp(1, (stages / launch.min_stages).max(1).min(max_splits));
+            let k_split = stages.div_ceil(splits) * skinny_mma::K_STAGE;
+            return Self {
+                splits: w.k.div_ceil(k_split),
+                k_split,
+                rows: m.next_multiple_of(skinny_mma::TILE),
+            };
+        }
+        let tile = skinny_matmul::TILE;
+        let tiles = w.n.div_ceil(tile) * m.div_ceil(tile);
+        let chunks = w.k.div_ceil(skinny_matmul::K_CHUNK);
+        let splits = TARGET_CUBES
+            .div_ceil(tiles)
+            .clamp(1, chunks.min(max_splits));
+        let k_split = chunks.div_ceil(splits) * skinny_matmul::K_CHUNK;
+        Self {
+            splits: w.k.div_ceil(k_split),
+            k_split,
+            rows: m,
+        }
+    }
+
+    /// Bytes of the f32 partials.
+    fn bytes(&self, n: usize) -> usize {
+        (self.splits * self.rows * n).max(1) * 4
+    }
+}
+
+/// Bytes of the f32 partials [`partials`] writes for `x [m, w.k] · w` with at most `max_splits`
+/// splits: what a buffer passed to [`partials_into`] or [`product_into`] needs.
+pub fn partials_bytes(w: &Weight, m: usize, max_splits: usize) -> usize {
+    Cut::new(w, m, max_splits, MmaLaunch::DEFAULT).bytes(w.n)
+}
+
 /// `x [m, w.k] · w` into f32 partial products over at most `max_splits` splits of `k` (one split:
-/// the product itself, in f32).
+/// the product itself, in f32), in a buffer of their own.
 pub fn partials<R: Runtime, F: Float + CubeElement>(
     client: &ComputeClient<R>,
     x: &Handle,
@@ -88,38 +144,67 @@ pub fn partials<R: Runtime, F: Float + CubeElement>(
     m: usize,
     max_splits: usize,
 ) -> Partials {
+    let out = client.empty(partials_bytes(w, m, max_splits));
+    partials_into::<R, F>(client, x, w, m, max_splits, MmaLaunch::DEFAULT, out)
+}
+
+/// [`partials`] written into `out` (at least [`partials_bytes`] bytes; the decode engine keeps
+/// one such buffer for every product of a step), the tensor-core launch cut as `launch` says.
+pub fn partials_into<R: Runtime, F: Float + CubeElement>(
+    client: &ComputeClient<R>,
+    x: &Handle,
+    w: &Weight,
+    m: usize,
+    max_splits: usize,
+    launch: MmaLaunch,
+    out: Handle,
+) -> Partials {
+    let cut = Cut::new(w, m, max_splits, launch);
+    debug_assert!(out.size() as usize >= cut.bytes(w.n));
+    let len = cut.splits * cut.rows * w.n;
     if w.tensor_cores {
-        return partials_mma::<R, F>(client, x, w, m, max_splits, MmaLaunch::DEFAULT);
+        launch!(skinny_mma_kernel::<F, R>(
+            client,
+            CubeCount::Static(
+                w.n.div_ceil(launch.planes * skinny_mma::TILE) as u32,
+                m.div_ceil(skinny_mma::ROWS) as u32,
+                cut.splits as u32,
+            ),
+            CubeDim::new_2d(skinny_mma::PLANE_SIZE as u32, launch.planes as u32),
+            skinny_mma::VECTOR,
+            array_arg::<R, F>(x, m * w.k),
+            array_arg::<R, F>(&w.handle, w.k * w.n),
+            array_arg::<R, f32>(&out, len),
+            m as u32,
+            w.k as u32,
+            w.n as u32,
+            cut.k_split as u32,
+            cut.rows as u32,
+            launch.planes,
+        ));
+    } else {
+        let tile = skinny_matmul::TILE;
+        launch!(skinny_matmul_kernel::<F, R>(
+            client,
+            CubeCount::Static(
+                w.n.div_ceil(tile) as u32,
+                m.div_ceil(tile) as u32,
+                cut.splits as u32,
+            ),
+            CubeDim::new_2d(skinny_matmul::UNITS as u32, skinny_matmul::UNITS as u32),
+            array_arg::<R, F>(x, m * w.k),
+            array_arg::<R, F>(&w.handle, w.k * w.n),
+            array_arg::<R, f32>(&out, len),
+            m as u32,
+            w.k as u32,
+            w.n as u32,
+            cut.k_split as u32,
+        ));
     }
-    let tile = skinny_matmul::TILE;
-    let tiles = w.n.div_ceil(tile) * m.div_ceil(tile);
-    let chunks = w.k.div_ceil(skinny_matmul::K_CHUNK);
-    let splits = TARGET_CUBES
-        .div_ceil(tiles)
-        .clamp(1, chunks.min(max_splits));
-    let k_split = chunks.div_ceil(splits) * skinny_matmul::K_CHUNK;
-    let splits = w.k.div_ceil(k_split);
-    let handle = client.empty((splits * m * w.n).max(1) * 4);
-    skinny_matmul_kernel::launch::<F, R>(
-        client,
-        CubeCount::Static(
-            w.n.div_ceil(tile) as u32,
-            m.div_ceil(tile) as u32,
-            splits as u32,
-        ),
-        CubeDim::new_2d(skinny_matmul::UNITS as u32, skinny_matmul::UNITS as u32),
-        array_arg::<R, F>(x, m * w.k),
-        array_arg::<R, F>(&w.handle, w.k * w.n),
-        array_arg::<R, f32>(&handle, splits * m * w.n),
-        m as u32,
-        w.k as u32,
-        w.n as u32,
-        k_split as u32,
-    );
     Partials {
-        handle,
-        splits,
-        rows: m,
+        handle: out,
+        splits: cut.splits,
+        rows: cut.rows,
     }
 }
 
@@ -132,37 +217,8 @@ pub fn partials_mma<R: Runtime, F: Float + CubeElement>(
     max_splits: usize,
     launch: MmaLaunch,
 ) -> Partials {
-    let columns = w.n.div_ceil(launch.planes * skinny_mma::TILE);
-    let row_tiles = m.div_ceil(skinny_mma::ROWS);
-    let stages = w.k / skinny_mma::K_STAGE;
-    let splits = launch
-        .target_cubes
-        .div_ceil(columns * row_tiles)
-        .clamp(1, (stages / launch.min_stages).max(1).min(max_splits));
-    let k_split = stages.div_ceil(splits) * skinny_mma::K_STAGE;
-    let splits = w.k.div_ceil(k_split);
-    let rows = m.next_multiple_of(skinny_mma::TILE);
-    let handle = client.empty((splits * rows * w.n).max(1) * 4);
-    skinny_mma_kernel::launch::<F, R>(
-        client,
-        CubeCount::Static(columns as u32, row_tiles as u32, splits as u32),
-        CubeDim::new_2d(skinny_mma::PLANE_SIZE as u32, launch.planes as u32),
-        skinny_mma::VECTOR,
-        array_arg::<R, F>(x, m * w.k),
-        array_arg::<R, F>(&w.handle, w.k * w.n),
-        array_arg::<R, f32>(&handle, splits * rows * w.n),
-        m as u32,
-        w.k as u32,
-        w.n as u32,
-        k_split as u32,
-        rows as u32,
-        launch.planes,
-    );
-    Partials {
-        handle,
-        splits,
-        rows,
-    }
+    let out = client.empty(Cut::new(w, m, max_splits, launch).bytes(w.n));
+    partials_into::<R, F>(client, x, w, m, max_splits, launch, out)
 }
 
 /// `out = epilogue(x [m, w.k] · w (+ bias))` with `mode` one of [`epilogue`]: `out` is `[m, w.n]`,
@@ -179,6 +235,32 @@ pub fn product<R: Runtime, F: Float + CubeElement>(
     out: &Handle,
 ) {
     let partials = partials::<R, F>(client, x, w, m, usize::MAX);
+    finish::<R, F>(client, &partials, w, m, bias, none, mode, out);
+}
+
+/// [`product`] with its partials in `workspace` (at least [`partials_bytes`] bytes for `m` rows
+/// and any number of splits).
+#[allow(clippy::too_many_arguments)]
+pub fn product_into<R: Runtime, F: Float + CubeElement>(
+    client: &ComputeClient<R>,
+    x: &Handle,
+    w: &Weight,
+    m: usize,
+    bias: Option<&Handle>,
+    none: &Handle,
+    mode: u32,
+    out: &Handle,
+    workspace: &Handle,
+) {
+    let partials = partials_into::<R, F>(
+        client,
+        x,
+        w,
+        m,
+        usize::MAX,
+        MmaLaunch::DEFAULT,
+        workspace.clone(),
+    );
     finish::<R, F>(client, &partials, w, m, bias, none, mode, out);
 }
 
@@ -201,7 +283,7 @@ pub fn finish<R: Runtime, F: Float + CubeElement>(
         m * w.n
     };
     let units = 256usize;
-    matmul_epilogue_kernel::launch::<F, R>(
+    launch!(matmul_epilogue_kernel::<F, R>(
         client,
         CubeCount::Static(outputs.div_ceil(units).max(1) as u32, 1, 1),
         CubeDim::new_1d(units as u32),
@@ -214,5 +296,5 @@ pub fn finish<R: Runtime, F: Float + CubeElement>(
         w.n as u32,
         mode,
         bias.is_some(),
-    );
+    ));
 }

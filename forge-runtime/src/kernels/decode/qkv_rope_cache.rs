@@ -16,7 +16,7 @@ use crate::kernels::cube_reduce::cube_sum;
 /// queries go to `q` `[rows, heads * head_dim]`, keys and values to `cache_k` / `cache_v`
 /// `[slots, kv_heads, max_len, head_dim]` at `(slot[row], position[row])`. `cos` / `sin` are
 /// `[positions, head_dim]`.
-#[cube(launch)]
+#[cube(launch, launch_unchecked)]
 #[allow(clippy::too_many_arguments, unused_assignments)]
 pub fn qkv_rope_cache_kernel<F: Float>(
     qkv: &Array<F>,

@@ -11,7 +11,7 @@ use crate::kernels::cube_reduce::cube_sum;
 pub const BLOCK: usize = 128;
 
 /// `out[r, :] = weight * x[r, :] / sqrt(mean(x[r, :]²) + eps)` for row `r` = the cube's position.
-#[cube(launch)]
+#[cube(launch, launch_unchecked)]
 pub fn rms_norm_kernel<F: Float>(
     x: &Array<F>,
     weight: &Array<F>,

@@ -17,7 +17,7 @@ pub const BLOCK: usize = 256;
 /// Row `r` = the cube's position. Sampling (`greedy` false): the first token `i` whose cumulative
 /// weight Σ_{j<=i} exp((x_j - max) / T) exceeds `uniforms[r]` times the total. Greedy: the first
 /// most likely token. `logprobs[r]` = log softmax(x · inv_temperature) at the token.
-#[cube(launch)]
+#[cube(launch, launch_unchecked)]
 // cubecl's kernels have no `div_ceil`; the outer `if` is decided when compiling the kernel.
 #[allow(unused_assignments, clippy::manual_div_ceil, clippy::collapsible_if)]
 pub fn sample_rows_kernel(

@@ -64,7 +64,7 @@ fn load_chunk<F: Float>(
 
 /// `partial[s, r, c] = Σ_{j in split s} x[r, j] · w[j, c]`: cube (x, y, z) = (column tile, row
 /// tile, split); each split covers `k_split` (a multiple of [`K_CHUNK`]) elements of `k`.
-#[cube(launch)]
+#[cube(launch, launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn skinny_matmul_kernel<F: Float>(
     x: &Array<F>,
@@ -155,7 +155,7 @@ pub mod epilogue {
 
 /// Sums the `splits` partial products `[splits, rows, n]` (`rows >= m`: the tensor-core kernel
 /// rounds up to whole tiles) and applies `mode` (see [`epilogue`]); one unit per element of `out`.
-#[cube(launch)]
+#[cube(launch, launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_epilogue_kernel<F: Float>(
     partial: &Array<f32>,

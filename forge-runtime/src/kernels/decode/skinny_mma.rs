@@ -203,7 +203,7 @@ fn load_chunk<F: Float, N: Size>(
 /// the rows past `m` are zero). Cube (x, y, z) = (group of `16 * planes` columns, 64-row tile,
 /// split); cube dim (32, `planes`); each split covers `k_split` (a multiple of [`K_STAGE`])
 /// elements of `k`. `x` and `w` are read as vectors of [`VECTOR`] elements (`N`).
-#[cube(launch)]
+#[cube(launch, launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn skinny_mma_kernel<F: Float, N: Size>(
     x: &Array<Vector<F, N>>,
