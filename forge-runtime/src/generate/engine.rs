@@ -73,6 +73,7 @@ mod cube {
 
     use super::{DecodeBackend, DecodeEngine};
     use crate::kernels::args::{array_arg, optional_array_arg};
+    use crate::kernels::decode::add_rms_norm::{self, add_rms_norm_kernel};
     use crate::kernels::decode::decode_attention::{self, decode_attention_kernel};
     use crate::kernels::decode::embed_rows::{self, embed_rows_kernel};
     use crate::kernels::decode::kv_copy::kv_copy_kernel;
@@ -115,8 +116,6 @@ mod cube {
         hidden: Handle,
         /// A normalised copy of the residual stream.
         x: Handle,
-        /// The q/k/v projections `[rows, (heads + 2 kv heads) * head_dim]`.
-        qkv: Handle,
         /// Queries after norm and RoPE, `[rows, heads * head_dim]`.
         q: Handle,
         /// Attention's output, same shape.
@@ -416,6 +415,40 @@ mod cube {
             );
         }
 
+        /// `x [m, w.k] · w` as f32 partials in the workspace.
+        fn partials(&self, x: &Handle, w: &Weight, m: usize) -> product::Partials {
+            product::partials_into::<R, F>(
+                &self.client,
+                x,
+                w,
+                m,
+                usize::MAX,
+                product::MmaLaunch::DEFAULT,
+                self.work.partials.clone(),
+            )
+        }
+
+        /// The residual stream plus the summed `partials`, then its RMSNorm with `weight` into
+        /// the workspace's `x` ([`add_rms_norm_kernel`]).
+        fn add_rms_norm(&self, partials: &product::Partials, weight: &Handle, m: usize) {
+            let d = self.spec.hidden_size;
+            let block = add_rms_norm::block(d);
+            launch!(add_rms_norm_kernel::<F, R>(
+                &self.client,
+                CubeCount::Static(m as u32, 1, 1),
+                CubeDim::new_1d(block as u32),
+                array_arg::<R, f32>(&partials.handle, partials.splits * partials.rows * d),
+                array_arg::<R, F>(&self.work.hidden, m * d),
+                array_arg::<R, F>(weight, d),
+                array_arg::<R, F>(&self.work.x, m * d),
+                partials.splits as u32,
+                partials.rows as u32,
+                d as u32,
+                self.spec.rms_norm_eps as f32,
+                block,
+            ));
+        }
+
         /// `out = RMSNorm(x) * weight`, row by row.
         fn rms_norm(&self, x: &Handle, weight: &Handle, rows: usize, width: usize, out: &Handle) {
             launch!(rms_norm_kernel::<F, R>(
@@ -457,21 +490,20 @@ mod cube {
             let block = hd.next_power_of_two();
             let key_vector = self.cache_vector;
             let cache_len = self.cache_len();
-            for layer in &self.layers {
-                self.rms_norm(&w.hidden, &layer.input_norm, m, d, &w.x);
-                self.product(
-                    &w.x,
-                    &layer.qkv,
-                    m,
-                    layer.qkv_bias.as_ref(),
-                    epilogue::WRITE,
-                    &w.qkv,
-                );
+            // The first layer's input norm; every later norm is fused with the residual add
+            // before it.
+            if let Some(first) = self.layers.first() {
+                self.rms_norm(&w.hidden, &first.input_norm, m, d, &w.x);
+            }
+            for (i, layer) in self.layers.iter().enumerate() {
+                // q/k/v: partials only; their sum (and bias) is taken by the RoPE kernel.
+                let qkv = self.partials(&w.x, &layer.qkv, m);
                 launch!(qkv_rope_cache_kernel::<F, R>(
                     &self.client,
                     CubeCount::Static((h + 2 * kv) as u32, m as u32, 1),
                     CubeDim::new_1d(block as u32),
-                    array_arg::<R, F>(&w.qkv, m * layer.qkv.n),
+                    array_arg::<R, f32>(&qkv.handle, qkv.splits * qkv.rows * layer.qkv.n),
+                    optional_array_arg::<R, F>(layer.qkv_bias.as_ref(), layer.qkv.n, &self.none),
                     optional_array_arg::<R, F>(layer.q_norm.as_ref(), hd, &self.none),
                     optional_array_arg::<R, F>(layer.k_norm.as_ref(), hd, &self.none),
                     array_arg::<R, F>(&self.cos, self.rope_positions * hd),
@@ -485,9 +517,12 @@ mod cube {
                     kv as u32,
                     self.max_len as u32,
                     spec.rms_norm_eps as f32,
+                    qkv.splits as u32,
+                    qkv.rows as u32,
                     hd,
                     block,
                     layer.q_norm.is_some(),
+                    layer.qkv_bias.is_some(),
                 ));
                 launch!(decode_attention_kernel::<F, R>(
                     &self.client,
@@ -509,12 +544,22 @@ mod cube {
                     self.max_keys,
                     self.attention_group,
                 ));
-                self.product(&w.attn, &layer.o, m, None, epilogue::ADD, &w.hidden);
-                self.rms_norm(&w.hidden, &layer.post_norm, m, d, &w.x);
+                // o: the residual add fused with the post-attention norm.
+                let o = self.partials(&w.attn, &layer.o, m);
+                self.add_rms_norm(&o, &layer.post_norm, m);
                 self.product(&w.x, &layer.gate_up, m, None, epilogue::SWIGLU, &w.act);
-                self.product(&w.act, &layer.down, m, None, epilogue::ADD, &w.hidden);
+                // down: the residual add fused with the next layer's input norm (the final
+                // norm after the last layer).
+                let down = self.partials(&w.act, &layer.down, m);
+                let next_norm = self
+                    .layers
+                    .get(i + 1)
+                    .map_or(&self.norm, |next| &next.input_norm);
+                self.add_rms_norm(&down, next_norm, m);
             }
-            self.rms_norm(&w.hidden, &self.norm, m, d, &w.x);
+            if self.layers.is_empty() {
+                self.rms_norm(&w.hidden, &self.norm, m, d, &w.x);
+            }
             // One split: the partial product is the f32 logits.
             product::partials_into::<R, F>(
                 &self.client,
@@ -604,15 +649,12 @@ mod cube {
                 .flat_map(|w| (1..=rows).map(move |m| product::partials_bytes(w, m, usize::MAX)))
                 .max()
                 .unwrap_or(4);
-            let (qkv_n, act_n) = layers
-                .first()
-                .map_or((1, 1), |l| (l.qkv.n, l.gate_up.n / 2));
+            let act_n = layers.first().map_or(1, |l| l.gate_up.n / 2);
             let q = rows * spec.num_heads * spec.head_dim;
             Self {
                 rows,
                 hidden: buffer(rows * spec.hidden_size),
                 x: buffer(rows * spec.hidden_size),
-                qkv: buffer(rows * qkv_n),
                 q: buffer(q),
                 attn: buffer(q),
                 act: buffer(rows * act_n),

@@ -2,9 +2,11 @@
 //! on an H200, cuBLAS with TF32 runs 2.9x faster than burn 0.21's own product (cubek's
 //! `SimpleCyclicCmma`, itself TF32-class) and 6x on the LM head (bench/RESULTS.md, `matmul`).
 //!
-//! cuBLAS runs on a stream of its own: cubecl-cuda 0.10 keeps its streams private, so a product
-//! is ordered with cubecl's work by the host: wait for this thread's cubecl queue, run the
-//! product, wait for it. That costs an idle gap per product (bench/NOTES.md measures it).
+//! cubecl-cuda 0.10 keeps its streams private. Where the stream cubecl runs the calling thread's
+//! work on can be found ([`super::cuda_stream`], through CUPTI), a product is queued on it from
+//! cubecl's device thread, in order with cubecl's kernels and without waiting for the device.
+//! Otherwise cuBLAS runs on a stream of its own, ordered by the host: wait for this thread's
+//! cubecl queue, run the product, wait for it, an idle gap per product (bench/NOTES.md).
 
 // The cuBLAS and driver calls are FFI; each `unsafe` block says why it is sound.
 #![allow(unsafe_code)]
@@ -93,7 +95,8 @@ unsafe impl Send for Blas {}
 static BLAS: Mutex<Vec<Option<Blas>>> = Mutex::new(Vec::new());
 
 impl Blas {
-    fn new(index: usize) -> Result<Self, GemmError> {
+    /// A handle on GPU `index`, bound to `stream`, or to a new stream of its own.
+    fn new(index: usize, stream: Option<cudarc::driver::sys::CUstream>) -> Result<Self, GemmError> {
         driver::init()?;
         let device = driver::device::get(index as i32)?;
         // SAFETY: `device` is a valid device; the primary context is the one cubecl-cuda retains
@@ -101,7 +104,10 @@ impl Blas {
         let context = unsafe { driver::primary_ctx::retain(device)? };
         // SAFETY: `context` was just retained and stays alive for the process.
         unsafe { driver::ctx::set_current(context)? };
-        let stream = driver::stream::create(driver::stream::StreamKind::NonBlocking)?;
+        let stream = match stream {
+            Some(stream) => stream,
+            None => driver::stream::create(driver::stream::StreamKind::NonBlocking)?,
+        };
         let handle = blas::create_handle()?;
         // SAFETY: both handles were just created in the current context.
         unsafe { blas::set_stream(handle, stream as sys::cudaStream_t)? };
@@ -113,9 +119,104 @@ impl Blas {
     }
 }
 
+/// cuBLAS handles bound to cubecl's own streams, by (device index, stream): a handle's
+/// workspace must not be shared by products running at once on two streams.
+static STREAM_BLAS: Mutex<Vec<(usize, usize, Blas)>> = Mutex::new(Vec::new());
+
 /// Runs `gemm` on `device` (whose client is `client`) after everything this thread queued on
-/// `client`, and returns when it is done.
+/// `client`. Where cubecl's stream for this thread is known ([`super::cuda_stream`]), the
+/// product is queued on that stream from cubecl's device thread, so it is ordered with cubecl's
+/// work without waiting for the device, and returns once queued; otherwise it runs on a stream
+/// of its own between two waits (`FORGE_CUBLAS_HOST_ORDER=1` forces that, to compare).
 pub fn run(
+    client: &ComputeClient<CudaRuntime>,
+    device: &cubecl::cuda::CudaDevice,
+    gemm: &Gemm<'_>,
+) -> Result<(), GemmError> {
+    if std::env::var("FORGE_CUBLAS_HOST_ORDER").as_deref() != Ok("1")
+        && let Some(stream) = super::cuda_stream::current_stream(client, device.index)
+    {
+        return run_on_stream(client, device.index, stream as usize, gemm);
+    }
+    run_host_ordered(client, device, gemm)
+}
+
+/// What one `gemm_ex` call needs, as plain values (sent to cubecl's device thread).
+#[derive(Clone, Copy)]
+struct GemmCall {
+    a: u64,
+    b: u64,
+    out: u64,
+    a_transposed: bool,
+    b_transposed: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    elem: GemmElem,
+}
+
+/// [`run`] through a handle bound to cubecl's `stream`, queued from cubecl's device thread.
+fn run_on_stream(
+    client: &ComputeClient<CudaRuntime>,
+    index: usize,
+    stream: usize,
+    gemm: &Gemm<'_>,
+) -> Result<(), GemmError> {
+    let cubecl = |e: cubecl::server::ServerError| GemmError::Cubecl(format!("{e:?}"));
+    let address = |h: &Handle| -> Result<u64, GemmError> {
+        Ok(client
+            .get_resource(h.clone())
+            .map_err(cubecl)?
+            .resource()
+            .ptr)
+    };
+    let call = GemmCall {
+        a: address(gemm.a)?,
+        b: address(gemm.b)?,
+        out: address(gemm.out)?,
+        a_transposed: gemm.a_transposed,
+        b_transposed: gemm.b_transposed,
+        m: gemm.m,
+        n: gemm.n,
+        k: gemm.k,
+        elem: gemm.elem,
+    };
+    let first = client
+        .exclusive(move || -> Result<bool, GemmError> {
+            let mut handles = STREAM_BLAS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let found = handles
+                .iter()
+                .position(|(i, s, _)| *i == index && *s == stream);
+            let first = found.is_none();
+            let at = match found {
+                Some(at) => at,
+                None => {
+                    let blas = Blas::new(index, Some(stream as cudarc::driver::sys::CUstream))?;
+                    handles.push((index, stream, blas));
+                    handles.len() - 1
+                }
+            };
+            let blas = &handles[at].2;
+            // SAFETY: the context was retained in `Blas::new` and is never released.
+            unsafe { driver::ctx::set_current(blas.context)? };
+            // SAFETY: the addresses are live cubecl buffers of the sizes `Gemm` describes; the
+            // product is queued on the stream cubecl's later work on them is queued on, so it
+            // runs after the work that wrote them and before any that reuses them.
+            unsafe { gemm_ex(blas.handle, &call)? };
+            Ok(first)
+        })
+        .map_err(cubecl)??;
+    if first {
+        self_check(client, &cubecl::cuda::CudaDevice::new(index))?;
+    }
+    Ok(())
+}
+
+/// [`run`] on cuBLAS's own stream: wait for this thread's cubecl queue, run the product, wait
+/// for it.
+fn run_host_ordered(
     client: &ComputeClient<CudaRuntime>,
     device: &cubecl::cuda::CudaDevice,
     gemm: &Gemm<'_>,
@@ -136,11 +237,42 @@ pub fn run(
     let first = slot.is_none();
     let blas = match slot.as_mut() {
         Some(blas) => blas,
-        None => slot.insert(Blas::new(device.index)?),
+        None => slot.insert(Blas::new(device.index, None)?),
     };
     // SAFETY: the context was retained in `Blas::new` and is never released.
     unsafe { driver::ctx::set_current(blas.context)? };
-    let (data_type, compute) = match gemm.elem {
+    let call = GemmCall {
+        a: a.resource().ptr,
+        b: b.resource().ptr,
+        out: out.resource().ptr,
+        a_transposed: gemm.a_transposed,
+        b_transposed: gemm.b_transposed,
+        m: gemm.m,
+        n: gemm.n,
+        k: gemm.k,
+        elem: gemm.elem,
+    };
+    // SAFETY: the pointers are live cubecl buffers of the sizes `Gemm` describes (held by the
+    // resources above), in the current context; cubecl's queue is idle, and the call waits for
+    // the product before the buffers can be reused.
+    unsafe {
+        gemm_ex(blas.handle, &call)?;
+        driver::stream::synchronize(blas.stream)?;
+    }
+    drop((a, b, out, guard));
+    if first {
+        self_check(client, device)?;
+    }
+    Ok(())
+}
+
+/// Queues `call` on `handle`'s stream.
+///
+/// # Safety
+/// `handle` must be live in the current context, and the addresses live buffers of that context
+/// holding the matrices `call` describes until the product has run.
+unsafe fn gemm_ex(handle: sys::cublasHandle_t, call: &GemmCall) -> Result<(), GemmError> {
+    let (data_type, compute) = match call.elem {
         GemmElem::F32 if TF32.load(Ordering::Relaxed) => (
             sys::cudaDataType::CUDA_R_32F,
             sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
@@ -167,40 +299,34 @@ pub fn run(
     };
     // cuBLAS is column-major, and a row-major [r, c] matrix is a column-major [c, r] one: the
     // row-major out = op(a) · op(b) is the column-major outᵀ = op(b)ᵀ · op(a)ᵀ.
-    let (m, n, k) = (gemm.m as i32, gemm.n as i32, gemm.k as i32);
-    let ldb = if gemm.b_transposed { k } else { n };
-    let lda = if gemm.a_transposed { m } else { k };
+    let (m, n, k) = (call.m as i32, call.n as i32, call.k as i32);
+    let ldb = if call.b_transposed { k } else { n };
+    let lda = if call.a_transposed { m } else { k };
     let (alpha, beta) = (1.0f32, 0.0f32);
-    // SAFETY: the pointers are live cubecl buffers of the sizes `Gemm` describes (held by the
-    // resources above), in the current context; cubecl's queue is idle, and the call waits for
-    // the product before the buffers can be reused.
+    // SAFETY: as the caller promises; alpha and beta outlive the call, which reads them before
+    // it returns (host pointer mode).
     unsafe {
         blas::gemm_ex(
-            blas.handle,
-            op(gemm.b_transposed),
-            op(gemm.a_transposed),
+            handle,
+            op(call.b_transposed),
+            op(call.a_transposed),
             n,
             m,
             k,
             (&raw const alpha).cast::<c_void>(),
-            b.resource().ptr as *const c_void,
+            call.b as *const c_void,
             data_type,
             ldb,
-            a.resource().ptr as *const c_void,
+            call.a as *const c_void,
             data_type,
             lda,
             (&raw const beta).cast::<c_void>(),
-            out.resource().ptr as *mut c_void,
+            call.out as *mut c_void,
             data_type,
             n,
             compute,
             sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
         )?;
-        driver::stream::synchronize(blas.stream)?;
-    }
-    drop((a, b, out, guard));
-    if first {
-        self_check(client, device)?;
     }
     Ok(())
 }

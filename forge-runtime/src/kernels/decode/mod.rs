@@ -2,6 +2,7 @@
 //! in a dozen launches over a preallocated KV cache, instead of the ~3,000 burn operations a
 //! decode step of the generic model issues (bench/NOTES.md). One kernel per file.
 
+pub mod add_rms_norm;
 pub mod decode_attention;
 pub mod embed_rows;
 pub mod kv_copy;

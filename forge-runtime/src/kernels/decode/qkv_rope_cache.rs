@@ -1,6 +1,7 @@
-//! After the fused q/k/v projection of one new token per sequence: Qwen3's per-head RMSNorm of
-//! queries and keys, RoPE (Hugging Face's `rotate_half` layout), and the new key and value written
-//! into the KV cache at the token's position.
+//! After the fused q/k/v projection of one new token per sequence: the projection's split-k
+//! partials summed (with Qwen2's bias), Qwen3's per-head RMSNorm of queries and keys, RoPE
+//! (Hugging Face's `rotate_half` layout), and the new key and value written into the KV cache at
+//! the token's position. Summing the partials here saves the product its own epilogue launch.
 
 // `#[cube]` generates public helper items (expand functions, launch modules) without docs.
 #![allow(missing_docs)]
@@ -12,14 +13,17 @@ use crate::kernels::cube_reduce::cube_sum;
 /// Cube (x, y) = (head among `heads + 2 * kv_heads`, row); `block` units (a power of two, at
 /// least `head_dim`), one per element of the head.
 ///
-/// `qkv` `[rows, (heads + 2 kv_heads) * head_dim]` holds queries, keys, values side by side;
+/// `partial` `[splits, partial_rows, (heads + 2 kv_heads) * head_dim]` (f32) holds the split sums
+/// of queries, keys, values side by side (`bias` added when `has_bias`; the sum is rounded to `F`,
+/// as a separate epilogue stored it);
 /// queries go to `q` `[rows, heads * head_dim]`, keys and values to `cache_k` / `cache_v`
 /// `[slots, kv_heads, max_len, head_dim]` at `(slot[row], position[row])`. `cos` / `sin` are
 /// `[positions, head_dim]`.
 #[cube(launch, launch_unchecked)]
 #[allow(clippy::too_many_arguments, unused_assignments)]
 pub fn qkv_rope_cache_kernel<F: Float>(
-    qkv: &Array<F>,
+    partial: &Array<f32>,
+    bias: &Array<F>,
     q_norm: &Array<F>,
     k_norm: &Array<F>,
     cos: &Array<F>,
@@ -33,9 +37,12 @@ pub fn qkv_rope_cache_kernel<F: Float>(
     kv_heads: u32,
     max_len: u32,
     eps: f32,
+    splits: u32,
+    partial_rows: u32,
     #[comptime] head_dim: usize,
     #[comptime] block: usize,
     #[comptime] qk_norm: bool,
+    #[comptime] has_bias: bool,
 ) {
     let head = CUBE_POS_X as usize;
     let row = CUBE_POS_Y as usize;
@@ -46,7 +53,15 @@ pub fn qkv_rope_cache_kernel<F: Float>(
     let slot = slots[row] as usize;
     let mut v = 0.0f32;
     if d < head_dim {
-        v = f32::cast_from(qkv[row * width + head * head_dim + d]);
+        let col = head * head_dim + d;
+        let plane = partial_rows as usize * width;
+        for s in 0..splits as usize {
+            v += partial[s * plane + row * width + col];
+        }
+        if comptime![has_bias] {
+            v += f32::cast_from(bias[col]);
+        }
+        v = f32::cast_from(F::cast_from(v));
     }
     if head >= heads + kv_heads {
         // A value head: into the cache as it is.
