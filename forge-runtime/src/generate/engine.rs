@@ -572,15 +572,12 @@ mod cube {
             );
         }
 
-        /// Rows a step of `m` sequences runs: `m`, or with graphs `m` rounded up to a multiple
-        /// of 16 (one graph per padded count, at most `slots / 16` of them; the extra rows
-        /// decode token 0 at position 0 into the scratch slot).
+        /// Rows a step of `m` sequences runs: `m` rounded up to a multiple of 16 (the
+        /// tensor-core products' row tile, so the padding costs their products nothing; with
+        /// graphs, one graph per padded count, at most `slots / 16` of them). The extra rows
+        /// decode token 0 at position 0 into the scratch slot.
         fn padded_rows(&self, m: usize) -> usize {
-            #[cfg(feature = "cuda")]
-            if self.graphs.is_some() {
-                return m.next_multiple_of(ROW_TILE).min(self.work.rows);
-            }
-            m
+            m.next_multiple_of(ROW_TILE).min(self.work.rows)
         }
 
         /// Writes the step's inputs into the workspace and issues it: through a recorded graph
