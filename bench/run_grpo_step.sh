@@ -31,7 +31,7 @@ with open(sys.argv[1], "w") as f:
 PY
 # NCCL (data-parallel trainer ranks sum their gradients through it): PyTorch's wheel has one.
 nccl=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(nvidia.nccl.__path__[0], "lib"))' 2>/dev/null || true)
-LD_LIBRARY_PATH=/usr/local/cuda/lib64${nccl:+:$nccl} ./.device-carry/${BINARY:-grpo-qwen3-0.6b} \
+LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda/extras/CUPTI/lib64${nccl:+:$nccl} ./.device-carry/${BINARY:-grpo-qwen3-0.6b} \
   --set "model.path=$root/bench/grpo_step/qwen3-0.6b" \
   --set "dataset.path=$out/prompts.jsonl" \
   --set "metrics.dir=$out" \

@@ -5,4 +5,4 @@
 set -euo pipefail
 dir=$(mktemp -d)
 python3 bench/pytorch_loss.py "$dir"
-LD_LIBRARY_PATH=/usr/local/cuda/lib64 ./.device-carry/loss "$dir"
+LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda/extras/CUPTI/lib64 ./.device-carry/loss "$dir"

@@ -8,4 +8,4 @@ dir=$(mktemp -d)
 out=${1:-$dir}
 shift || true
 python3 bench/pytorch_model.py "$dir"
-LD_LIBRARY_PATH=/usr/local/cuda/lib64 ./.device-carry/model "$dir" "$@" | tee "$out/model.json"
+LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda/extras/CUPTI/lib64 ./.device-carry/model "$dir" "$@" | tee "$out/model.json"

@@ -8,6 +8,7 @@
 
 use cubecl::prelude::*;
 
+use super::skinny_matmul::sum_splits;
 use crate::kernels::cube_reduce::cube_sum;
 
 /// Units per cube for rows of `width` elements: one element per unit up to 1,024 (a power of
@@ -39,11 +40,8 @@ pub fn add_rms_norm_kernel<F: Float>(
     let mut squares = 0.0f32;
     let mut j = UNIT_POS as usize;
     while j < w {
-        let mut y = 0.0f32;
-        for s in 0..splits as usize {
-            y += partial[s * plane + base + j];
-        }
-        y += f32::cast_from(hidden[base + j]);
+        let y = sum_splits(partial, base + j, plane, splits as usize)
+            + f32::cast_from(hidden[base + j]);
         let stored = F::cast_from(y);
         hidden[base + j] = stored;
         let v = f32::cast_from(stored);

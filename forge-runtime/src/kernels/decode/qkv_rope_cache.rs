@@ -8,6 +8,7 @@
 
 use cubecl::prelude::*;
 
+use super::skinny_matmul::sum_splits;
 use crate::kernels::cube_reduce::cube_sum;
 
 /// Cube (x, y) = (head among `heads + 2 * kv_heads`, row); `block` units (a power of two, at
@@ -55,9 +56,7 @@ pub fn qkv_rope_cache_kernel<F: Float>(
     if d < head_dim {
         let col = head * head_dim + d;
         let plane = partial_rows as usize * width;
-        for s in 0..splits as usize {
-            v += partial[s * plane + row * width + col];
-        }
+        v = sum_splits(partial, row * width + col, plane, splits as usize);
         if comptime![has_bias] {
             v += f32::cast_from(bias[col]);
         }

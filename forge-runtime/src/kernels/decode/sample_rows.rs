@@ -37,14 +37,18 @@ pub fn sample_rows_kernel(
     let begin = usize::min(tid * chunk, v);
     let end = usize::min(begin + chunk, v);
 
+    // The maximum (and each unit's first argmax) over a strided pass, consecutive units on
+    // consecutive logits: the contiguous chunks are needed only for the draw's order below.
     let mut local_max = f32::min_value();
     let mut local_arg = v;
-    for j in begin..end {
+    let mut j = tid;
+    while j < v {
         let x = logits[base + j];
         if x > local_max {
             local_max = x;
             local_arg = j;
         }
+        j += BLOCK;
     }
     let max = cube_max(local_max, BLOCK);
     let mut weight = 0.0f32;

@@ -155,6 +155,32 @@ pub mod epilogue {
 
 /// Sums the `splits` partial products `[splits, rows, n]` (`rows >= m`: the tensor-core kernel
 /// rounds up to whole tiles) and applies `mode` (see [`epilogue`]); one unit per element of `out`.
+/// `Σ_s partial[s * plane + index]` over `splits` partial products, four loads in flight at a
+/// time (a loop of one dependent load a split left the epilogues waiting on memory: 7 us a
+/// launch for 16-24 splits on an H100, bench/NOTES.md session 13).
+#[cube]
+pub fn sum_splits(partial: &Array<f32>, index: usize, plane: usize, splits: usize) -> f32 {
+    let mut a = 0.0f32;
+    let mut b = 0.0f32;
+    let mut c = 0.0f32;
+    let mut d = 0.0f32;
+    let full = splits / 4 * 4;
+    let mut s = 0usize;
+    while s < full {
+        let at = s * plane + index;
+        a += partial[at];
+        b += partial[at + plane];
+        c += partial[at + 2 * plane];
+        d += partial[at + 3 * plane];
+        s += 4;
+    }
+    while s < splits {
+        a += partial[s * plane + index];
+        s += 1;
+    }
+    (a + b) + (c + d)
+}
+
 #[cube(launch, launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_epilogue_kernel<F: Float>(
@@ -176,20 +202,13 @@ pub fn matmul_epilogue_kernel<F: Float>(
         if i < m * half {
             let r = i / half;
             let c = i % half;
-            let mut g = 0.0f32;
-            let mut u = 0.0f32;
-            for s in 0..splits as usize {
-                g += partial[s * plane + r * n + c];
-                u += partial[s * plane + r * n + half + c];
-            }
+            let g = sum_splits(partial, r * n + c, plane, splits as usize);
+            let u = sum_splits(partial, r * n + half + c, plane, splits as usize);
             let silu = g / (1.0f32 + (-g).exp());
             out[i] = F::cast_from(silu * u);
         }
     } else if i < m * n {
-        let mut y = 0.0f32;
-        for s in 0..splits as usize {
-            y += partial[s * plane + i];
-        }
+        let mut y = sum_splits(partial, i, plane, splits as usize);
         if comptime![has_bias] {
             y += f32::cast_from(bias[i % n]);
         }
