@@ -1,11 +1,15 @@
 //! The decode engine: one new token for each of many sequences per step, on a backend that has
 //! one (burn's cubecl backend: CUDA, or wgpu), with the model's weights as they are on the device,
-//! a KV cache allocated once for the whole generation, and a dozen kernel launches per layer.
+//! a KV cache and a workspace allocated once for the whole generation, and nine kernel launches
+//! per layer (q/k/v product; its split sums with q/k norm, RoPE and the cache write; attention; o
+//! product; residual add with RMSNorm; gate/up product; SwiGLU; down product; residual add with
+//! the next RMSNorm). On CUDA each step is replayed as a CUDA graph (`kernels::cuda_graph`).
 //!
 //! Why: the generic model decodes through ~3,000 burn operations per step (slices, concatenations
 //! of the growing cache, one matmul kernel per projection tuned for large products), 233 ms per
-//! step of 64 sequences on an H200 (bench/NOTES.md). The prompts' prefill still runs through the
-//! generic model (one forward per prompt), whose cache is then copied into the engine's slots.
+//! step of 64 sequences on an H200; then cubecl's host cost per launch (~6.7 us) bounded the
+//! engine's own launches (bench/NOTES.md). The prompts' prefill runs through the generic model
+//! (equal-length prompts in one batch), whose cache is then copied into the engine's slots.
 
 use burn::prelude::*;
 

@@ -1,6 +1,6 @@
 //! The kernels of the decode engine (`generate::engine`): one new token per sequence, every layer
-//! in a dozen launches over a preallocated KV cache, instead of the ~3,000 burn operations a
-//! decode step of the generic model issues (bench/NOTES.md). One kernel per file.
+//! in nine launches over a preallocated KV cache, instead of the ~3,000 burn operations a decode
+//! step of the generic model issues (bench/NOTES.md). One kernel per file.
 
 pub mod add_rms_norm;
 pub mod decode_attention;
