@@ -155,6 +155,23 @@ struct GemmCall {
     elem: GemmElem,
 }
 
+impl GemmCall {
+    /// `gemm` with its three matrices at `[a, b, out]`.
+    fn new(gemm: &Gemm<'_>, [a, b, out]: [u64; 3]) -> Self {
+        Self {
+            a,
+            b,
+            out,
+            a_transposed: gemm.a_transposed,
+            b_transposed: gemm.b_transposed,
+            m: gemm.m,
+            n: gemm.n,
+            k: gemm.k,
+            elem: gemm.elem,
+        }
+    }
+}
+
 /// [`run`] through a handle bound to cubecl's `stream`, queued from cubecl's device thread.
 fn run_on_stream(
     client: &ComputeClient<CudaRuntime>,
@@ -170,17 +187,10 @@ fn run_on_stream(
             .resource()
             .ptr)
     };
-    let call = GemmCall {
-        a: address(gemm.a)?,
-        b: address(gemm.b)?,
-        out: address(gemm.out)?,
-        a_transposed: gemm.a_transposed,
-        b_transposed: gemm.b_transposed,
-        m: gemm.m,
-        n: gemm.n,
-        k: gemm.k,
-        elem: gemm.elem,
-    };
+    let call = GemmCall::new(
+        gemm,
+        [address(gemm.a)?, address(gemm.b)?, address(gemm.out)?],
+    );
     let first = client
         .exclusive(move || -> Result<bool, GemmError> {
             let mut handles = STREAM_BLAS
@@ -241,17 +251,10 @@ fn run_host_ordered(
     };
     // SAFETY: the context was retained in `Blas::new` and is never released.
     unsafe { driver::ctx::set_current(blas.context)? };
-    let call = GemmCall {
-        a: a.resource().ptr,
-        b: b.resource().ptr,
-        out: out.resource().ptr,
-        a_transposed: gemm.a_transposed,
-        b_transposed: gemm.b_transposed,
-        m: gemm.m,
-        n: gemm.n,
-        k: gemm.k,
-        elem: gemm.elem,
-    };
+    let call = GemmCall::new(
+        gemm,
+        [a.resource().ptr, b.resource().ptr, out.resource().ptr],
+    );
     // SAFETY: the pointers are live cubecl buffers of the sizes `Gemm` describes (held by the
     // resources above), in the current context; cubecl's queue is idle, and the call waits for
     // the product before the buffers can be reused.

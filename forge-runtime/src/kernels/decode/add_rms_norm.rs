@@ -8,6 +8,7 @@
 
 use cubecl::prelude::*;
 
+use super::rms_norm::write_scaled;
 use super::skinny_matmul::sum_splits;
 use crate::kernels::cube_reduce::cube_sum;
 
@@ -51,10 +52,5 @@ pub fn add_rms_norm_kernel<F: Float>(
     let total = cube_sum(squares, block);
     let inv = 1.0f32 / (total / width as f32 + eps).sqrt();
     // Each unit rereads only the elements it wrote.
-    let mut j = UNIT_POS as usize;
-    while j < w {
-        out[base + j] =
-            F::cast_from(f32::cast_from(hidden[base + j]) * inv * f32::cast_from(weight[j]));
-        j += block;
-    }
+    write_scaled(hidden, weight, out, base, w, inv, block);
 }

@@ -234,8 +234,8 @@ pub fn product<R: Runtime, F: Float + CubeElement>(
     mode: u32,
     out: &Handle,
 ) {
-    let partials = partials::<R, F>(client, x, w, m, usize::MAX);
-    finish::<R, F>(client, &partials, w, m, bias, none, mode, out);
+    let workspace = client.empty(partials_bytes(w, m, usize::MAX));
+    product_into::<R, F>(client, x, w, m, bias, none, mode, out, &workspace);
 }
 
 /// [`product`] with its partials in `workspace` (at least [`partials_bytes`] bytes for `m` rows

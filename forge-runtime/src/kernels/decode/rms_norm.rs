@@ -35,11 +35,26 @@ pub fn rms_norm_kernel<F: Float>(
         }
         let total = cube_sum(squares, block);
         let inv = 1.0f32 / (total / width as f32 + eps).sqrt();
-        let mut j = UNIT_POS as usize;
-        while j < w {
-            out[base + j] =
-                F::cast_from(f32::cast_from(x[base + j]) * inv * f32::cast_from(weight[j]));
-            j += block;
-        }
+        write_scaled(x, weight, out, base, w, inv, block);
+    }
+}
+
+/// `out[base + j] = x[base + j] * inv * weight[j]` for `j < width`, unit `u` taking `j = u,
+/// u + block, ...` (the elements it read in its sum of squares).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub fn write_scaled<F: Float>(
+    x: &Array<F>,
+    weight: &Array<F>,
+    out: &mut Array<F>,
+    base: usize,
+    width: usize,
+    inv: f32,
+    #[comptime] block: usize,
+) {
+    let mut j = UNIT_POS as usize;
+    while j < width {
+        out[base + j] = F::cast_from(f32::cast_from(x[base + j]) * inv * f32::cast_from(weight[j]));
+        j += block;
     }
 }
