@@ -395,30 +395,6 @@ mod cube {
             self.client.create_from_slice(u32::as_bytes(&values))
         }
 
-        /// `out = epilogue(x [m, w.k] · w)` ([`product::product_into`], partials in the
-        /// workspace).
-        fn product(
-            &self,
-            x: &Handle,
-            w: &Weight,
-            m: usize,
-            bias: Option<&Handle>,
-            mode: u32,
-            out: &Handle,
-        ) {
-            product::product_into::<R, F>(
-                &self.client,
-                x,
-                w,
-                m,
-                bias,
-                &self.none,
-                mode,
-                out,
-                &self.work.partials,
-            );
-        }
-
         /// `x [m, w.k] · w` as f32 partials in the workspace.
         fn partials(&self, x: &Handle, w: &Weight, m: usize) -> product::Partials {
             product::partials_into::<R, F>(
@@ -551,7 +527,17 @@ mod cube {
                 // o: the residual add fused with the post-attention norm.
                 let o = self.partials(&w.attn, &layer.o, m);
                 self.add_rms_norm(&o, &layer.post_norm, m);
-                self.product(&w.x, &layer.gate_up, m, None, epilogue::SWIGLU, &w.act);
+                let gate_up = self.partials(&w.x, &layer.gate_up, m);
+                product::finish::<R, F>(
+                    &self.client,
+                    &gate_up,
+                    &layer.gate_up,
+                    m,
+                    None,
+                    &self.none,
+                    epilogue::SWIGLU,
+                    &w.act,
+                );
                 // down: the residual add fused with the next layer's input norm (the final
                 // norm after the last layer).
                 let down = self.partials(&w.act, &layer.down, m);
@@ -643,11 +629,15 @@ mod cube {
             let buffer = |elements: usize| client.empty(elements.max(1) * elem);
             let u32s = || client.empty(rows * 4);
             // Fewer rows can mean more splits: the largest need over every row count a step
-            // may have, for every product.
+            // may have (a multiple of 16, `padded_rows`), for every product.
             let partials = layers
                 .iter()
                 .flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down])
-                .flat_map(|w| (1..=rows).map(move |m| product::partials_bytes(w, m, usize::MAX)))
+                .flat_map(|w| {
+                    (ROW_TILE..=rows)
+                        .step_by(ROW_TILE)
+                        .map(move |m| product::partials_bytes(w, m, usize::MAX))
+                })
                 .max()
                 .unwrap_or(4);
             let act_n = layers.first().map_or(1, |l| l.gate_up.n / 2);

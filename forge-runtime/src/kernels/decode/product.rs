@@ -130,7 +130,7 @@ impl Cut {
 }
 
 /// Bytes of the f32 partials [`partials`] writes for `x [m, w.k] · w` with at most `max_splits`
-/// splits: what a buffer passed to [`partials_into`] or [`product_into`] needs.
+/// splits: what a buffer passed to [`partials_into`] needs.
 pub fn partials_bytes(w: &Weight, m: usize, max_splits: usize) -> usize {
     Cut::new(w, m, max_splits, MmaLaunch::DEFAULT).bytes(w.n)
 }
@@ -234,33 +234,7 @@ pub fn product<R: Runtime, F: Float + CubeElement>(
     mode: u32,
     out: &Handle,
 ) {
-    let workspace = client.empty(partials_bytes(w, m, usize::MAX));
-    product_into::<R, F>(client, x, w, m, bias, none, mode, out, &workspace);
-}
-
-/// [`product`] with its partials in `workspace` (at least [`partials_bytes`] bytes for `m` rows
-/// and any number of splits).
-#[allow(clippy::too_many_arguments)]
-pub fn product_into<R: Runtime, F: Float + CubeElement>(
-    client: &ComputeClient<R>,
-    x: &Handle,
-    w: &Weight,
-    m: usize,
-    bias: Option<&Handle>,
-    none: &Handle,
-    mode: u32,
-    out: &Handle,
-    workspace: &Handle,
-) {
-    let partials = partials_into::<R, F>(
-        client,
-        x,
-        w,
-        m,
-        usize::MAX,
-        MmaLaunch::DEFAULT,
-        workspace.clone(),
-    );
+    let partials = partials::<R, F>(client, x, w, m, usize::MAX);
     finish::<R, F>(client, &partials, w, m, bias, none, mode, out);
 }
 

@@ -153,11 +153,9 @@ pub mod epilogue {
     pub const SWIGLU: u32 = 2;
 }
 
-/// Sums the `splits` partial products `[splits, rows, n]` (`rows >= m`: the tensor-core kernel
-/// rounds up to whole tiles) and applies `mode` (see [`epilogue`]); one unit per element of `out`.
-/// `Σ_s partial[s * plane + index]` over `splits` partial products, four loads in flight at a
-/// time (a loop of one dependent load a split left the epilogues waiting on memory: 7 us a
-/// launch for 16-24 splits on an H100, bench/NOTES.md session 13).
+/// `Σ_s partial[s * plane + index]` over `splits` partial products, four independent loads a
+/// round: the kernels that summed 16-24 splits one load at a time took ~7 us a launch on an
+/// H100 (bench/NOTES.md, session 13; this form is not yet measured there).
 #[cube]
 pub fn sum_splits(partial: &Array<f32>, index: usize, plane: usize, splits: usize) -> f32 {
     let mut a = 0.0f32;
@@ -181,6 +179,8 @@ pub fn sum_splits(partial: &Array<f32>, index: usize, plane: usize, splits: usiz
     (a + b) + (c + d)
 }
 
+/// Sums the `splits` partial products `[splits, rows, n]` (`rows >= m`: the tensor-core kernel
+/// rounds up to whole tiles) and applies `mode` (see [`epilogue`]); one unit per element of `out`.
 #[cube(launch, launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_epilogue_kernel<F: Float>(
