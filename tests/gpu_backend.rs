@@ -409,9 +409,9 @@ fn target_logprobs_on_burns_cubecl_backend_match_an_f64_reference() {
 }
 
 /// Decode attention against an f64 reference, one query head a cube and a key/value head's whole
-/// query group a cube (grouped-query attention, 2 query heads per key/value head): rows in cache
-/// slots out of order, one attending to a single position and one to 251 (the value loop's
-/// unrolled steps).
+/// query group a cube (grouped-query attention, 2 query heads per key/value head), with several
+/// value batches: rows in cache slots out of order, one attending to a single position and one
+/// to 251 (the value loop's unrolled steps and its remainder).
 #[test]
 fn decode_attention_matches_an_f64_reference() {
     use burn::tensor::TensorPrimitive;
@@ -488,7 +488,7 @@ fn decode_attention_matches_an_f64_reference() {
     let (pos_t, slot_t) = (upload_u32(&positions), upload_u32(&row_slots));
     let vector = 4usize;
     let max_keys = max_len.next_multiple_of(decode_attention::BLOCK);
-    for group in [1usize, 2] {
+    for (group, value_batch) in [(1usize, decode_attention::VALUE_BATCH), (2, 3), (2, 8)] {
         let out = client.empty(rows * heads * hd * 4);
         decode_attention_kernel::launch::<f32, R>(
             &client,
@@ -509,6 +509,7 @@ fn decode_attention_matches_an_f64_reference() {
             hd / vector,
             max_keys,
             group,
+            value_batch,
         );
         let bytes = client.read_one(out).expect("read");
         let got: Vec<f32> = bytes
@@ -518,10 +519,122 @@ fn decode_attention_matches_an_f64_reference() {
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert!(
                 (f64::from(*g) - w).abs() <= 1e-5,
-                "{group} heads a cube, element {i}: {g} vs {w}"
+                "{group} heads a cube, {value_batch} value rows in flight, element {i}: {g} vs {w}"
             );
         }
     }
+}
+
+/// The device sampler against an f64 reference on random logits of real vocabulary sizes (one a
+/// multiple of four, read as vectors; one not): each drawn token's cumulative-weight interval
+/// holds the uniform's share of the total (up to f32 summation over ~150k weights), its
+/// log-probability is log softmax(x / T) at it; greedy picks the first of two equal maxima.
+#[test]
+fn device_sampling_matches_an_f64_reference() {
+    use burn::tensor::TensorPrimitive;
+    use cubecl::prelude::{CubeCount, CubeDim};
+    use forge::kernels::args::array_arg;
+    use forge::kernels::decode::sample_rows::{self, sample_rows_kernel};
+    use rand::{RngExt, SeedableRng};
+
+    if !forge_tests::require_vulkan("device_sampling_matches_an_f64_reference") {
+        return;
+    }
+    type R = cubecl::wgpu::WgpuRuntime;
+    let device = Default::default();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    for (vocab, vector) in [(151_936usize, 4usize), (50_001, 1)] {
+        let rows = 3;
+        let mut logits: Vec<f32> = (0..rows * vocab)
+            .map(|_| rng.random_range(-6.0f32..6.0))
+            .collect();
+        // Row 1: two equal maxima, the first greedy's answer.
+        logits[vocab + 777] = 9.0;
+        logits[vocab + vocab - 5] = 9.0;
+        let uniforms: Vec<f32> = (0..rows).map(|_| rng.random_range(0.0f32..1.0)).collect();
+        let t = Tensor::<WgpuInner, 1>::from_data(
+            TensorData::new(logits.clone(), [logits.len()]),
+            &device,
+        );
+        let TensorPrimitive::Float(t) = t.into_primitive() else {
+            unreachable!("a float tensor")
+        };
+        let client = t.client.clone();
+        let u = client.create_from_slice(&bytemuck_f32(&uniforms));
+        for temperature in [1.0f64, 0.7, 0.0] {
+            let greedy = temperature == 0.0;
+            let inv_t = if greedy { 1.0 } else { 1.0 / temperature };
+            let (tokens, logprobs) = (client.empty(rows * 4), client.empty(rows * 4));
+            sample_rows_kernel::launch::<R>(
+                &client,
+                CubeCount::Static(rows as u32, 1, 1),
+                CubeDim::new_1d(sample_rows::BLOCK as u32),
+                vector,
+                array_arg::<R, f32>(&t.handle, rows * vocab),
+                array_arg::<R, f32>(&u, rows),
+                array_arg::<R, u32>(&tokens, rows),
+                array_arg::<R, f32>(&logprobs, rows),
+                vocab as u32,
+                inv_t as f32,
+                greedy,
+            );
+            let words = |h| -> Vec<[u8; 4]> {
+                client
+                    .read_one(h)
+                    .expect("read")
+                    .chunks_exact(4)
+                    .map(|b| [b[0], b[1], b[2], b[3]])
+                    .collect()
+            };
+            let tokens: Vec<usize> = words(tokens)
+                .into_iter()
+                .map(|b| u32::from_le_bytes(b) as usize)
+                .collect();
+            let logprobs: Vec<f64> = words(logprobs)
+                .into_iter()
+                .map(|b| f64::from(f32::from_le_bytes(b)))
+                .collect();
+            for r in 0..rows {
+                let row = &logits[r * vocab..(r + 1) * vocab];
+                let max = row.iter().fold(f64::MIN, |m, &x| m.max(f64::from(x)));
+                let w: Vec<f64> = row
+                    .iter()
+                    .map(|&x| ((f64::from(x) - max) * inv_t).exp())
+                    .collect();
+                let total: f64 = w.iter().sum();
+                let token = tokens[r];
+                let what = format!("vocab {vocab}, T={temperature}, row {r}: token {token}");
+                assert!(token < vocab, "{what}");
+                let want_logprob = (f64::from(row[token]) - max) * inv_t - total.ln();
+                assert!(
+                    (logprobs[r] - want_logprob).abs() <= 1e-4,
+                    "{what}: logprob {} vs {want_logprob}",
+                    logprobs[r]
+                );
+                if greedy {
+                    let first = row.iter().position(|&x| f64::from(x) == max).expect("max");
+                    assert_eq!(token, first, "{what}");
+                    if r == 1 {
+                        assert_eq!(token, 777, "{what}: the first of two maxima");
+                    }
+                } else {
+                    let before: f64 = w[..token].iter().sum();
+                    let target = f64::from(uniforms[r]) * total;
+                    let slack = 1e-4 * total;
+                    assert!(
+                        before - slack <= target && target <= before + w[token] + slack,
+                        "{what}: target {target} outside [{before}, {}]",
+                        before + w[token]
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `values` as their little-endian bytes.
+fn bytemuck_f32(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 /// The decode engine's products against an f64 reference, through every epilogue (bias, residual

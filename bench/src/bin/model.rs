@@ -217,14 +217,47 @@ fn time_ops(
     Ok((issue / reps as f64 * 1e6, done / reps as f64 * 1e6))
 }
 
+/// GPU microseconds per call of `op(i)`: calls `0..reps` recorded as one CUDA graph (the host's
+/// launch cost off the clock), replayed five times after one warm replay.
+fn time_graph(
+    client: &cubecl::client::ComputeClient<CudaRuntime>,
+    device: &CudaDevice,
+    reps: usize,
+    op: &mut dyn FnMut(usize),
+) -> anyhow::Result<f64> {
+    use forge::kernels::cuda_graph::StepGraphs;
+    op(0);
+    cubecl::future::block_on(client.sync())?;
+    let mut graphs = StepGraphs::new(client, device)
+        .context("no CUDA graphs here (CUPTI not on LD_LIBRARY_PATH, or a profiler holds it)")?;
+    graphs.record(0, || (0..reps).for_each(&mut *op))?;
+    graphs.replay(0)?;
+    cubecl::future::block_on(client.sync())?;
+    let replays = 5;
+    let start = Instant::now();
+    for _ in 0..replays {
+        graphs.replay(0)?;
+    }
+    cubecl::future::block_on(client.sync())?;
+    Ok(start.elapsed().as_secs_f64() / (replays * reps) as f64 * 1e6)
+}
+
 /// The decode engine's products at the shapes a decode step runs (and odd ones: rows not a
-/// multiple of 16, a single row), on tensor cores and on CUDA cores, against an f64 product of
-/// the same bf16 inputs; each timed over `reps` launches (one device sync at the end).
+/// multiple of 16, a single row): the tensor-core and CUDA-core kernels and cuBLAS (f32 out, as
+/// the engine runs it), each checked against an f64 product of the same bf16 inputs, then timed
+/// on the GPU's clock (CUDA graphs of `reps` calls) over enough copies of the weights that they
+/// come from DRAM as in a decode step, not from L2. `partials_us` is the product alone (what
+/// the engine's next kernel then sums), `with_sum_us` adds a launch summing it into bf16; the
+/// tensor-core kernel's launch shapes are swept on the GPU's clock too.
 fn products(device: &CudaDevice, reps: usize) -> anyhow::Result<serde_json::Value> {
     use cubecl::prelude::*;
-    use forge::kernels::decode::product::{MmaLaunch, Weight, finish, partials_mma, product};
+    use forge::kernels::decode::product::{
+        CublasProducts, MmaLaunch, Partials, Weight, finish, partials_into,
+    };
     use forge::kernels::decode::skinny_matmul::epilogue;
     let client = CudaRuntime::client(device);
+    let cublas = CublasProducts::new::<CudaRuntime, bf16>(&client, device)
+        .context("cuBLAS products unavailable (CUPTI not on LD_LIBRARY_PATH?)")?;
     let mut rows = Vec::new();
     // (m, k, n): Qwen3-0.6B's q/k/v, o, gate/up and down at 64 rows, then odd shapes.
     for (m, k, n) in [
@@ -255,26 +288,55 @@ fn products(device: &CudaDevice, reps: usize) -> anyhow::Result<serde_json::Valu
         let scale = want.iter().fold(0f64, |a, b| a.max(b.abs()));
         let x_h = client.create_from_slice(bf16::as_bytes(&x));
         let none = client.empty(4);
-        let mut row = json!({ "m": m, "k": k, "n": n });
-        for tensor_cores in [true, false] {
-            let mut weight = Weight::new::<CudaRuntime, bf16>(
-                &client,
-                client.create_from_slice(bf16::as_bytes(&w)),
-                k,
-                n,
-            );
-            let supported = weight.tensor_cores;
-            if tensor_cores && !supported {
-                row["tensor_cores"] = json!("not supported for this shape or card");
+        // Copies of the weights, 256 MB in all (five times H100's L2), used round robin.
+        let copies = (256usize << 20).div_ceil(k * n * 2);
+        let weight_copies: Vec<Weight> = (0..copies)
+            .map(|_| {
+                Weight::new::<CudaRuntime, bf16>(
+                    &client,
+                    client.create_from_slice(bf16::as_bytes(&w)),
+                    k,
+                    n,
+                )
+            })
+            .collect();
+        // Large enough for any split count the sweep makes (one split per 16 of `k`).
+        let partials_buffer = client.empty((k / 16).max(1) * m.next_multiple_of(16) * n * 4);
+        let out = client.empty(m * n * 2);
+        let mut row = json!({ "m": m, "k": k, "n": n, "weight_copies": copies });
+        for path in ["tensor_cores", "cuda_cores", "cublas"] {
+            if path == "tensor_cores" && !weight_copies[0].tensor_cores {
+                row[path] = json!("not supported for this shape or card");
                 continue;
             }
-            weight.tensor_cores = tensor_cores;
-            let out = client.empty(m * n * 2);
-            let run = || {
-                product::<CudaRuntime, bf16>(
+            let partials = |i: usize| -> anyhow::Result<Partials> {
+                let mut weight = Weight {
+                    handle: weight_copies[i % copies].handle.clone(),
+                    ..weight_copies[0]
+                };
+                Ok(match path {
+                    "cublas" => {
+                        cublas.partials(&client, &x_h, &weight, m, partials_buffer.clone())?
+                    }
+                    _ => {
+                        weight.tensor_cores = path == "tensor_cores";
+                        partials_into::<CudaRuntime, bf16>(
+                            &client,
+                            &x_h,
+                            &weight,
+                            m,
+                            usize::MAX,
+                            MmaLaunch::DEFAULT,
+                            partials_buffer.clone(),
+                        )
+                    }
+                })
+            };
+            let sum = |p: &Partials| {
+                finish::<CudaRuntime, bf16>(
                     &client,
-                    &x_h,
-                    &weight,
+                    p,
+                    &weight_copies[0],
                     m,
                     None,
                     &none,
@@ -282,70 +344,63 @@ fn products(device: &CudaDevice, reps: usize) -> anyhow::Result<serde_json::Valu
                     &out,
                 )
             };
-            run();
+            let p = partials(0)?;
+            sum(&p);
             let got = bf16::from_bytes(&client.read_one(out.clone())?).to_vec();
             let err = got
                 .iter()
                 .zip(&want)
                 .fold(0f64, |e, (g, w)| e.max((f64::from(g.to_f32()) - w).abs()));
-            let (_, us) = time_ops(&client, reps, &mut || run())?;
-            let key = if tensor_cores {
-                "tensor_cores"
-            } else {
-                "cuda_cores"
-            };
-            row[key] = json!({
-                "us": us,
-                "weight_gb_s": (k * n * 2) as f64 / us / 1e3,
-                "max_err_rel": err / scale,
-            });
             // bf16 output rounding is 2^-8 relative; anything past a few of those is a wrong sum.
             if err / scale > 1e-2 {
                 bail!(
-                    "decode product {m}x{k}x{n} ({key}): error {:.3e} of the largest value",
+                    "decode product {m}x{k}x{n} ({path}): error {:.3e} of the largest value",
                     err / scale
                 );
             }
+            let mut failed = None;
+            let alone = time_graph(&client, device, reps, &mut |i| {
+                if let Err(e) = partials(i) {
+                    failed = Some(e);
+                }
+            })?;
+            let with_sum = time_graph(&client, device, reps, &mut |i| match partials(i) {
+                Ok(p) => sum(&p),
+                Err(e) => failed = Some(e),
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            row[path] = json!({
+                "splits": p.splits,
+                "partials_us": alone,
+                "with_sum_us": with_sum,
+                "weight_gb_s": (k * n * 2) as f64 / alone / 1e3,
+                "max_err_rel": err / scale,
+            });
         }
-        // Other ways of cutting the tensor-core product into cubes, timed the same way.
+        // Other ways of cutting the tensor-core product into cubes, the product alone.
         if row["tensor_cores"].is_object() {
-            let weight = Weight::new::<CudaRuntime, bf16>(
-                &client,
-                client.create_from_slice(bf16::as_bytes(&w)),
-                k,
-                n,
-            );
-            let out = client.empty(m * n * 2);
             let mut sweep = Vec::new();
             for planes in [2, 4, 8] {
-                for target_cubes in [264, 528, 1056] {
-                    for min_stages in [1, 2, 4] {
+                for target_cubes in [132, 264, 528, 1056] {
+                    for min_stages in [1, 2, 4, 8] {
                         let launch = MmaLaunch {
                             planes,
                             target_cubes,
                             min_stages,
                         };
-                        let run = || {
-                            let p = partials_mma::<CudaRuntime, bf16>(
+                        let us = time_graph(&client, device, reps, &mut |i| {
+                            partials_into::<CudaRuntime, bf16>(
                                 &client,
                                 &x_h,
-                                &weight,
+                                &weight_copies[i % copies],
                                 m,
                                 usize::MAX,
                                 launch,
+                                partials_buffer.clone(),
                             );
-                            finish::<CudaRuntime, bf16>(
-                                &client,
-                                &p,
-                                &weight,
-                                m,
-                                None,
-                                &none,
-                                epilogue::WRITE,
-                                &out,
-                            );
-                        };
-                        let (_, us) = time_ops(&client, reps, &mut || run())?;
+                        })?;
                         sweep.push((us, format!("{planes}/{target_cubes}/{min_stages}")));
                     }
                 }
@@ -354,8 +409,8 @@ fn products(device: &CudaDevice, reps: usize) -> anyhow::Result<serde_json::Valu
             row["sweep_planes_target_minstages"] = json!(
                 sweep
                     .iter()
-                    .take(6)
-                    .map(|(us, what)| format!("{what}: {us:.1} us"))
+                    .take(8)
+                    .map(|(us, what)| format!("{what}: {us:.2} us"))
                     .collect::<Vec<_>>()
             );
         }
@@ -372,11 +427,32 @@ fn products(device: &CudaDevice, reps: usize) -> anyhow::Result<serde_json::Valu
         n,
     );
     let x_h = client.create_from_slice(bf16::as_bytes(&vec![bf16::ONE; m * k]));
-    let run = || {
-        forge::kernels::decode::product::partials::<CudaRuntime, bf16>(&client, &x_h, &head, m, 1)
-    };
-    let (_, us) = time_ops(&client, reps / 4, &mut || drop(run()))?;
-    let row = json!({ "m": m, "k": k, "n": n, "head_one_split": { "tensor_cores": head.tensor_cores, "us": us, "weight_gb_s": (k * n * 2) as f64 / us / 1e3 } });
+    let logits = client.empty(m * n * 4);
+    let ours = time_graph(&client, device, reps / 10, &mut |_| {
+        partials_into::<CudaRuntime, bf16>(
+            &client,
+            &x_h,
+            &head,
+            m,
+            1,
+            MmaLaunch::DEFAULT,
+            logits.clone(),
+        );
+    })?;
+    let mut failed = None;
+    let blas = time_graph(&client, device, reps / 10, &mut |_| {
+        if let Err(e) = cublas.partials(&client, &x_h, &head, m, logits.clone()) {
+            failed = Some(e);
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let gb_s = |us: f64| (k * n * 2) as f64 / us / 1e3;
+    let row = json!({ "m": m, "k": k, "n": n, "head": {
+        "tensor_cores": { "us": ours, "weight_gb_s": gb_s(ours) },
+        "cublas": { "us": blas, "weight_gb_s": gb_s(blas) },
+    } });
     eprintln!("products: {row}");
     rows.push(row);
     Ok(json!(rows))

@@ -158,6 +158,8 @@ mod cube {
         /// Query heads per attention cube: a key/value head's whole query group where its
         /// scores fit in shared memory, else 1.
         attention_group: usize,
+        /// Value rows in flight per team of the attention kernel's value pass.
+        value_batch: usize,
         /// Positions the RoPE tables cover.
         rope_positions: usize,
         work: Workspace,
@@ -168,6 +170,11 @@ mod cube {
         /// Device addresses of the workspace's token, position and slot buffers (with graphs).
         #[cfg(feature = "cuda")]
         input_addresses: [u64; 3],
+        /// The products through cuBLAS on cubecl's stream, where the runtime is CUDA (else the
+        /// tensor-core or CUDA-core kernels); taken out after a failure, for the rest of the
+        /// engine's life (the failed product reruns on the kernels).
+        #[cfg(feature = "cuda")]
+        cublas: std::cell::Cell<Option<product::CublasProducts>>,
         /// Steps issued so far (the first runs without a graph).
         steps: usize,
         /// The element types the engine's kernels and logits are made for.
@@ -358,6 +365,9 @@ mod cube {
             };
             #[cfg(feature = "cuda")]
             let graphs = graphs.filter(|_| !input_addresses.contains(&0));
+            #[cfg(feature = "cuda")]
+            let cublas =
+                std::cell::Cell::new(product::CublasProducts::new::<R, F>(&client, &device));
             Self {
                 none: client.empty(elem.max(4)),
                 norm: contiguous(model.model.norm.weight.val()),
@@ -368,6 +378,7 @@ mod cube {
                 cache_vector,
                 attention_group: attention_group(&spec, max_keys, cache_vector, &client),
                 rope_positions: model.rope.len(),
+                value_batch: decode_attention::value_batch(),
                 embed: contiguous(embed),
                 client,
                 device,
@@ -380,6 +391,8 @@ mod cube {
                 graphs,
                 #[cfg(feature = "cuda")]
                 input_addresses,
+                #[cfg(feature = "cuda")]
+                cublas,
                 steps: 0,
                 types: core::marker::PhantomData,
             }
@@ -397,14 +410,40 @@ mod cube {
 
         /// `x [m, w.k] · w` as f32 partials in the workspace.
         fn partials(&self, x: &Handle, w: &Weight, m: usize) -> product::Partials {
+            self.partials_into(x, w, m, usize::MAX, self.work.partials.clone())
+        }
+
+        /// `x [m, w.k] · w` as at most `max_splits` f32 partials in `out`: through cuBLAS where
+        /// the engine has it, else the decode kernels.
+        fn partials_into(
+            &self,
+            x: &Handle,
+            w: &Weight,
+            m: usize,
+            max_splits: usize,
+            out: Handle,
+        ) -> product::Partials {
+            #[cfg(feature = "cuda")]
+            if let Some(cublas) = self.cublas.get() {
+                match cublas.partials(&self.client, x, w, m, out.clone()) {
+                    Ok(partials) => return partials,
+                    Err(e) => {
+                        eprintln!(
+                            "decode engine: cuBLAS products off for this engine ({e}); \
+                             the decode kernels run them"
+                        );
+                        self.cublas.set(None);
+                    }
+                }
+            }
             product::partials_into::<R, F>(
                 &self.client,
                 x,
                 w,
                 m,
-                usize::MAX,
+                max_splits,
                 product::MmaLaunch::DEFAULT,
-                self.work.partials.clone(),
+                out,
             )
         }
 
@@ -523,6 +562,7 @@ mod cube {
                     hd / key_vector,
                     self.max_keys,
                     self.attention_group,
+                    self.value_batch,
                 ));
                 // o: the residual add fused with the post-attention norm.
                 let o = self.partials(&w.attn, &layer.o, m);
@@ -551,15 +591,7 @@ mod cube {
                 self.rms_norm(&w.hidden, &self.norm, m, d, &w.x);
             }
             // One split: the partial product is the f32 logits.
-            product::partials_into::<R, F>(
-                &self.client,
-                &w.x,
-                &self.head,
-                m,
-                1,
-                product::MmaLaunch::DEFAULT,
-                w.logits.clone(),
-            );
+            self.partials_into(&w.x, &self.head, m, 1, w.logits.clone());
         }
 
         /// Rows a step of `m` sequences runs: `m` rounded up to a multiple of 16 (the
@@ -761,10 +793,13 @@ mod cube {
             } else {
                 (1.0 / temperature) as f32
             };
+            // Vectors of four logits where the vocabulary allows (every model we load).
+            let vector = if vocab.is_multiple_of(4) { 4 } else { 1 };
             launch!(sample_rows_kernel::<R>(
                 &self.client,
                 CubeCount::Static(rows as u32, 1, 1),
                 CubeDim::new_1d(sample_rows::BLOCK as u32),
+                vector,
                 array_arg::<R, f32>(&logits, rows * vocab),
                 array_arg::<R, f32>(&uniforms_h, rows),
                 array_arg::<R, u32>(&tokens_h, rows),

@@ -67,8 +67,11 @@ pub struct Gemm<'a> {
     pub n: usize,
     /// The summed dimension.
     pub k: usize,
-    /// Element type of all three.
+    /// Element type of the inputs, and of the output unless `f32_out`.
     pub elem: GemmElem,
+    /// Write the output in f32 (accumulated in f32 either way): the decode engine's products,
+    /// whose sums its next kernel takes in f32.
+    pub f32_out: bool,
 }
 
 static TF32: AtomicBool = AtomicBool::new(false);
@@ -153,6 +156,7 @@ struct GemmCall {
     n: usize,
     k: usize,
     elem: GemmElem,
+    f32_out: bool,
 }
 
 impl GemmCall {
@@ -168,6 +172,7 @@ impl GemmCall {
             n: gemm.n,
             k: gemm.k,
             elem: gemm.elem,
+            f32_out: gemm.f32_out,
         }
     }
 }
@@ -293,6 +298,11 @@ unsafe fn gemm_ex(handle: sys::cublasHandle_t, call: &GemmCall) -> Result<(), Ge
             sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
         ),
     };
+    let out_type = if call.f32_out {
+        sys::cudaDataType::CUDA_R_32F
+    } else {
+        data_type
+    };
     let op = |t: bool| {
         if t {
             sys::cublasOperation_t::CUBLAS_OP_T
@@ -325,7 +335,7 @@ unsafe fn gemm_ex(handle: sys::cublasHandle_t, call: &GemmCall) -> Result<(), Ge
             lda,
             (&raw const beta).cast::<c_void>(),
             call.out as *mut c_void,
-            data_type,
+            out_type,
             n,
             compute,
             sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
@@ -354,6 +364,7 @@ fn self_check(
         n: 2,
         k: 3,
         elem: GemmElem::F32,
+        f32_out: false,
     };
     run(client, device, &check)?;
     let bytes = client

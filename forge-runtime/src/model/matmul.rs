@@ -163,6 +163,7 @@ mod cuda {
                 n,
                 k,
                 elem,
+                f32_out: false,
             },
         )
         .unwrap_or_else(|e| panic!("cuBLAS product [{m}, {k}] x [{k}, {n}]: {e}"));

@@ -11,6 +11,20 @@ use crate::kernels::cube_reduce::{cube_max, cube_sum};
 /// Units per cube.
 pub const BLOCK: usize = 128;
 
+/// Value rows each team of the value pass loads at once (their loads independent), unless
+/// `FORGE_DECODE_VALUE_BATCH` says otherwise (to compare on one build). With 8 teams a cube
+/// then has 64 value rows (16 KB of bf16 at head_dim 128) in flight.
+pub const VALUE_BATCH: usize = 8;
+
+/// [`VALUE_BATCH`], or `FORGE_DECODE_VALUE_BATCH` where set to a positive count.
+pub fn value_batch() -> usize {
+    std::env::var("FORGE_DECODE_VALUE_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&b: &usize| b > 0)
+        .unwrap_or(VALUE_BATCH)
+}
+
 /// Bytes of shared memory the kernel declares for a cube of `group` query heads: what decides
 /// whether a key/value head's whole query group fits one cube.
 pub fn shared_bytes(group: usize, head_dim: usize, key_vectors: usize, max_keys: usize) -> usize {
@@ -25,7 +39,8 @@ pub fn shared_bytes(group: usize, head_dim: usize, key_vectors: usize, max_keys:
 /// slot `slots[r]`; `q` `[rows, heads * head_dim]`, `out` the same shape; the caches are read as
 /// `key_vectors` vectors of `N` elements per position (`head_dim = key_vectors * N`, at most
 /// [`BLOCK`] vectors). The scores of one row sit in shared memory: `max_keys` (comptime) bounds
-/// the cached length ([`shared_bytes`] says what it costs).
+/// the cached length ([`shared_bytes`] says what it costs). Each unit of the value pass has
+/// `value_batch` value vectors in flight ([`VALUE_BATCH`]).
 #[cube(launch, launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn decode_attention_kernel<F: Float, N: Size>(
@@ -43,6 +58,7 @@ pub fn decode_attention_kernel<F: Float, N: Size>(
     #[comptime] key_vectors: usize,
     #[comptime] max_keys: usize,
     #[comptime] group: usize,
+    #[comptime] value_batch: usize,
 ) {
     let first = CUBE_POS_X as usize * group;
     let row = CUBE_POS_Y as usize;
@@ -130,10 +146,10 @@ pub fn decode_attention_kernel<F: Float, N: Size>(
             acc[g] = Vector::<f32, N>::new(0.0f32);
         }
         let mut p = team;
-        // Four positions per iteration, their loads independent.
-        while p + 3 * teams < len {
+        // `value_batch` positions per iteration, their loads independent.
+        while p + (value_batch - 1) * teams < len {
             #[unroll]
-            for i in 0..4usize {
+            for i in 0..value_batch {
                 let at = p + i * teams;
                 let v = Vector::<f32, N>::cast_from(
                     cache_v[(base + at * head_dim) / N::value() + lane],
@@ -143,7 +159,7 @@ pub fn decode_attention_kernel<F: Float, N: Size>(
                     acc[g] = acc[g] + v * Vector::<f32, N>::new(scores[g * max_keys + at]);
                 }
             }
-            p += 4 * teams;
+            p += value_batch * teams;
         }
         while p < len {
             let v = Vector::<f32, N>::cast_from(cache_v[(base + p * head_dim) / N::value() + lane]);

@@ -272,3 +272,89 @@ pub fn finish<R: Runtime, F: Float + CubeElement>(
         bias.is_some(),
     ));
 }
+
+/// The decode products through cuBLAS on the stream cubecl runs this thread's work on
+/// ([`crate::kernels::cublas`]), where the runtime is CUDA: one "split", the f32 product itself,
+/// so the kernels that take a product's split sums (RoPE, residual + norm, SwiGLU) read it as
+/// they read the tensor-core kernel's partials.
+///
+/// Why: the tensor-core kernel splits `k` across cubes to fill the GPU and writes f32 partials
+/// about as large as the weights (bench/NOTES.md, session 13), so each product moved 2-3x its
+/// weights' bytes; cuBLAS picks its own cut per shape.
+#[cfg(feature = "cuda")]
+#[derive(Debug, Clone, Copy)]
+pub struct CublasProducts {
+    device: usize,
+    elem: crate::kernels::cublas::GemmElem,
+}
+
+#[cfg(feature = "cuda")]
+impl CublasProducts {
+    /// cuBLAS products on `device` for weights of type `F`, where the runtime is CUDA, `F` is
+    /// bf16 or f16, cubecl's stream for this thread is known (so products queue in order with
+    /// cubecl's kernels and can be recorded in a graph), and `FORGE_DECODE_CUBLAS` is not `0`
+    /// (which keeps the tensor-core kernel, to compare the two on one build). `FORGE_DECODE_CUBLAS=1`
+    /// takes cuBLAS even where the stream is unknown (each product then waits for the device
+    /// before and after: for a profiler, which holds CUPTI, to see the cuBLAS kernels).
+    pub fn new<R: Runtime, F: CubePrimitive>(
+        client: &ComputeClient<R>,
+        device: &R::Device,
+    ) -> Option<Self> {
+        use cubecl::ir::{ElemType, FloatKind};
+        use std::any::Any;
+        let wanted = std::env::var("FORGE_DECODE_CUBLAS");
+        if wanted.as_deref() == Ok("0") {
+            return None;
+        }
+        let client =
+            (client as &dyn Any).downcast_ref::<ComputeClient<cubecl::cuda::CudaRuntime>>()?;
+        let device = (device as &dyn Any)
+            .downcast_ref::<cubecl::cuda::CudaDevice>()?
+            .index;
+        let elem = match F::as_type_native_unchecked().elem_type() {
+            ElemType::Float(FloatKind::BF16) => crate::kernels::cublas::GemmElem::Bf16,
+            ElemType::Float(FloatKind::F16) => crate::kernels::cublas::GemmElem::F16,
+            _ => return None,
+        };
+        if wanted.as_deref() != Ok("1") {
+            crate::kernels::cuda_stream::current_stream(client, device)?;
+        }
+        Some(Self { device, elem })
+    }
+
+    /// `x [m, w.k] · w` in f32 into `out` (at least `m * w.n` f32), as one split of `m` rows.
+    pub fn partials<R: Runtime>(
+        &self,
+        client: &ComputeClient<R>,
+        x: &Handle,
+        w: &Weight,
+        m: usize,
+        out: Handle,
+    ) -> Result<Partials, crate::kernels::cublas::GemmError> {
+        use std::any::Any;
+        let cuda = (client as &dyn Any)
+            .downcast_ref::<ComputeClient<cubecl::cuda::CudaRuntime>>()
+            .ok_or_else(|| crate::kernels::cublas::GemmError::Cubecl("not a CUDA client".into()))?;
+        crate::kernels::cublas::run(
+            cuda,
+            &cubecl::cuda::CudaDevice::new(self.device),
+            &crate::kernels::cublas::Gemm {
+                a: x,
+                a_transposed: false,
+                b: &w.handle,
+                b_transposed: false,
+                out: &out,
+                m,
+                n: w.n,
+                k: w.k,
+                elem: self.elem,
+                f32_out: true,
+            },
+        )?;
+        Ok(Partials {
+            handle: out,
+            splits: 1,
+            rows: m,
+        })
+    }
+}

@@ -10,18 +10,28 @@ use cubecl::prelude::*;
 
 use crate::kernels::cube_reduce::cube_max;
 
-/// Units per cube; one cube per row, each unit owning a contiguous chunk of the vocabulary (the
-/// draw walks the vocabulary in order, as the host's sampler does).
+/// Units per cube; one cube per row, each unit owning a contiguous chunk of the vocabulary for the
+/// draw's order (the draw walks the vocabulary in order, as the host's sampler does).
 pub const BLOCK: usize = 256;
+
+/// Vectors each unit loads at once in the passes over a row (their loads independent).
+const IN_FLIGHT: usize = 4;
 
 /// Row `r` = the cube's position. Sampling (`greedy` false): the first token `i` whose cumulative
 /// weight Σ_{j<=i} exp((x_j - max) / T) exceeds `uniforms[r]` times the total. Greedy: the first
-/// most likely token. `logprobs[r]` = log softmax(x · inv_temperature) at the token.
+/// most likely token. `logprobs[r]` = log softmax(x · inv_temperature) at the token. The logits
+/// are read as vectors of `N` (`vocab` a multiple of it).
+///
+/// Three passes over the row: the maximum, strided so that consecutive units read consecutive
+/// vectors; each unit's weight sum over its own chunk (vectors, several in flight); then the
+/// chunk holding the draw, staged in shared memory by the whole cube and walked in order by one
+/// unit. (Each unit walking its own chunk one logit at a time, and one unit walking the drawn
+/// chunk from global memory, made this 176 us a step for 64 rows on an H100: bench/NOTES.md.)
 #[cube(launch, launch_unchecked)]
-// cubecl's kernels have no `div_ceil`; the outer `if` is decided when compiling the kernel.
-#[allow(unused_assignments, clippy::manual_div_ceil, clippy::collapsible_if)]
-pub fn sample_rows_kernel(
-    logits: &Array<f32>,
+// cubecl's kernels have no `div_ceil`.
+#[allow(unused_assignments, clippy::manual_div_ceil)]
+pub fn sample_rows_kernel<N: Size>(
+    logits: &Array<Vector<f32, N>>,
     uniforms: &Array<f32>,
     tokens: &mut Array<u32>,
     logprobs: &mut Array<f32>,
@@ -29,31 +39,70 @@ pub fn sample_rows_kernel(
     inv_temperature: f32,
     #[comptime] greedy: bool,
 ) {
-    let row = CUBE_POS;
+    let row = CUBE_POS as usize;
     let tid = UNIT_POS as usize;
+    let width = N::value();
     let v = vocab as usize;
-    let chunk = (v + BLOCK - 1) / BLOCK;
-    let base = row * v;
-    let begin = usize::min(tid * chunk, v);
-    let end = usize::min(begin + chunk, v);
+    let vectors = v / width;
+    let base = row * vectors;
+    let chunk = (vectors + BLOCK - 1) / BLOCK;
+    let begin = usize::min(tid * chunk, vectors);
+    let end = usize::min(begin + chunk, vectors);
 
-    // The maximum (and each unit's first argmax) over a strided pass, consecutive units on
-    // consecutive logits: the contiguous chunks are needed only for the draw's order below.
+    // The maximum, and each unit's first argmax in its (increasing) order.
     let mut local_max = f32::min_value();
     let mut local_arg = v;
     let mut j = tid;
-    while j < v {
+    while j + (IN_FLIGHT - 1) * BLOCK < vectors {
+        #[unroll]
+        for i in 0..IN_FLIGHT {
+            let at = j + i * BLOCK;
+            let x = logits[base + at];
+            #[unroll]
+            for t in 0..width {
+                if x[t] > local_max {
+                    local_max = x[t];
+                    local_arg = at * width + t;
+                }
+            }
+        }
+        j += IN_FLIGHT * BLOCK;
+    }
+    while j < vectors {
         let x = logits[base + j];
-        if x > local_max {
-            local_max = x;
-            local_arg = j;
+        #[unroll]
+        for t in 0..width {
+            if x[t] > local_max {
+                local_max = x[t];
+                local_arg = j * width + t;
+            }
         }
         j += BLOCK;
     }
     let max = cube_max(local_max, BLOCK);
+
+    // Each unit's weight over its chunk, summed in order (the draw below re-adds the drawn
+    // chunk in the same order).
     let mut weight = 0.0f32;
-    for j in begin..end {
-        weight += ((logits[base + j] - max) * inv_temperature).exp();
+    let mut j = begin;
+    while j + IN_FLIGHT <= end {
+        #[unroll]
+        for i in 0..IN_FLIGHT {
+            let x = logits[base + j + i];
+            #[unroll]
+            for t in 0..width {
+                weight += ((x[t] - max) * inv_temperature).exp();
+            }
+        }
+        j += IN_FLIGHT;
+    }
+    while j < end {
+        let x = logits[base + j];
+        #[unroll]
+        for t in 0..width {
+            weight += ((x[t] - max) * inv_temperature).exp();
+        }
+        j += 1;
     }
     let mut weights = SharedMemory::<f32>::new(BLOCK);
     let mut firsts = SharedMemory::<u32>::new(BLOCK);
@@ -101,32 +150,62 @@ pub fn sample_rows_kernel(
             for u in 0usize..BLOCK {
                 best = u32::min(best, firsts[u]);
             }
+            // The greedy token's logit is the maximum.
             tokens[row] = best;
-            logprobs[row] = (logits[base + best as usize] - max) * inv_temperature - total.ln();
+            logprobs[row] = -total.ln();
         }
     }
     sync_cube();
     if !comptime![greedy] {
-        if tid == picked[0] as usize {
-            let target = uniforms[row] * picked[2];
-            let mut acc = picked[1];
-            let mut token = v;
-            let mut last = begin;
-            for j in begin..end {
-                let w = ((logits[base + j] - max) * inv_temperature).exp();
-                if token == v && target < acc + w {
-                    token = j;
+        // The drawn chunk, BLOCK vectors at a time: the cube stages the logits and their
+        // weights in shared memory, unit 0 walks them in order.
+        let mut xs = SharedMemory::<f32>::new(comptime![BLOCK * width]);
+        let mut ws = SharedMemory::<f32>::new(comptime![BLOCK * width]);
+        let start = picked[0] as usize * chunk;
+        let stop = usize::min(start + chunk, vectors);
+        let target = uniforms[row] * picked[2];
+        let mut acc = picked[1];
+        let mut token = v;
+        let mut token_logit = 0.0f32;
+        let mut last = start * width;
+        let mut last_logit = 0.0f32;
+        let mut window = start;
+        while window < stop {
+            let e = window + tid;
+            if e < stop {
+                let x = logits[base + e];
+                #[unroll]
+                for t in 0..width {
+                    xs[tid * width + t] = x[t];
+                    ws[tid * width + t] = ((x[t] - max) * inv_temperature).exp();
                 }
-                if w > 0.0f32 {
-                    last = j;
-                }
-                acc += w;
             }
+            sync_cube();
+            if tid == 0 {
+                let count = usize::min(BLOCK, stop - window) * width;
+                for i in 0..count {
+                    let w = ws[i];
+                    if token == v && target < acc + w {
+                        token = window * width + i;
+                        token_logit = xs[i];
+                    }
+                    if w > 0.0f32 {
+                        last = window * width + i;
+                        last_logit = xs[i];
+                    }
+                    acc += w;
+                }
+            }
+            sync_cube();
+            window += BLOCK;
+        }
+        if tid == 0 {
             if token == v {
                 token = last;
+                token_logit = last_logit;
             }
             tokens[row] = token as u32;
-            logprobs[row] = (logits[base + token] - max) * inv_temperature - picked[2].ln();
+            logprobs[row] = (token_logit - max) * inv_temperature - picked[2].ln();
         }
     }
 }
