@@ -5,7 +5,8 @@ word-level tokenizer of the same vocabulary for Forge to load, writes the logits
 computes on a parity batch (bf16 and f32 model), and times HF `generate` (batch 64, 128-token
 prompts, 256 new tokens) and a train step (forward + backward + fused AdamW, 8 x 1024 tokens).
 
-Run: python3 bench/pytorch_model.py DIR   (writes DIR/model/, DIR/parity.safetensors, DIR/torch.json)
+Run: python3 bench/pytorch_model.py DIR   (writes DIR/model/, DIR/parity.safetensors, DIR/torch.json;
+SKIP_TRAIN=1 leaves out the train step)
 """
 import json
 import os
@@ -84,7 +85,12 @@ with torch.no_grad():
     res["hf_generate_tok_s"] = B * T / (time.time() - t0)
 res["decode_floor_tok_s"] = B / (nparams * 2 / (res["copy_TBps"] * 1e12))
 
-# Train step: forward + backward + fused AdamW on 8 x 1024 tokens.
+# Train step: forward + backward + fused AdamW on 8 x 1024 tokens (SKIP_TRAIN=1 leaves it out,
+# for a call that runs no Forge train step).
+if os.environ.get("SKIP_TRAIN") == "1":
+    json.dump(res, open(os.path.join(out, "torch.json"), "w"), indent=1)
+    print(json.dumps(res))
+    sys.exit(0)
 model.train()
 opt = torch.optim.AdamW(model.parameters(), lr=1e-6, weight_decay=0.0, fused=True)
 Bt, S = 8, 1024
