@@ -3,7 +3,8 @@
 //! a KV cache and a workspace allocated once for the whole generation, and nine kernel launches
 //! per layer (q/k/v product; its split sums with q/k norm, RoPE and the cache write; attention; o
 //! product; residual add with RMSNorm; gate/up product; SwiGLU; down product; residual add with
-//! the next RMSNorm). On CUDA each step is replayed as a CUDA graph (`kernels::cuda_graph`).
+//! the next RMSNorm). On CUDA each step is replayed as a CUDA graph (`kernels::cuda_graph`) and
+//! the products run through cuBLAS on cubecl's stream (`product::CublasProducts`).
 //!
 //! Why: the generic model decodes through ~3,000 burn operations per step (slices, concatenations
 //! of the growing cache, one matmul kernel per projection tuned for large products), 233 ms per

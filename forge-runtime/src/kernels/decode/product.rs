@@ -2,7 +2,9 @@
 //! ([`super::skinny_mma`]) where the runtime has them for the weights' type and shape, on CUDA
 //! cores ([`super::skinny_matmul`]) otherwise; `k` split across cubes so that a 64-row product
 //! still fills the GPU, then one epilogue launch sums the splits and applies what the layer does
-//! next ([`epilogue`]).
+//! next ([`epilogue`]). Where the runtime is CUDA the engine runs its products through cuBLAS
+//! instead ([`CublasProducts`]: faster at every decode shape on an H100, bench/RESULTS.md); these
+//! kernels serve every other runtime.
 
 use cubecl::prelude::*;
 use cubecl::server::Handle;
