@@ -525,8 +525,9 @@ fn decode_attention_matches_an_f64_reference() {
     }
 }
 
-/// The device sampler against an f64 reference on random logits of real vocabulary sizes (one a
-/// multiple of four, read as vectors; one not): each drawn token's cumulative-weight interval
+/// The device sampler against an f64 reference on random logits of two vocabulary sizes (one a
+/// multiple of four, read as vectors; one not, whose 274-logit chunks take two rounds of the
+/// staged walk): each drawn token's cumulative-weight interval
 /// holds the uniform's share of the total (up to f32 summation over ~150k weights), its
 /// log-probability is log softmax(x / T) at it; greedy picks the first of two equal maxima.
 #[test]
@@ -543,7 +544,7 @@ fn device_sampling_matches_an_f64_reference() {
     type R = cubecl::wgpu::WgpuRuntime;
     let device = Default::default();
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-    for (vocab, vector) in [(151_936usize, 4usize), (50_001, 1)] {
+    for (vocab, vector) in [(151_936usize, 4usize), (70_001, 1)] {
         let rows = 3;
         let mut logits: Vec<f32> = (0..rows * vocab)
             .map(|_| rng.random_range(-6.0f32..6.0))
@@ -620,7 +621,8 @@ fn device_sampling_matches_an_f64_reference() {
                 } else {
                     let before: f64 = w[..token].iter().sum();
                     let target = f64::from(uniforms[r]) * total;
-                    let slack = 1e-4 * total;
+                    // Well under one token's weight (up to ~1e-4 of the total here): f32 sums in order.
+                    let slack = 1e-6 * total;
                     assert!(
                         before - slack <= target && target <= before + w[token] + slack,
                         "{what}: target {target} outside [{before}, {}]",

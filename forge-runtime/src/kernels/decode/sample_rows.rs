@@ -39,7 +39,7 @@ pub fn sample_rows_kernel<N: Size>(
     inv_temperature: f32,
     #[comptime] greedy: bool,
 ) {
-    let row = CUBE_POS as usize;
+    let row = CUBE_POS;
     let tid = UNIT_POS as usize;
     let width = N::value();
     let v = vocab as usize;
