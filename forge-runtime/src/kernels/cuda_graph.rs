@@ -18,11 +18,10 @@
 // The driver calls are FFI; each `unsafe` block says why it is sound.
 #![allow(unsafe_code)]
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::ffi::c_void;
 
-use cubecl::cuda::{CudaDevice, CudaRuntime};
+use cubecl::cuda::CudaRuntime;
 use cubecl::prelude::*;
 use cubecl::server::Handle;
 use cudarc::driver::sys;
@@ -80,13 +79,10 @@ impl StepGraphs {
         if std::env::var("FORGE_DECODE_GRAPHS").as_deref() == Ok("0") {
             return None;
         }
-        let client = (client as &dyn Any)
-            .downcast_ref::<ComputeClient<CudaRuntime>>()?
-            .clone();
-        let index = (device as &dyn Any).downcast_ref::<CudaDevice>()?.index;
-        let stream = cuda_stream::current_stream(&client, index)?;
+        let (client, index) = cuda_stream::as_cuda(client, device)?;
+        let stream = cuda_stream::current_stream(client, index)?;
         Some(Self {
-            client,
+            client: client.clone(),
             stream: Raw(stream as usize),
             execs: HashMap::new(),
         })

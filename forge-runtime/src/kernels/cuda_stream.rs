@@ -78,6 +78,20 @@ unsafe extern "C" fn on_driver_call(
     }
 }
 
+/// `client` as CUDA's client and `device`'s index, where the runtime `R` is CUDA: how code that
+/// is generic over the runtime reaches the CUDA-only paths (graphs, cuBLAS).
+pub fn as_cuda<'a, R: Runtime>(
+    client: &'a ComputeClient<R>,
+    device: &R::Device,
+) -> Option<(&'a ComputeClient<CudaRuntime>, usize)> {
+    use std::any::Any;
+    let client = (client as &dyn Any).downcast_ref::<ComputeClient<CudaRuntime>>()?;
+    let index = (device as &dyn Any)
+        .downcast_ref::<cubecl::cuda::CudaDevice>()?
+        .index;
+    Some((client, index))
+}
+
 /// The CUDA stream cubecl runs this thread's work on for `client`'s device (`device_index`),
 /// or `None` where CUPTI cannot watch a launch (not installed, or a profiler subscribed).
 /// Found once per thread and device (one probe launch and a wait), then remembered.

@@ -210,19 +210,6 @@ pub fn partials_into<R: Runtime, F: Float + CubeElement>(
     }
 }
 
-/// [`partials`] on tensor cores (`w.tensor_cores` must be set), cut into cubes as `launch` says.
-pub fn partials_mma<R: Runtime, F: Float + CubeElement>(
-    client: &ComputeClient<R>,
-    x: &Handle,
-    w: &Weight,
-    m: usize,
-    max_splits: usize,
-    launch: MmaLaunch,
-) -> Partials {
-    let out = client.empty(Cut::new(w, m, max_splits, launch).bytes(w.n));
-    partials_into::<R, F>(client, x, w, m, max_splits, launch, out)
-}
-
 /// `out = epilogue(x [m, w.k] · w (+ bias))` with `mode` one of [`epilogue`]: `out` is `[m, w.n]`,
 /// or `[m, w.n / 2]` for SwiGLU. `none` stands in for an absent bias (any buffer; unread).
 #[allow(clippy::too_many_arguments)]
@@ -303,16 +290,11 @@ impl CublasProducts {
         device: &R::Device,
     ) -> Option<Self> {
         use cubecl::ir::{ElemType, FloatKind};
-        use std::any::Any;
         let wanted = std::env::var("FORGE_DECODE_CUBLAS");
         if wanted.as_deref() == Ok("0") {
             return None;
         }
-        let client =
-            (client as &dyn Any).downcast_ref::<ComputeClient<cubecl::cuda::CudaRuntime>>()?;
-        let device = (device as &dyn Any)
-            .downcast_ref::<cubecl::cuda::CudaDevice>()?
-            .index;
+        let (client, device) = crate::kernels::cuda_stream::as_cuda(client, device)?;
         let elem = match F::as_type_native_unchecked().elem_type() {
             ElemType::Float(FloatKind::BF16) => crate::kernels::cublas::GemmElem::Bf16,
             ElemType::Float(FloatKind::F16) => crate::kernels::cublas::GemmElem::F16,
