@@ -488,12 +488,22 @@ fn decode_attention_matches_an_f64_reference() {
     let (pos_t, slot_t) = (upload_u32(&positions), upload_u32(&row_slots));
     let vector = 4usize;
     let max_keys = max_len.next_multiple_of(decode_attention::BLOCK);
-    for (group, value_batch) in [(1usize, decode_attention::VALUE_BATCH), (2, 3), (2, 8)] {
+    // (query heads a cube, value rows in flight per team, units a cube)
+    for (group, value_batch, block) in [
+        (
+            1usize,
+            decode_attention::VALUE_BATCH,
+            decode_attention::BLOCK,
+        ),
+        (2, 3, 128),
+        (2, 8, 256),
+        (2, 2, 64),
+    ] {
         let out = client.empty(rows * heads * hd * 4);
         decode_attention_kernel::launch::<f32, R>(
             &client,
             CubeCount::Static((heads / group) as u32, rows as u32, 1),
-            CubeDim::new_1d(decode_attention::BLOCK as u32),
+            CubeDim::new_1d(block as u32),
             vector,
             array_arg::<R, f32>(&q_t.handle, q.len()),
             array_arg::<R, f32>(&k_t.handle, cache_len),
@@ -510,6 +520,7 @@ fn decode_attention_matches_an_f64_reference() {
             max_keys,
             group,
             value_batch,
+            block,
         );
         let bytes = client.read_one(out).expect("read");
         let got: Vec<f32> = bytes
@@ -519,7 +530,7 @@ fn decode_attention_matches_an_f64_reference() {
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert!(
                 (f64::from(*g) - w).abs() <= 1e-5,
-                "{group} heads a cube, {value_batch} value rows in flight, element {i}: {g} vs {w}"
+                "{group} heads a cube, {value_batch} value rows in flight, {block} units, element {i}: {g} vs {w}"
             );
         }
     }

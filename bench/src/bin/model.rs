@@ -14,7 +14,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData, activation};
-use forge::generate::{GenerateRequest, SamplingParams, generate};
+use forge::generate::{GenerateRequest, GenerateTiming, SamplingParams, generate_timed};
 use forge::model::CausalLm;
 use forge::tokenizer::Tokenizer;
 use half::bf16;
@@ -145,7 +145,7 @@ fn decode(
                 .collect()
         })
         .collect();
-    let run = |max_new_tokens: usize| -> anyhow::Result<(f64, usize)> {
+    let run = |max_new_tokens: usize| -> anyhow::Result<(f64, usize, GenerateTiming)> {
         let params = SamplingParams {
             temperature: 1.0,
             top_p: 1.0,
@@ -163,10 +163,10 @@ fn decode(
             policy_version: 0,
         };
         let start = Instant::now();
-        let out = generate(model, tokenizer, &request, device)?;
+        let (out, timing) = generate_timed(model, tokenizer, &request, device)?;
         let elapsed = start.elapsed().as_secs_f64();
         let tokens = out.iter().flatten().map(|c| c.token_ids.len()).sum();
-        Ok((elapsed, tokens))
+        Ok((elapsed, tokens, timing))
     };
     // Warm-up: compiles the kernels and tunes the GEMMs for the cache lengths met.
     // `DECODE_WARMUPS` (comma-separated new-token counts, empty for none) replaces the default
@@ -182,12 +182,21 @@ fn decode(
     };
     let mut warm_s = Vec::new();
     for warm in warmups {
-        let (s, _) = run(warm)?;
+        let (s, _, _) = run(warm)?;
         eprintln!("decode warm-up, {warm} new tokens: {s:.2} s");
         warm_s.push(s);
     }
-    let (seconds, tokens) = run(new_tokens)?;
+    let (seconds, tokens, timing) = run(new_tokens)?;
+    let prefill = prefill_parts(model, &prompts, new_tokens, device)?;
+    // The first token comes from the prefill's logits; each later one from a decode step.
+    let decode_s = seconds - timing.prefill_s;
     Ok(json!({
+        "prefill_s": timing.prefill_s,
+        "prefill_parts": prefill,
+        "decode_step_ms": decode_s / new_tokens.saturating_sub(1).max(1) as f64 * 1e3,
+        "host_wait_s": timing.logits_s,
+        "host_issue_s": timing.model_s,
+        "host_sample_s": timing.sample_s,
         "batch": batch,
         "prompt_len": prompt_len,
         "new_tokens": new_tokens,
@@ -196,6 +205,45 @@ fn decode(
         "tok_s": tokens as f64 / seconds,
         "warm_up_seconds": warm_s,
     }))
+}
+
+/// Where the generation's prefill goes, each part waited for: setting up the decode engine for
+/// the batch, the forward pass over all prompts (one group: equal lengths), and the first
+/// token's logits read back to the host.
+fn prefill_parts(
+    model: &CausalLm<Gpu>,
+    prompts: &[Vec<u32>],
+    new_tokens: usize,
+    device: &CudaDevice,
+) -> anyhow::Result<serde_json::Value> {
+    use forge::generate::DecodeBackend;
+    use forge::model::{KvCache, attention_bias};
+    let (batch, len) = (prompts.len(), prompts.first().map_or(0, Vec::len));
+    let sync = || Gpu::sync(device).map_err(|e| anyhow::anyhow!("{e:?}"));
+    sync()?;
+    let t = Instant::now();
+    let engine = Gpu::decode_engine(model, batch, len + new_tokens);
+    sync()?;
+    let engine_s = t.elapsed().as_secs_f64();
+    drop(engine);
+    let values: Vec<i64> = prompts.iter().flatten().map(|&t| i64::from(t)).collect();
+    let positions: Vec<i64> = (0..batch).flat_map(|_| 0..len as i64).collect();
+    let t = Instant::now();
+    let bias = attention_bias::<Gpu>(1, len, 0, None, device);
+    let mut cache = KvCache::new(model.spec.num_layers);
+    let hidden = model.hidden(
+        ids::<Gpu>(values, [batch, len], device),
+        &ids::<Gpu>(positions, [batch, len], device),
+        &bias,
+        Some(&mut cache),
+    );
+    sync()?;
+    let forward_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let logits = model.logits(hidden.narrow(1, len - 1, 1));
+    let _ = logits.into_data();
+    let logits_s = t.elapsed().as_secs_f64();
+    Ok(json!({ "engine_s": engine_s, "forward_s": forward_s, "logits_to_host_s": logits_s }))
 }
 
 /// `op` once (warm), then `reps` times back to back: microseconds per call to issue them and
@@ -304,9 +352,25 @@ fn products(device: &CudaDevice, reps: usize) -> anyhow::Result<serde_json::Valu
         let partials_buffer = client.empty((k / 16).max(1) * m.next_multiple_of(16) * n * 4);
         let out = client.empty(m * n * 2);
         let mut row = json!({ "m": m, "k": k, "n": n, "weight_copies": copies });
-        for path in ["tensor_cores", "cuda_cores", "cublas"] {
+        // cuBLAS with the engine's cut of `k`, then with 1-8 chunks (where they divide `k`).
+        for path in [
+            "tensor_cores",
+            "cuda_cores",
+            "cublas",
+            "cublas_1",
+            "cublas_2",
+            "cublas_4",
+            "cublas_8",
+        ] {
             if path == "tensor_cores" && !weight_copies[0].tensor_cores {
                 row[path] = json!("not supported for this shape or card");
+                continue;
+            }
+            let blas_splits = match path.strip_prefix("cublas_") {
+                Some(s) => s.parse::<usize>()?,
+                None => weight_copies[0].cublas_splits,
+            };
+            if path.starts_with("cublas") && !k.is_multiple_of(blas_splits) {
                 continue;
             }
             let partials = |i: usize| -> anyhow::Result<Partials> {
@@ -315,9 +379,14 @@ fn products(device: &CudaDevice, reps: usize) -> anyhow::Result<serde_json::Valu
                     ..weight_copies[0]
                 };
                 Ok(match path {
-                    "cublas" => {
-                        cublas.partials(&client, &x_h, &weight, m, partials_buffer.clone())?
-                    }
+                    _ if path.starts_with("cublas") => cublas.partials(
+                        &client,
+                        &x_h,
+                        &weight,
+                        m,
+                        blas_splits,
+                        partials_buffer.clone(),
+                    )?,
                     _ => {
                         weight.tensor_cores = path == "tensor_cores";
                         partials_into::<CudaRuntime, bf16>(
@@ -379,8 +448,10 @@ fn products(device: &CudaDevice, reps: usize) -> anyhow::Result<serde_json::Valu
                 "max_err_rel": err / scale,
             });
         }
-        // Other ways of cutting the tensor-core product into cubes, the product alone.
-        if row["tensor_cores"].is_object() {
+        // Other ways of cutting the tensor-core product into cubes, the product alone
+        // (`PRODUCTS_SWEEP=1`; session 14 found the default within 0.3 us of the best).
+        if row["tensor_cores"].is_object() && std::env::var("PRODUCTS_SWEEP").as_deref() == Ok("1")
+        {
             let mut sweep = Vec::new();
             for planes in [2, 4, 8] {
                 for target_cubes in [132, 264, 528, 1056] {
@@ -441,7 +512,7 @@ fn products(device: &CudaDevice, reps: usize) -> anyhow::Result<serde_json::Valu
     })?;
     let mut failed = None;
     let blas = time_graph(&client, device, reps / 10, &mut |_| {
-        if let Err(e) = cublas.partials(&client, &x_h, &head, m, logits.clone()) {
+        if let Err(e) = cublas.partials(&client, &x_h, &head, m, 1, logits.clone()) {
             failed = Some(e);
         }
     })?;

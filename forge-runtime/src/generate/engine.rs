@@ -161,6 +161,8 @@ mod cube {
         attention_group: usize,
         /// Value rows in flight per team of the attention kernel's value pass.
         value_batch: usize,
+        /// Units per attention cube.
+        attention_block: usize,
         /// Positions the RoPE tables cover.
         rope_positions: usize,
         work: Workspace,
@@ -212,6 +214,7 @@ mod cube {
     /// `FORGE_DECODE_ATTENTION_GROUP=1` keeps one head a cube (to compare on one build).
     fn attention_group<R: CubeRuntime>(
         spec: &ModelSpec,
+        block: usize,
         max_keys: usize,
         cache_vector: usize,
         client: &ComputeClient<R>,
@@ -220,7 +223,8 @@ mod cube {
         let limit = SHARED_LIMIT.min(client.properties().hardware.max_shared_memory_size);
         let key_vectors = spec.head_dim / cache_vector;
         let fits =
-            decode_attention::shared_bytes(ratio, spec.head_dim, key_vectors, max_keys) <= limit;
+            decode_attention::shared_bytes(block, ratio, spec.head_dim, key_vectors, max_keys)
+                <= limit;
         let forced_one = std::env::var("FORGE_DECODE_ATTENTION_GROUP").as_deref() == Ok("1");
         if ratio > 1 && fits && !forced_one {
             ratio
@@ -276,7 +280,7 @@ mod cube {
             if !float_ok
                 || max_len > MAX_KEYS
                 || !spec.head_dim.is_multiple_of(2)
-                || spec.head_dim / vector > decode_attention::BLOCK
+                || spec.head_dim / vector > decode_attention::block()
             {
                 return None;
             }
@@ -366,6 +370,7 @@ mod cube {
             };
             #[cfg(feature = "cuda")]
             let graphs = graphs.filter(|_| !input_addresses.contains(&0));
+            let attention_block = decode_attention::block();
             #[cfg(feature = "cuda")]
             let cublas =
                 std::cell::Cell::new(product::CublasProducts::new::<R, F>(&client, &device));
@@ -377,7 +382,14 @@ mod cube {
                 sin: contiguous(model.rope.sin.clone()),
                 max_keys,
                 cache_vector,
-                attention_group: attention_group(&spec, max_keys, cache_vector, &client),
+                attention_group: attention_group(
+                    &spec,
+                    attention_block,
+                    max_keys,
+                    cache_vector,
+                    &client,
+                ),
+                attention_block,
                 rope_positions: model.rope.len(),
                 value_batch: decode_attention::value_batch(),
                 embed: contiguous(embed),
@@ -426,7 +438,12 @@ mod cube {
         ) -> product::Partials {
             #[cfg(feature = "cuda")]
             if let Some(cublas) = self.cublas.get() {
-                match cublas.partials(&self.client, x, w, m, out.clone()) {
+                // Powers of two: halving keeps them dividing `k`.
+                let mut splits = w.cublas_splits;
+                while splits > max_splits {
+                    splits /= 2;
+                }
+                match cublas.partials(&self.client, x, w, m, splits, out.clone()) {
                     Ok(partials) => return partials,
                     Err(e) => {
                         eprintln!(
@@ -461,11 +478,12 @@ mod cube {
                 array_arg::<R, F>(&self.work.hidden, m * d),
                 array_arg::<R, F>(weight, d),
                 array_arg::<R, F>(&self.work.x, m * d),
-                partials.splits as u32,
                 partials.rows as u32,
                 d as u32,
                 self.spec.rms_norm_eps as f32,
+                partials.splits,
                 block,
+                add_rms_norm::per_unit(d),
             ));
         }
 
@@ -547,7 +565,7 @@ mod cube {
                 launch!(decode_attention_kernel::<F, R>(
                     &self.client,
                     CubeCount::Static((h / self.attention_group) as u32, m as u32, 1),
-                    CubeDim::new_1d(decode_attention::BLOCK as u32),
+                    CubeDim::new_1d(self.attention_block as u32),
                     key_vector,
                     array_arg::<R, F>(&w.q, m * h * hd),
                     array_arg::<R, F>(&layer.cache_k, cache_len),
@@ -564,6 +582,7 @@ mod cube {
                     self.max_keys,
                     self.attention_group,
                     self.value_batch,
+                    self.attention_block,
                 ));
                 // o: the residual add fused with the post-attention norm.
                 let o = self.partials(&w.attn, &layer.o, m);

@@ -183,6 +183,9 @@ pub struct GenerateTiming {
     pub logits_s: f64,
     /// Sampling on the host (softmax, draws, stop checks, decoding finished completions).
     pub sample_s: f64,
+    /// Wall time from the decode engine's set-up through the prompts' prefill and their first
+    /// logits (its forward passes and reads are also in `model_s` and `logits_s`).
+    pub prefill_s: f64,
 }
 
 impl std::ops::AddAssign for GenerateTiming {
@@ -190,6 +193,7 @@ impl std::ops::AddAssign for GenerateTiming {
         self.model_s += other.model_s;
         self.logits_s += other.logits_s;
         self.sample_s += other.sample_s;
+        self.prefill_s += other.prefill_s;
     }
 }
 
@@ -249,6 +253,7 @@ pub fn generate_timed<B: DecodeBackend>(
     }
 
     // Prefill each prompt once.
+    let prefill = Instant::now();
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let mut engine = B::decode_engine(model, prompts.len() * n, longest + params.max_new_tokens);
     let mut caches = Vec::with_capacity(prompts.len());
@@ -298,6 +303,7 @@ pub fn generate_timed<B: DecodeBackend>(
             ),
         }
     }
+    timing.prefill_s = prefill.elapsed().as_secs_f64();
     let mut rows = Vec::with_capacity(prompts.len() * n);
     let mut logits = Vec::with_capacity(prompts.len() * n);
     for (i, prompt) in prompts.iter().enumerate() {

@@ -45,6 +45,14 @@ pub enum GemmError {
     /// cuBLAS itself (missing library, bad argument, execution failure).
     #[error("cuBLAS: {0:?}")]
     Cublas(#[from] cudarc::cublas::result::CublasError),
+    /// `k_splits` does not divide `k`.
+    #[error("a sum over {k} cut into {splits} equal chunks")]
+    Splits {
+        /// The summed dimension.
+        k: usize,
+        /// The chunks asked for.
+        splits: usize,
+    },
 }
 
 /// `out[m, n] = op(a) · op(b)`, all row-major and contiguous: `a` is [m, k], or stored [k, m] and
@@ -72,6 +80,11 @@ pub struct Gemm<'a> {
     /// Write the output in f32 (accumulated in f32 either way): the decode engine's products,
     /// whose sums its next kernel takes in f32.
     pub f32_out: bool,
+    /// Cut the sum over `k` into this many equal chunks (`k` a multiple of it), each product
+    /// written whole, one after another in `out` (`k_splits * m * n` elements) for the caller to
+    /// sum: one batched call with `k_splits` times the blocks of one product, which a product
+    /// of few rows and columns needs to keep the GPU's memory busy. 1: the product itself.
+    pub k_splits: usize,
 }
 
 static TF32: AtomicBool = AtomicBool::new(false);
@@ -136,6 +149,12 @@ pub fn run(
     device: &cubecl::cuda::CudaDevice,
     gemm: &Gemm<'_>,
 ) -> Result<(), GemmError> {
+    if gemm.k_splits == 0 || !gemm.k.is_multiple_of(gemm.k_splits) {
+        return Err(GemmError::Splits {
+            k: gemm.k,
+            splits: gemm.k_splits,
+        });
+    }
     if std::env::var("FORGE_CUBLAS_HOST_ORDER").as_deref() != Ok("1")
         && let Some(stream) = super::cuda_stream::current_stream(client, device.index)
     {
@@ -157,6 +176,7 @@ struct GemmCall {
     k: usize,
     elem: GemmElem,
     f32_out: bool,
+    k_splits: usize,
 }
 
 impl GemmCall {
@@ -173,6 +193,7 @@ impl GemmCall {
             k: gemm.k,
             elem: gemm.elem,
             f32_out: gemm.f32_out,
+            k_splits: gemm.k_splits,
         }
     }
 }
@@ -312,34 +333,77 @@ unsafe fn gemm_ex(handle: sys::cublasHandle_t, call: &GemmCall) -> Result<(), Ge
     };
     // cuBLAS is column-major, and a row-major [r, c] matrix is a column-major [c, r] one: the
     // row-major out = op(a) · op(b) is the column-major outᵀ = op(b)ᵀ · op(a)ᵀ.
-    let (m, n, k) = (call.m as i32, call.n as i32, call.k as i32);
-    let ldb = if call.b_transposed { k } else { n };
-    let lda = if call.a_transposed { m } else { k };
+    let splits = call.k_splits;
+    let (m, n, k) = (call.m as i32, call.n as i32, (call.k / splits) as i32);
+    let ldb = if call.b_transposed { call.k } else { call.n } as i32;
+    let lda = if call.a_transposed { call.m } else { call.k } as i32;
     let (alpha, beta) = (1.0f32, 0.0f32);
     // SAFETY: as the caller promises; alpha and beta outlive the call, which reads them before
     // it returns (host pointer mode).
     unsafe {
-        blas::gemm_ex(
-            handle,
-            op(call.b_transposed),
-            op(call.a_transposed),
-            n,
-            m,
-            k,
-            (&raw const alpha).cast::<c_void>(),
-            call.b as *const c_void,
-            data_type,
-            ldb,
-            call.a as *const c_void,
-            data_type,
-            lda,
-            (&raw const beta).cast::<c_void>(),
-            call.out as *mut c_void,
-            out_type,
-            n,
-            compute,
-            sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-        )?;
+        if splits == 1 {
+            blas::gemm_ex(
+                handle,
+                op(call.b_transposed),
+                op(call.a_transposed),
+                n,
+                m,
+                k,
+                (&raw const alpha).cast::<c_void>(),
+                call.b as *const c_void,
+                data_type,
+                ldb,
+                call.a as *const c_void,
+                data_type,
+                lda,
+                (&raw const beta).cast::<c_void>(),
+                call.out as *mut c_void,
+                out_type,
+                n,
+                compute,
+                sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )?;
+        } else {
+            // Chunk `i` of `k`: columns `i * k` on of a row-major [m, k] (rows of one stored
+            // transposed), rows `i * k` on of a row-major [k, n] (columns of one stored
+            // transposed); the leading dimensions stay the whole matrices'.
+            let chunk = i64::from(k);
+            let stride_a = if call.a_transposed {
+                chunk * i64::from(m)
+            } else {
+                chunk
+            };
+            let stride_b = if call.b_transposed {
+                chunk
+            } else {
+                chunk * i64::from(n)
+            };
+            blas::gemm_strided_batched_ex(
+                handle,
+                op(call.b_transposed),
+                op(call.a_transposed),
+                n,
+                m,
+                k,
+                (&raw const alpha).cast::<c_void>(),
+                call.b as *const c_void,
+                data_type,
+                ldb,
+                stride_b,
+                call.a as *const c_void,
+                data_type,
+                lda,
+                stride_a,
+                (&raw const beta).cast::<c_void>(),
+                call.out as *mut c_void,
+                out_type,
+                n,
+                i64::from(m) * i64::from(n),
+                splits as i32,
+                compute,
+                sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )?;
+        }
     }
     Ok(())
 }
@@ -365,6 +429,7 @@ fn self_check(
         k: 3,
         elem: GemmElem::F32,
         f32_out: false,
+        k_splits: 1,
     };
     run(client, device, &check)?;
     let bytes = client

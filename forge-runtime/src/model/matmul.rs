@@ -164,6 +164,7 @@ mod cuda {
                 k,
                 elem,
                 f32_out: false,
+                k_splits: 1,
             },
         )
         .unwrap_or_else(|e| panic!("cuBLAS product [{m}, {k}] x [{k}, {n}]: {e}"));

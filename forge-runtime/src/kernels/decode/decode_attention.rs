@@ -8,13 +8,25 @@ use cubecl::prelude::*;
 
 use crate::kernels::cube_reduce::{cube_max, cube_sum};
 
-/// Units per cube.
-pub const BLOCK: usize = 128;
+/// Units per cube, unless `FORGE_DECODE_ATTENTION_BLOCK` says otherwise: with 256 units (16
+/// teams of the value pass at head_dim 128) a step of Qwen3-0.6B ran 2.53 ms against 2.69 ms with
+/// 128 (H100, bench/NOTES.md, session 15).
+pub const BLOCK: usize = 256;
+
+/// [`BLOCK`], or `FORGE_DECODE_ATTENTION_BLOCK` where set to a power of two from 32 to 1,024 (to
+/// compare cube sizes on one build).
+pub fn block() -> usize {
+    std::env::var("FORGE_DECODE_ATTENTION_BLOCK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&b: &usize| b.is_power_of_two() && (32..=1024).contains(&b))
+        .unwrap_or(BLOCK)
+}
 
 /// Value rows each team of the value pass loads at once (their loads independent), unless
-/// `FORGE_DECODE_VALUE_BATCH` says otherwise (to compare on one build). With 8 teams a cube
+/// `FORGE_DECODE_VALUE_BATCH` says otherwise (to compare on one build). With 16 teams a cube
 /// then has 64 value rows (16 KB of bf16 at head_dim 128) in flight.
-pub const VALUE_BATCH: usize = 8;
+pub const VALUE_BATCH: usize = 4;
 
 /// [`VALUE_BATCH`], or `FORGE_DECODE_VALUE_BATCH` where set to a positive count.
 pub fn value_batch() -> usize {
@@ -25,20 +37,26 @@ pub fn value_batch() -> usize {
         .unwrap_or(VALUE_BATCH)
 }
 
-/// Bytes of shared memory the kernel declares for a cube of `group` query heads: what decides
-/// whether a key/value head's whole query group fits one cube.
-pub fn shared_bytes(group: usize, head_dim: usize, key_vectors: usize, max_keys: usize) -> usize {
-    let teams = BLOCK / key_vectors;
+/// Bytes of shared memory the kernel declares for a cube of `block` units and `group` query
+/// heads: what decides whether a key/value head's whole query group fits one cube.
+pub fn shared_bytes(
+    block: usize,
+    group: usize,
+    head_dim: usize,
+    key_vectors: usize,
+    max_keys: usize,
+) -> usize {
+    let teams = block / key_vectors;
     // q, scores, the teams' partial sums, and cube_max/cube_sum's arrays (two per head).
-    4 * (group * head_dim + group * max_keys + teams * group * head_dim + 2 * group * BLOCK)
+    4 * (group * head_dim + group * max_keys + teams * group * head_dim + 2 * group * block)
 }
 
 /// Cube (x, y) = (`group` consecutive query heads, row): with `group` the heads sharing one
 /// key/value head (grouped-query attention), each cached key and value row is read once for the
-/// whole group instead of once per head. Row `r` attends to positions `0..=positions[r]` of cache
+/// whole group instead of once per head; `block` units (a power of two, at least `key_vectors`). Row `r` attends to positions `0..=positions[r]` of cache
 /// slot `slots[r]`; `q` `[rows, heads * head_dim]`, `out` the same shape; the caches are read as
 /// `key_vectors` vectors of `N` elements per position (`head_dim = key_vectors * N`, at most
-/// [`BLOCK`] vectors). The scores of one row sit in shared memory: `max_keys` (comptime) bounds
+/// `block` vectors). The scores of one row sit in shared memory: `max_keys` (comptime) bounds
 /// the cached length ([`shared_bytes`] says what it costs). Each unit of the value pass has
 /// `value_batch` value vectors in flight ([`VALUE_BATCH`]).
 #[cube(launch, launch_unchecked)]
@@ -59,6 +77,7 @@ pub fn decode_attention_kernel<F: Float, N: Size>(
     #[comptime] max_keys: usize,
     #[comptime] group: usize,
     #[comptime] value_batch: usize,
+    #[comptime] block: usize,
 ) {
     let first = CUBE_POS_X as usize * group;
     let row = CUBE_POS_Y as usize;
@@ -75,7 +94,7 @@ pub fn decode_attention_kernel<F: Float, N: Size>(
     let mut d = tid;
     while d < comptime![group * head_dim] {
         qs[d] = f32::cast_from(q[q_base + d]) * scale;
-        d += BLOCK;
+        d += block;
     }
     sync_cube();
 
@@ -113,29 +132,29 @@ pub fn decode_attention_kernel<F: Float, N: Size>(
             scores[g * max_keys + p] = s[g];
             local_max[g] = f32::max(local_max[g], s[g]);
         }
-        p += BLOCK;
+        p += block;
     }
     let mut sums = Array::<f32>::new(group);
     #[unroll]
     for g in 0..group {
-        let max = cube_max(local_max[g], BLOCK);
+        let max = cube_max(local_max[g], block);
         let mut local_sum = 0.0f32;
         let mut p = tid;
         while p < len {
             let e = (scores[g * max_keys + p] - max).exp();
             scores[g * max_keys + p] = e;
             local_sum += e;
-            p += BLOCK;
+            p += block;
         }
         // cube_sum synchronises, so every probability is in place after it.
-        sums[g] = cube_sum(local_sum, BLOCK);
+        sums[g] = cube_sum(local_sum, block);
     }
     // The weighted sum of values: the cube splits into `teams` teams of `key_vectors` units,
     // one vector of the head's dimensions per unit, each team a share of the positions (one value
     // row per team and step, read whole, weighted for every head of the group); then the teams'
     // sums are added in shared memory. (One unit per dimension walking every position made this
     // loop ~30 dependent rounds of loads at 256 cached positions: most of the kernel's time.)
-    let teams = comptime![BLOCK / key_vectors];
+    let teams = comptime![block / key_vectors];
     let team = tid / key_vectors;
     let lane = tid % key_vectors;
     let mut partial = SharedMemory::<f32>::new(comptime![teams * group * head_dim]);
@@ -188,7 +207,7 @@ pub fn decode_attention_kernel<F: Float, N: Size>(
                 total += partial[(t * group + g) * head_dim + d];
             }
             out[q_base + g * head_dim + d] = F::cast_from(total / sums[g]);
-            d += BLOCK;
+            d += block;
         }
     }
 }

@@ -49,6 +49,8 @@ pub struct Weight {
     pub n: usize,
     /// Products with it run on tensor cores.
     pub tensor_cores: bool,
+    /// Chunks of `k` its products through cuBLAS are cut into ([`cublas_splits`]).
+    pub cublas_splits: usize,
 }
 
 impl Weight {
@@ -67,6 +69,7 @@ impl Weight {
             k,
             n,
             tensor_cores: allowed && skinny_mma::supported::<R, F>(client, k, n),
+            cublas_splits: cublas_splits(k, n),
         }
     }
 }
@@ -132,9 +135,13 @@ impl Cut {
 }
 
 /// Bytes of the f32 partials [`partials`] writes for `x [m, w.k] · w` with at most `max_splits`
-/// splits: what a buffer passed to [`partials_into`] needs.
+/// splits, or [`CublasProducts::partials`] with `w.cublas_splits` (the larger): what a buffer
+/// passed to either needs.
 pub fn partials_bytes(w: &Weight, m: usize, max_splits: usize) -> usize {
-    Cut::new(w, m, max_splits, MmaLaunch::DEFAULT).bytes(w.n)
+    let cublas = w.cublas_splits.min(max_splits).max(1) * m * w.n * 4;
+    Cut::new(w, m, max_splits, MmaLaunch::DEFAULT)
+        .bytes(w.n)
+        .max(cublas)
 }
 
 /// `x [m, w.k] · w` into f32 partial products over at most `max_splits` splits of `k` (one split:
@@ -306,13 +313,16 @@ impl CublasProducts {
         Some(Self { device, elem })
     }
 
-    /// `x [m, w.k] · w` in f32 into `out` (at least `m * w.n` f32), as one split of `m` rows.
+    /// `x [m, w.k] · w` in f32 into `out` (at least `splits * m * w.n` f32), as `splits`
+    /// partial products of `m` rows over equal chunks of `k` (one batched cuBLAS call; `splits`
+    /// must divide `k`: [`cublas_splits`] picks one).
     pub fn partials<R: Runtime>(
         &self,
         client: &ComputeClient<R>,
         x: &Handle,
         w: &Weight,
         m: usize,
+        splits: usize,
         out: Handle,
     ) -> Result<Partials, crate::kernels::cublas::GemmError> {
         use std::any::Any;
@@ -333,12 +343,56 @@ impl CublasProducts {
                 k: w.k,
                 elem: self.elem,
                 f32_out: true,
+                k_splits: splits,
             },
         )?;
         Ok(Partials {
             handle: out,
-            splits: 1,
+            splits,
             rows: m,
         })
+    }
+}
+
+/// Output columns (times splits) a decode product through cuBLAS should reach, unless
+/// `FORGE_DECODE_CUBLAS_COLUMNS` says otherwise (0: never split).
+pub const CUBLAS_COLUMNS: usize = 4096;
+
+/// Chunks of `k` a decode product `[m, k] · [k, n]` through cuBLAS is cut into: doubled while
+/// `n * splits` is under [`CUBLAS_COLUMNS`] and each chunk keeps at least 256 of `k`. cuBLAS
+/// gives a 64-row product about one block per 32-64 output columns, so Qwen3-0.6B's o and down
+/// products (n = 1,024) ran 32 blocks on 132 multiprocessors, or added a split-k reduction
+/// launch of its own; as a batch of 4 chunks they run 4x the blocks, and the kernel after them
+/// sums the 4 partials where it reads the product anyway.
+pub fn cublas_splits(k: usize, n: usize) -> usize {
+    let columns = std::env::var("FORGE_DECODE_CUBLAS_COLUMNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CUBLAS_COLUMNS);
+    let mut splits = 1;
+    while n * splits < columns && k.is_multiple_of(2 * splits) && k / (2 * splits) >= 256 {
+        splits *= 2;
+    }
+    splits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cublas_splits;
+
+    #[test]
+    fn cublas_splits_reach_the_columns_in_chunks_of_at_least_256() {
+        // Qwen3-0.6B: q/k/v, o, gate/up, down, LM head.
+        assert_eq!(cublas_splits(1024, 4096), 1);
+        assert_eq!(cublas_splits(2048, 1024), 4);
+        assert_eq!(cublas_splits(1024, 6144), 1);
+        assert_eq!(cublas_splits(3072, 1024), 4);
+        assert_eq!(cublas_splits(1024, 151_936), 1);
+        // Chunks stay at least 256 long and divide `k`.
+        assert_eq!(cublas_splits(512, 64), 2);
+        assert_eq!(cublas_splits(1000, 64), 2);
+        assert_eq!(cublas_splits(768, 64), 2);
+        assert_eq!(cublas_splits(300, 64), 1);
+        assert_eq!(cublas_splits(100, 64), 1);
     }
 }
