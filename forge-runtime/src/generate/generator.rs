@@ -266,6 +266,13 @@ pub fn generate_timed<B: DecodeBackend>(
         (0..prompts.len()).map(|i| vec![i]).collect()
     };
     let mut firsts: Vec<Vec<f32>> = vec![Vec::new(); prompts.len()];
+    // Where the engine samples on the device, so does the first token (no 64 x 151,936 logits
+    // read back and drawn on the host): each group's last-position logits, and the prompts
+    // they belong to, in that order.
+    let device_sampling = params.top_k == 0 && params.top_p >= 1.0;
+    let first_on_device = engine.is_some() && device_sampling;
+    let mut device_firsts: Vec<Tensor<B, 2>> = Vec::new();
+    let mut device_order: Vec<usize> = Vec::new();
     for group in &groups {
         let (g, len) = (group.len(), prompts[group[0]].len());
         let ids: Vec<i64> = group
@@ -283,11 +290,20 @@ pub fn generate_timed<B: DecodeBackend>(
             Some(&mut cache),
         );
         timing.model_s += t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        for (&i, last) in group.iter().zip(last_logits(model, hidden)) {
-            firsts[i] = last;
+        if first_on_device {
+            // The first token is drawn where the later ones are: the logits stay on the device.
+            let [g, s, _] = hidden.dims();
+            let last = model.logits(hidden.narrow(1, s - 1, 1));
+            let vocab = last.dims()[2];
+            device_firsts.push(last.reshape([g, vocab]));
+            device_order.extend(group);
+        } else {
+            let t = Instant::now();
+            for (&i, last) in group.iter().zip(last_logits(model, hidden)) {
+                firsts[i] = last;
+            }
+            timing.logits_s += t.elapsed().as_secs_f64();
         }
-        timing.logits_s += t.elapsed().as_secs_f64();
         match engine.as_mut() {
             Some(engine) => {
                 let slots: Vec<Vec<usize>> = group
@@ -328,7 +344,19 @@ pub fn generate_timed<B: DecodeBackend>(
     // The engine's logits, left on the device; drawn from there when no top-k / top-p needs the
     // host's sort.
     let mut on_device: Option<Tensor<B, 2>> = None;
-    let device_sampling = params.top_k == 0 && params.top_p >= 1.0;
+    if first_on_device && !device_firsts.is_empty() {
+        // Row `r` (prompt `i`, sample `j`) reads its prompt's row of the groups' logits.
+        let mut at = vec![0usize; prompts.len()];
+        for (k, &i) in device_order.iter().enumerate() {
+            at[i] = k;
+        }
+        let picks: Vec<i64> = rows.iter().map(|r| at[r.prompt] as i64).collect();
+        let count = picks.len();
+        let firsts = Tensor::cat(device_firsts, 0)
+            .select(0, int_tensor::<B>(picks, [1, count], device).reshape([count]))
+            .cast(burn::tensor::FloatDType::F32);
+        on_device = Some(firsts);
+    }
 
     loop {
         // Sample one token per live row; finished rows leave the batch.
