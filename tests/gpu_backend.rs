@@ -573,14 +573,27 @@ fn device_sampling_matches_an_f64_reference() {
         };
         let client = t.client.clone();
         let u = client.create_from_slice(&bytemuck_f32(&uniforms));
-        for temperature in [1.0f64, 0.7, 0.0] {
+        // The old cube size and the largest this runtime launches (1,024 where it can).
+        let hardware = &client.properties().hardware;
+        let largest = [1024usize, 512]
+            .into_iter()
+            .find(|&b| {
+                b <= hardware.max_units_per_cube as usize
+                    && sample_rows::shared_bytes(b, vector, false)
+                        <= hardware.max_shared_memory_size
+            })
+            .unwrap_or(256);
+        for (temperature, block) in [1.0f64, 0.7, 0.0]
+            .into_iter()
+            .flat_map(|t| [(t, 256usize), (t, largest)])
+        {
             let greedy = temperature == 0.0;
             let inv_t = if greedy { 1.0 } else { 1.0 / temperature };
             let (tokens, logprobs) = (client.empty(rows * 4), client.empty(rows * 4));
             sample_rows_kernel::launch::<R>(
                 &client,
                 CubeCount::Static(rows as u32, 1, 1),
-                CubeDim::new_1d(sample_rows::BLOCK as u32),
+                CubeDim::new_1d(block as u32),
                 vector,
                 array_arg::<R, f32>(&t.handle, rows * vocab),
                 array_arg::<R, f32>(&u, rows),
@@ -589,6 +602,7 @@ fn device_sampling_matches_an_f64_reference() {
                 vocab as u32,
                 inv_t as f32,
                 greedy,
+                block,
             );
             let words = |h| -> Vec<[u8; 4]> {
                 client
@@ -615,7 +629,9 @@ fn device_sampling_matches_an_f64_reference() {
                     .collect();
                 let total: f64 = w.iter().sum();
                 let token = tokens[r];
-                let what = format!("vocab {vocab}, T={temperature}, row {r}: token {token}");
+                let what = format!(
+                    "vocab {vocab}, T={temperature}, {block} units, row {r}: token {token}"
+                );
                 assert!(token < vocab, "{what}");
                 let want_logprob = (f64::from(row[token]) - max) * inv_t - total.ln();
                 assert!(

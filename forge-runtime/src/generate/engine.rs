@@ -163,6 +163,8 @@ mod cube {
         value_batch: usize,
         /// Units per attention cube.
         attention_block: usize,
+        /// Units per sampling cube.
+        sample_block: usize,
         /// Positions the RoPE tables cover.
         rope_positions: usize,
         work: Workspace,
@@ -231,6 +233,28 @@ mod cube {
         } else {
             1
         }
+    }
+
+    /// Units per sampling cube: [`sample_rows::block`], halved until the runtime takes a cube
+    /// that large and its shared memory fits.
+    fn sample_block<R: CubeRuntime>(vocab: usize, client: &ComputeClient<R>) -> usize {
+        let hardware = &client.properties().hardware;
+        let limit = SHARED_LIMIT.min(hardware.max_shared_memory_size);
+        let width = sample_vector(vocab);
+        let mut block = sample_rows::block();
+        while block > 32
+            && (block > hardware.max_units_per_cube as usize
+                || sample_rows::shared_bytes(block, width, false) > limit)
+        {
+            block /= 2;
+        }
+        block
+    }
+
+    /// Logits per vector the sampling kernel reads: four where the vocabulary allows (every
+    /// model we load).
+    fn sample_vector(vocab: usize) -> usize {
+        if vocab.is_multiple_of(4) { 4 } else { 1 }
     }
 
     /// A weight `[k, n]` as the products read it.
@@ -390,6 +414,7 @@ mod cube {
                     &client,
                 ),
                 attention_block,
+                sample_block: sample_block(spec.vocab_size, &client),
                 rope_positions: model.rope.len(),
                 value_batch: decode_attention::value_batch(),
                 embed: contiguous(embed),
@@ -813,12 +838,11 @@ mod cube {
             } else {
                 (1.0 / temperature) as f32
             };
-            // Vectors of four logits where the vocabulary allows (every model we load).
-            let vector = if vocab.is_multiple_of(4) { 4 } else { 1 };
+            let vector = sample_vector(vocab);
             launch!(sample_rows_kernel::<R>(
                 &self.client,
                 CubeCount::Static(rows as u32, 1, 1),
-                CubeDim::new_1d(sample_rows::BLOCK as u32),
+                CubeDim::new_1d(self.sample_block as u32),
                 vector,
                 array_arg::<R, f32>(&logits, rows * vocab),
                 array_arg::<R, f32>(&uniforms_h, rows),
@@ -827,6 +851,7 @@ mod cube {
                 vocab as u32,
                 inv_temperature,
                 greedy,
+                self.sample_block,
             ));
             let bytes =
                 cubecl::future::block_on(self.client.read_async(vec![tokens_h, logprobs_h]))

@@ -353,7 +353,10 @@ pub fn generate_timed<B: DecodeBackend>(
         let picks: Vec<i64> = rows.iter().map(|r| at[r.prompt] as i64).collect();
         let count = picks.len();
         let firsts = Tensor::cat(device_firsts, 0)
-            .select(0, int_tensor::<B>(picks, [1, count], device).reshape([count]))
+            .select(
+                0,
+                int_tensor::<B>(picks, [1, count], device).reshape([count]),
+            )
             .cast(burn::tensor::FloatDType::F32);
         on_device = Some(firsts);
     }

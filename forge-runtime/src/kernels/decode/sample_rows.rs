@@ -10,9 +10,29 @@ use cubecl::prelude::*;
 
 use crate::kernels::cube_reduce::cube_max;
 
-/// Units per cube; one cube per row, each unit owning a contiguous chunk of the vocabulary for the
-/// draw's order (the draw walks the vocabulary in order, as the host's sampler does).
-pub const BLOCK: usize = 256;
+/// Units per cube (one cube per row, each unit owning a contiguous chunk of the vocabulary for
+/// the draw's order: the draw walks the vocabulary in order, as the host's sampler does), unless
+/// `FORGE_DECODE_SAMPLE_BLOCK` says otherwise. With one cube per row, a 64-row step runs 64
+/// cubes: 256 units each kept too few loads in flight (84 us a step for 64 x 151,936 logits
+/// on an H100, ~1 TB/s over the two passes; bench/NOTES.md, session 15).
+pub const BLOCK: usize = 1024;
+
+/// [`BLOCK`], or `FORGE_DECODE_SAMPLE_BLOCK` where set to a power of two from 32 to 1,024.
+pub fn block() -> usize {
+    std::env::var("FORGE_DECODE_SAMPLE_BLOCK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&b: &usize| b.is_power_of_two() && (32..=1024).contains(&b))
+        .unwrap_or(BLOCK)
+}
+
+/// Bytes of shared memory the kernel declares at `block` units reading vectors of `width`: what
+/// decides the largest cube a runtime can launch it with.
+pub fn shared_bytes(block: usize, width: usize, greedy: bool) -> usize {
+    // Two cube-wide maxima and the scan; sampling stages `block` vectors and their weights.
+    let staged = if greedy { 0 } else { 2 * block * width + 2 };
+    4 * (3 * block + staged)
+}
 
 /// Vectors each unit loads at once in the passes over a row (their loads independent).
 const IN_FLIGHT: usize = 4;
@@ -23,9 +43,10 @@ const IN_FLIGHT: usize = 4;
 /// are read as vectors of `N` (`vocab` a multiple of it).
 ///
 /// Three passes over the row: the maximum, strided so that consecutive units read consecutive
-/// vectors; each unit's weight sum over its own chunk (vectors, several in flight); then the
-/// chunk holding the draw, staged in shared memory by the whole cube and walked in order by one
-/// unit. (Each unit walking its own chunk one logit at a time, and one unit walking the drawn
+/// vectors; each unit's weight sum over its own chunk (vectors, several in flight), the chunks'
+/// sums scanned across the cube; then the chunk holding the draw, staged in shared memory by the
+/// whole cube and walked in order by one unit. `block` units, a power of two
+/// ([`shared_bytes`] says what it costs). (Each unit walking its own chunk one logit at a time, and one unit walking the drawn
 /// chunk from global memory, made this 176 us a step for 64 rows on an H100: bench/NOTES.md.)
 #[cube(launch, launch_unchecked)]
 // cubecl's kernels have no `div_ceil`.
@@ -38,6 +59,7 @@ pub fn sample_rows_kernel<N: Size>(
     vocab: u32,
     inv_temperature: f32,
     #[comptime] greedy: bool,
+    #[comptime] block: usize,
 ) {
     let row = CUBE_POS;
     let tid = UNIT_POS as usize;
@@ -45,7 +67,7 @@ pub fn sample_rows_kernel<N: Size>(
     let v = vocab as usize;
     let vectors = v / width;
     let base = row * vectors;
-    let chunk = (vectors + BLOCK - 1) / BLOCK;
+    let chunk = (vectors + block - 1) / block;
     let begin = usize::min(tid * chunk, vectors);
     let end = usize::min(begin + chunk, vectors);
 
@@ -53,10 +75,10 @@ pub fn sample_rows_kernel<N: Size>(
     let mut local_max = f32::min_value();
     let mut local_arg = v;
     let mut j = tid;
-    while j + (IN_FLIGHT - 1) * BLOCK < vectors {
+    while j + (IN_FLIGHT - 1) * block < vectors {
         #[unroll]
         for i in 0..IN_FLIGHT {
-            let at = j + i * BLOCK;
+            let at = j + i * block;
             let x = logits[base + at];
             #[unroll]
             for t in 0..width {
@@ -66,7 +88,7 @@ pub fn sample_rows_kernel<N: Size>(
                 }
             }
         }
-        j += IN_FLIGHT * BLOCK;
+        j += IN_FLIGHT * block;
     }
     while j < vectors {
         let x = logits[base + j];
@@ -77,9 +99,9 @@ pub fn sample_rows_kernel<N: Size>(
                 local_arg = j * width + t;
             }
         }
-        j += BLOCK;
+        j += block;
     }
-    let max = cube_max(local_max, BLOCK);
+    let max = cube_max(local_max, block);
 
     // Each unit's weight over its chunk, summed in order (the draw below re-adds the drawn
     // chunk in the same order).
@@ -104,66 +126,70 @@ pub fn sample_rows_kernel<N: Size>(
         }
         j += 1;
     }
-    let mut weights = SharedMemory::<f32>::new(BLOCK);
-    let mut firsts = SharedMemory::<u32>::new(BLOCK);
-    weights[tid] = weight;
-    let mut first = v as u32;
-    if local_max == max {
-        first = local_arg as u32;
-    }
-    firsts[tid] = first;
+    // The chunks' weights summed in order by a scan over the cube: log2(block) rounds, where a
+    // serial sum by one unit is `block` dependent shared-memory reads.
+    let mut scan = SharedMemory::<f32>::new(block);
+    scan[tid] = weight;
     sync_cube();
-    // Unit 0 finds the chunk holding the draw (a serial scan over BLOCK sums is cheap) and leaves
-    // it, the weight before it, and the total in shared memory.
-    let mut picked = SharedMemory::<f32>::new(3usize);
-    if tid == 0 {
-        let mut total = 0.0f32;
-        for u in 0usize..BLOCK {
-            total += weights[u];
+    let mut offset = 1usize.runtime();
+    while offset < block {
+        let mut add = 0.0f32;
+        if tid >= offset {
+            add = scan[tid - offset];
         }
-        let target = uniforms[row] * total;
-        let mut before = 0.0f32;
-        let mut unit = BLOCK.runtime();
-        let mut last_nonzero = 0usize;
-        let mut acc = 0.0f32;
-        for u in 0usize..BLOCK {
-            if weights[u] > 0.0f32 {
-                last_nonzero = u;
-            }
-            if unit == BLOCK && target < acc + weights[u] {
-                unit = u;
-                before = acc;
-            }
-            acc += weights[u];
+        sync_cube();
+        scan[tid] += add;
+        sync_cube();
+        offset *= 2;
+    }
+    let total = scan[block - 1];
+    let mut before = 0.0f32;
+    if tid > 0 {
+        before = scan[tid - 1];
+    }
+    if comptime![greedy] {
+        // The first most likely token: the smallest of the units' first argmax where it
+        // reached the row's maximum (token ids are below 2^24: exact in f32).
+        let mut first = f32::cast_from(v);
+        if local_max == max {
+            first = f32::cast_from(local_arg);
         }
-        if unit == BLOCK {
-            // Rounding put the target past the total: the last chunk with weight, as the host's
-            // sampler falls back to its last candidate.
-            unit = last_nonzero;
-            before = acc - weights[last_nonzero];
-        }
-        picked[0] = unit as f32;
-        picked[1] = before;
-        picked[2] = total;
-        if comptime![greedy] {
-            let mut best = v as u32;
-            for u in 0usize..BLOCK {
-                best = u32::min(best, firsts[u]);
-            }
+        let best = -cube_max(-first, block);
+        if tid == 0 {
             // The greedy token's logit is the maximum.
-            tokens[row] = best;
+            tokens[row] = u32::cast_from(best);
             logprobs[row] = -total.ln();
         }
-    }
-    sync_cube();
-    if !comptime![greedy] {
-        // The drawn chunk, BLOCK vectors at a time: the cube stages the logits and their
+    } else {
+        let target = uniforms[row] * total;
+        // The unit whose chunk holds the target (ranked above all others), else, where rounding
+        // put the target past the total, the last chunk with weight, as the host's sampler
+        // falls back to its last candidate: one maximum over the cube finds either.
+        let mut rank = f32::new(-1.0);
+        if weight > 0.0f32 {
+            rank = f32::cast_from(tid);
+            if target >= before && target < before + weight {
+                rank = f32::cast_from(tid + block);
+            }
+        }
+        let top = cube_max(rank, block);
+        let mut unit = top;
+        let ranked = comptime![block as f32].runtime();
+        if top >= ranked {
+            unit = top - ranked;
+        }
+        let mut picked = SharedMemory::<f32>::new(2usize);
+        if f32::cast_from(tid) == unit {
+            picked[0] = unit;
+            picked[1] = before;
+        }
+        sync_cube();
+        // The drawn chunk, `block` vectors at a time: the cube stages the logits and their
         // weights in shared memory, unit 0 walks them in order.
-        let mut xs = SharedMemory::<f32>::new(comptime![BLOCK * width]);
-        let mut ws = SharedMemory::<f32>::new(comptime![BLOCK * width]);
+        let mut xs = SharedMemory::<f32>::new(comptime![block * width]);
+        let mut ws = SharedMemory::<f32>::new(comptime![block * width]);
         let start = picked[0] as usize * chunk;
         let stop = usize::min(start + chunk, vectors);
-        let target = uniforms[row] * picked[2];
         let mut acc = picked[1];
         let mut token = v;
         let mut token_logit = 0.0f32;
@@ -182,7 +208,7 @@ pub fn sample_rows_kernel<N: Size>(
             }
             sync_cube();
             if tid == 0 {
-                let count = usize::min(BLOCK, stop - window) * width;
+                let count = usize::min(block, stop - window) * width;
                 for i in 0..count {
                     let w = ws[i];
                     if token == v && target < acc + w {
@@ -197,7 +223,7 @@ pub fn sample_rows_kernel<N: Size>(
                 }
             }
             sync_cube();
-            window += BLOCK;
+            window += block;
         }
         if tid == 0 {
             if token == v {
@@ -205,7 +231,7 @@ pub fn sample_rows_kernel<N: Size>(
                 token_logit = last_logit;
             }
             tokens[row] = token as u32;
-            logprobs[row] = (token_logit - max) * inv_temperature - picked[2].ln();
+            logprobs[row] = (token_logit - max) * inv_temperature - total.ln();
         }
     }
 }
