@@ -16,20 +16,22 @@ DECODE_WARMUPS= DECODE_NEW_TOKENS=${NEW:-64} timeout 500 ncu --clock-control non
   --launch-skip "${SKIP:-12000}" --launch-count "${COUNT:-1100}" \
   ./.device-carry/model "$dir" decode > "$out/ncu_step.csv" 2> "$out/ncu_step.err"
 python3 - "$out/ncu_step.csv" <<'PY'
-import csv, collections, re, sys
+import collections, csv, os, re, sys
 rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
 head, rows = rows[0], rows[1:]
 name_i, value_i = head.index("Kernel Name"), head.index("Metric Value")
 grid_i = head.index("Grid Size")
 tot, cnt = collections.Counter(), collections.Counter()
-steps = 0
 for r in rows:
     name = re.sub(r"[<(].*", "", r[name_i])
     ns = float(r[value_i].replace(",", ""))
     tot[name] += ns; cnt[name] += 1
-    steps += "sample_rows" in name
-steps = max(steps, 1)
-print(f"launches {len(rows)}, steps (sample_rows launches) {steps}, "
+# Steps seen: attention launches over the layers (LAYERS, default Qwen3-0.6B's 28). The window
+# rarely holds whole steps, so counting the once-a-step sampling launches over-weights layers.
+layers = int(os.environ.get("LAYERS", "28"))
+attention = sum(c for n, c in cnt.items() if "decode_attention" in n)
+steps = max(attention / layers, 1e-9)
+print(f"launches {len(rows)}, steps (attention launches / {layers}) {steps:.2f}, "
       f"GPU time per step {sum(tot.values()) / steps / 1e3:.1f} us")
 for name, ns in tot.most_common():
     print(f"{ns / steps / 1e3:9.1f} us/step {cnt[name] / steps:6.1f} launches/step "
