@@ -12,10 +12,10 @@ use crate::kernels::cube_reduce::cube_max;
 
 /// Units per cube (one cube per row, each unit owning a contiguous chunk of the vocabulary for
 /// the draw's order: the draw walks the vocabulary in order, as the host's sampler does), unless
-/// `FORGE_DECODE_SAMPLE_BLOCK` says otherwise. With one cube per row, a 64-row step runs 64
-/// cubes: 256 units each kept too few loads in flight (84 us a step for 64 x 151,936 logits
-/// on an H100, ~1 TB/s over the two passes; bench/NOTES.md, session 15).
-pub const BLOCK: usize = 1024;
+/// `FORGE_DECODE_SAMPLE_BLOCK` says otherwise. 1,024 units (more loads in flight on the 64
+/// multiprocessors a 64-row step occupies) ran no faster than 256 (H100: 2.41 and 2.45 ms a step
+/// against 2.38; bench/NOTES.md, session 15).
+pub const BLOCK: usize = 256;
 
 /// [`BLOCK`], or `FORGE_DECODE_SAMPLE_BLOCK` where set to a power of two from 32 to 1,024.
 pub fn block() -> usize {
