@@ -183,8 +183,10 @@ pub struct GenerateTiming {
     pub logits_s: f64,
     /// Sampling on the host (softmax, draws, stop checks, decoding finished completions).
     pub sample_s: f64,
-    /// Wall time from the decode engine's set-up through the prompts' prefill and their first
-    /// logits (its forward passes and reads are also in `model_s` and `logits_s`).
+    /// Wall time from the decode engine's set-up through issuing the prompts' prefill and their
+    /// first logits (its forward passes and reads are also in `model_s` and `logits_s`). Where
+    /// the first token is drawn on the device nothing is read back here, so on a GPU the
+    /// forward pass may still be running when this ends.
     pub prefill_s: f64,
 }
 
