@@ -463,11 +463,7 @@ mod cube {
         ) -> product::Partials {
             #[cfg(feature = "cuda")]
             if let Some(cublas) = self.cublas.get() {
-                // Powers of two: halving keeps them dividing `k`.
-                let mut splits = w.cublas_splits;
-                while splits > max_splits {
-                    splits /= 2;
-                }
+                let splits = w.cublas_splits_within(max_splits);
                 match cublas.partials(&self.client, x, w, m, splits, out.clone()) {
                     Ok(partials) => return partials,
                     Err(e) => {

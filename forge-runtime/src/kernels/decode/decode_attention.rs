@@ -16,11 +16,7 @@ pub const BLOCK: usize = 256;
 /// [`BLOCK`], or `FORGE_DECODE_ATTENTION_BLOCK` where set to a power of two from 32 to 1,024 (to
 /// compare cube sizes on one build).
 pub fn block() -> usize {
-    std::env::var("FORGE_DECODE_ATTENTION_BLOCK")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&b: &usize| b.is_power_of_two() && (32..=1024).contains(&b))
-        .unwrap_or(BLOCK)
+    super::units_from_env("FORGE_DECODE_ATTENTION_BLOCK", BLOCK)
 }
 
 /// Value rows each team of the value pass loads at once (their loads independent), unless
@@ -53,8 +49,8 @@ pub fn shared_bytes(
 
 /// Cube (x, y) = (`group` consecutive query heads, row): with `group` the heads sharing one
 /// key/value head (grouped-query attention), each cached key and value row is read once for the
-/// whole group instead of once per head; `block` units (a power of two, at least `key_vectors`). Row `r` attends to positions `0..=positions[r]` of cache
-/// slot `slots[r]`; `q` `[rows, heads * head_dim]`, `out` the same shape; the caches are read as
+/// whole group instead of once per head; `block` units (a power of two, at least `key_vectors`).
+/// Row `r` attends to positions `0..=positions[r]` of cache slot `slots[r]`; `q` `[rows, heads * head_dim]`, `out` the same shape; the caches are read as
 /// `key_vectors` vectors of `N` elements per position (`head_dim = key_vectors * N`, at most
 /// `block` vectors). The scores of one row sit in shared memory: `max_keys` (comptime) bounds
 /// the cached length ([`shared_bytes`] says what it costs). Each unit of the value pass has

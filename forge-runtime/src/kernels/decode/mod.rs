@@ -21,6 +21,16 @@ pub fn checked() -> bool {
     *CHECKED.get_or_init(|| std::env::var("FORGE_DECODE_CHECKED").as_deref() == Ok("1"))
 }
 
+/// Units per cube for a decode kernel: `var` where it is set to a power of two from 32 to 1,024
+/// (to compare cube sizes on one build), else `default`.
+pub fn units_from_env(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&b: &usize| b.is_power_of_two() && (32..=1024).contains(&b))
+        .unwrap_or(default)
+}
+
 /// Launches a decode kernel, `launch!(kernel::<T, ..>(client, count, dim, args..))`, without
 /// cubecl's bounds checks unless [`checked`] (a checked launch clamps and selects every global
 /// read and puts every write behind a branch). Sound because the engine sizes every buffer for

@@ -72,6 +72,16 @@ impl Weight {
             cublas_splits: cublas_splits(k, n),
         }
     }
+
+    /// [`Weight::cublas_splits`] halved until at most `max_splits` (powers of two: halving
+    /// keeps them dividing `k`), what a cuBLAS product with it writes.
+    pub fn cublas_splits_within(&self, max_splits: usize) -> usize {
+        let mut splits = self.cublas_splits;
+        while splits > max_splits.max(1) {
+            splits /= 2;
+        }
+        splits
+    }
 }
 
 /// The product summed over splits of `k`: `splits` f32 partial products `[rows, n]`.
@@ -135,10 +145,10 @@ impl Cut {
 }
 
 /// Bytes of the f32 partials [`partials`] writes for `x [m, w.k] · w` with at most `max_splits`
-/// splits, or [`CublasProducts::partials`] with `w.cublas_splits` (the larger): what a buffer
-/// passed to either needs.
+/// splits, or [`CublasProducts::partials`] with [`Weight::cublas_splits_within`] of them (the
+/// larger): what a buffer passed to either needs.
 pub fn partials_bytes(w: &Weight, m: usize, max_splits: usize) -> usize {
-    let cublas = w.cublas_splits.min(max_splits).max(1) * m * w.n * 4;
+    let cublas = w.cublas_splits_within(max_splits) * m * w.n * 4;
     Cut::new(w, m, max_splits, MmaLaunch::DEFAULT)
         .bytes(w.n)
         .max(cublas)

@@ -19,11 +19,7 @@ pub const BLOCK: usize = 256;
 
 /// [`BLOCK`], or `FORGE_DECODE_SAMPLE_BLOCK` where set to a power of two from 32 to 1,024.
 pub fn block() -> usize {
-    std::env::var("FORGE_DECODE_SAMPLE_BLOCK")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&b: &usize| b.is_power_of_two() && (32..=1024).contains(&b))
-        .unwrap_or(BLOCK)
+    super::units_from_env("FORGE_DECODE_SAMPLE_BLOCK", BLOCK)
 }
 
 /// Bytes of shared memory the kernel declares at `block` units reading vectors of `width`: what
@@ -45,9 +41,10 @@ const IN_FLIGHT: usize = 4;
 /// Three passes over the row: the maximum, strided so that consecutive units read consecutive
 /// vectors; each unit's weight sum over its own chunk (vectors, several in flight), the chunks'
 /// sums scanned across the cube; then the chunk holding the draw, staged in shared memory by the
-/// whole cube and walked in order by one unit. `block` units, a power of two
-/// ([`shared_bytes`] says what it costs). (Each unit walking its own chunk one logit at a time, and one unit walking the drawn
-/// chunk from global memory, made this 176 us a step for 64 rows on an H100: bench/NOTES.md.)
+/// whole cube and walked in order by one unit. `block` units, a power of two ([`shared_bytes`]
+/// says what it costs). (Each unit walking its own chunk one logit at a time, and one unit
+/// walking the drawn chunk from global memory, made this 176 us a step for 64 rows on an H100:
+/// bench/NOTES.md.)
 #[cube(launch, launch_unchecked)]
 // cubecl's kernels have no `div_ceil`.
 #[allow(unused_assignments, clippy::manual_div_ceil)]
