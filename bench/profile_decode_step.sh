@@ -6,12 +6,14 @@
 #   bash bench/profile_decode_step.sh DIR OUT_DIR
 # Runs the decode benchmark's batch (64 prompts of 128 tokens) for NEW (default 64) new tokens
 # with no warm-up and profiles COUNT (default 1100) launches after the first SKIP (default
-# 12000: past the prefill, about 25 steps into decoding).
+# 12000: past the prefill, about 25 steps into decoding). CACHE=none keeps the caches as the
+# previous kernel left them (default `all`: flushed before each kernel, so every weight and
+# activation comes from DRAM).
 set -uo pipefail
 dir=$1
 out=$2
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64
-DECODE_WARMUPS= DECODE_NEW_TOKENS=${NEW:-64} timeout 500 ncu --clock-control none --csv \
+DECODE_WARMUPS= DECODE_NEW_TOKENS=${NEW:-64} timeout 500 ncu --clock-control none --cache-control "${CACHE:-all}" --csv \
   --print-units base --metrics gpu__time_duration.sum \
   --launch-skip "${SKIP:-12000}" --launch-count "${COUNT:-1100}" \
   ./.device-carry/model "$dir" decode > "$out/ncu_step.csv" 2> "$out/ncu_step.err"

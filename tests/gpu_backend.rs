@@ -160,9 +160,13 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     }
 }
 
-/// The decode engine's logits, step by step for three sequences of different lengths in slots out
+/// The decode engine's logits, step by step for five sequences of different lengths in slots out
 /// of order, equal the generic model's full forward pass over each sequence. One is 200 tokens
 /// long: attention's value loop then runs its unrolled steps (positions beyond four per unit).
+/// One is prefilled by the generic model (`DecodeEngine::load_prefill`), the others by the
+/// engine (`DecodeEngine::prefill`): two prompts of one length two positions a launch, one of
+/// them into two slots; the long one 64 positions a launch. The engine's prefill logits equal
+/// the model's too.
 fn engine_steps(architecture: &str) {
     use forge::generate::DecodeBackend;
     use forge::model::{KvCache, attention_bias};
@@ -170,13 +174,18 @@ fn engine_steps(architecture: &str) {
     let device = Default::default();
     let model: CausalLm<WgpuInner> = forge::model::load(&dir, &device).expect("fixture loads");
     let mut engine =
-        WgpuInner::decode_engine(&model, 3, 210).expect("the cubecl backend has an engine");
-    let mut sequences = vec![
-        (vec![12u32, 40, 7], 2usize),
+        WgpuInner::decode_engine(&model, 5, 210).expect("the cubecl backend has an engine");
+    let (a, e) = (vec![12u32, 40, 7], vec![99u32, 3, 140]);
+    let long: Vec<u32> = (0..200u32).map(|i| (i * 37 + 11) % 400).collect();
+    let mut sequences = [
+        (a.clone(), 2usize),
         (vec![250, 251, 252, 253, 9], 0),
-        ((0..200u32).map(|i| (i * 37 + 11) % 400).collect(), 1),
+        (long.clone(), 1),
+        (a.clone(), 3),
+        (e.clone(), 4),
     ];
-    for (prompt, slot) in &sequences {
+    {
+        let (prompt, slot) = &sequences[1];
         let len = prompt.len();
         let ids: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
         let ids = Tensor::<WgpuInner, 2, Int>::from_data(TensorData::new(ids, [1, len]), &device);
@@ -189,6 +198,26 @@ fn engine_steps(architecture: &str) {
         let _ = model.hidden(ids, &positions, &bias, Some(&mut cache));
         engine.load_prefill(&cache, &[vec![*slot]]);
     }
+    for (prompts, slots, max_rows) in [
+        (vec![&a, &e], vec![vec![2, 3], vec![4]], 4),
+        (vec![&long], vec![vec![1]], 64),
+    ] {
+        let views: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
+        let last = engine
+            .prefill(&views, &slots, max_rows)
+            .expect("the engine prefills equal-length prompts");
+        let [rows, vocab] = last.dims();
+        assert_eq!(rows, prompts.len());
+        let got: Vec<f32> = last.into_data().convert::<f32>().to_vec().expect("f32");
+        for (r, prompt) in prompts.iter().enumerate() {
+            assert_close(
+                &format!("{architecture} prefill of {} tokens, row {r}", prompt.len()),
+                &got[r * vocab..(r + 1) * vocab],
+                &last_logits(&model, prompt, &device),
+                1e-4,
+            );
+        }
+    }
     for step in 0..3u32 {
         let tokens: Vec<u32> = sequences
             .iter()
@@ -198,7 +227,7 @@ fn engine_steps(architecture: &str) {
         let slots: Vec<usize> = sequences.iter().map(|(_, s)| *s).collect();
         let logits = engine.step(&tokens, &positions, &slots);
         let [rows, vocab] = logits.dims();
-        assert_eq!(rows, 3);
+        assert_eq!(rows, sequences.len());
         let got: Vec<f32> = logits.into_data().convert::<f32>().to_vec().expect("f32");
         for (r, (seq, _)) in sequences.iter_mut().enumerate() {
             seq.push(tokens[r]);

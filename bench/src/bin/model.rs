@@ -243,7 +243,64 @@ fn prefill_parts(
     let logits = model.logits(hidden.narrow(1, len - 1, 1));
     let _ = logits.into_data();
     let logits_s = t.elapsed().as_secs_f64();
-    Ok(json!({ "engine_s": engine_s, "forward_s": forward_s, "logits_to_host_s": logits_s }))
+    let steps = engine_steps(model, &cache, batch, len, new_tokens, device)?;
+    Ok(json!({
+        "engine_s": engine_s,
+        "forward_s": forward_s,
+        "logits_to_host_s": logits_s,
+        "engine_steps": steps,
+    }))
+}
+
+/// The decode engine's step on its own, after the prefill `cache` of `batch` prompts of `len`
+/// tokens: `new_tokens - 1` steps issued back to back with nothing read (`steps_only_ms`, the
+/// GPU's time a step where the host keeps ahead), then as many each followed by the device
+/// sampling kernel and its read (`step_and_sample_ms`, the generation's loop without its host
+/// bookkeeping). Their difference is what a step waits on the host and the sampling kernel.
+fn engine_steps(
+    model: &CausalLm<Gpu>,
+    cache: &forge::model::KvCache<Gpu>,
+    batch: usize,
+    len: usize,
+    new_tokens: usize,
+    device: &CudaDevice,
+) -> anyhow::Result<serde_json::Value> {
+    use forge::generate::DecodeBackend;
+    let sync = || Gpu::sync(device).map_err(|e| anyhow::anyhow!("{e:?}"));
+    let Some(mut engine) = Gpu::decode_engine(model, batch, len + new_tokens) else {
+        return Ok(json!("no decode engine for this model"));
+    };
+    let slots: Vec<usize> = (0..batch).collect();
+    engine.load_prefill(cache, &slots.iter().map(|&s| vec![s]).collect::<Vec<_>>());
+    let tokens: Vec<u32> = random_ids(batch, model.spec.vocab_size, 7)
+        .into_iter()
+        .map(|t| t as u32)
+        .collect();
+    let steps = new_tokens.saturating_sub(1).max(2);
+    let mut time = |sample: bool, first: usize| -> anyhow::Result<f64> {
+        sync()?;
+        let t = Instant::now();
+        for s in 0..steps {
+            let positions = vec![len + ((first + s) % new_tokens); batch];
+            let logits = engine.step(&tokens, &positions, &slots);
+            if sample {
+                engine
+                    .sample(logits, &vec![0.5; batch], 1.0)
+                    .map_err(|e| anyhow::anyhow!(e))?;
+            }
+        }
+        sync()?;
+        Ok(t.elapsed().as_secs_f64() / steps as f64 * 1e3)
+    };
+    // The first steps record the graphs and compile; not timed.
+    time(true, 0)?;
+    let steps_only_ms = time(false, 0)?;
+    let step_and_sample_ms = time(true, 0)?;
+    Ok(json!({
+        "steps": steps,
+        "steps_only_ms": steps_only_ms,
+        "step_and_sample_ms": step_and_sample_ms,
+    }))
 }
 
 /// `op` once (warm), then `reps` times back to back: microseconds per call to issue them and
@@ -336,8 +393,16 @@ fn products(device: &CudaDevice, reps: usize) -> anyhow::Result<serde_json::Valu
         let scale = want.iter().fold(0f64, |a, b| a.max(b.abs()));
         let x_h = client.create_from_slice(bf16::as_bytes(&x));
         let none = client.empty(4);
-        // Copies of the weights, 256 MB in all (five times H100's L2), used round robin.
-        let copies = (256usize << 20).div_ceil(k * n * 2);
+        // Copies of the weights, 256 MB in all (five times H100's L2), used round robin;
+        // `PRODUCTS_COPIES=1` keeps one (read from L2 after the first call: what a product
+        // whose weight was fetched ahead would take).
+        let copies = match std::env::var("PRODUCTS_COPIES") {
+            Ok(v) => v
+                .parse::<usize>()
+                .context("PRODUCTS_COPIES: a count")?
+                .max(1),
+            Err(_) => (256usize << 20).div_ceil(k * n * 2),
+        };
         let weight_copies: Vec<Weight> = (0..copies)
             .map(|_| {
                 Weight::new::<CudaRuntime, bf16>(

@@ -35,6 +35,21 @@ pub trait DecodeEngine<B: Backend> {
     /// each of `slots[b]` (every row the same number of slots).
     fn load_prefill(&mut self, cache: &KvCache<B>, slots: &[Vec<usize>]);
 
+    /// The prefill of equal-length `prompts` through the engine's own step, at most `max_rows`
+    /// token rows a launch sequence (earlier positions first): each prompt's keys and values
+    /// land in every slot of `slots[b]`, and the logits `[prompts, vocab]` (f32) of each
+    /// prompt's last position come back, left on the device. `None` where the engine cannot
+    /// (prompts of different or too long lengths): then the generic model's prefill and
+    /// [`DecodeEngine::load_prefill`].
+    fn prefill(
+        &mut self,
+        _prompts: &[&[u32]],
+        _slots: &[Vec<usize>],
+        _max_rows: usize,
+    ) -> Option<Tensor<B, 2>> {
+        None
+    }
+
     /// Feeds token `tokens[r]` at position `positions[r]` to the sequence in slot `slots[r]` and
     /// returns the next-token logits `[rows, vocab]` in f32.
     fn step(&mut self, tokens: &[u32], positions: &[usize], slots: &[usize]) -> Tensor<B, 2>;
@@ -81,7 +96,7 @@ mod cube {
     use crate::kernels::decode::add_rms_norm::{self, add_rms_norm_kernel};
     use crate::kernels::decode::decode_attention::{self, decode_attention_kernel};
     use crate::kernels::decode::embed_rows::{self, embed_rows_kernel};
-    use crate::kernels::decode::kv_copy::kv_copy_kernel;
+    use crate::kernels::decode::kv_copy::{kv_copy_kernel, kv_slot_copy_kernel};
     use crate::kernels::decode::launch;
     use crate::kernels::decode::product::{self, Weight};
     use crate::kernels::decode::qkv_rope_cache::qkv_rope_cache_kernel;
@@ -117,6 +132,10 @@ mod cube {
     struct Workspace {
         /// Rows every buffer holds.
         rows: usize,
+        /// Most splits of `k` a product's partials may have here (a decode step's small
+        /// products split to fill the GPU; a prefill's large ones need not, and would write
+        /// partials many times the product's size).
+        max_splits: usize,
         /// The residual stream `[rows, hidden]`, updated in place by the epilogues.
         hidden: Handle,
         /// A normalised copy of the residual stream.
@@ -382,7 +401,8 @@ mod cube {
                 None => embed.clone().transpose(),
             };
             let head = weight_matrix(head, &client);
-            let work = Workspace::new::<F>(&client, &spec, &layers, &head, slots);
+            let work =
+                Workspace::new::<F>(&client, &spec, (&layers, &head), slots, usize::MAX, None);
             #[cfg(feature = "cuda")]
             let graphs = crate::kernels::cuda_graph::StepGraphs::new(&client, &device);
             #[cfg(feature = "cuda")]
@@ -446,9 +466,15 @@ mod cube {
             self.client.create_from_slice(u32::as_bytes(&values))
         }
 
-        /// `x [m, w.k] · w` as f32 partials in the workspace.
-        fn partials(&self, x: &Handle, w: &Weight, m: usize) -> product::Partials {
-            self.partials_into(x, w, m, usize::MAX, self.work.partials.clone())
+        /// `x [m, w.k] · w` as f32 partials in `work`, in at most its `max_splits`.
+        fn partials(
+            &self,
+            work: &Workspace,
+            x: &Handle,
+            w: &Weight,
+            m: usize,
+        ) -> product::Partials {
+            self.partials_into(x, w, m, work.max_splits, work.partials.clone())
         }
 
         /// `x [m, w.k] · w` as at most `max_splits` f32 partials in `out`: through cuBLAS where
@@ -486,9 +512,15 @@ mod cube {
             )
         }
 
-        /// The residual stream plus the summed `partials`, then its RMSNorm with `weight` into
-        /// the workspace's `x` ([`add_rms_norm_kernel`]).
-        fn add_rms_norm(&self, partials: &product::Partials, weight: &Handle, m: usize) {
+        /// `work`'s residual stream plus the summed `partials`, then its RMSNorm with `weight`
+        /// into `work.x` ([`add_rms_norm_kernel`]).
+        fn add_rms_norm(
+            &self,
+            work: &Workspace,
+            partials: &product::Partials,
+            weight: &Handle,
+            m: usize,
+        ) {
             let d = self.spec.hidden_size;
             let block = add_rms_norm::block(d);
             launch!(add_rms_norm_kernel::<F, R>(
@@ -496,9 +528,9 @@ mod cube {
                 CubeCount::Static(m as u32, 1, 1),
                 CubeDim::new_1d(block as u32),
                 array_arg::<R, f32>(&partials.handle, partials.splits * partials.rows * d),
-                array_arg::<R, F>(&self.work.hidden, m * d),
+                array_arg::<R, F>(&work.hidden, m * d),
                 array_arg::<R, F>(weight, d),
-                array_arg::<R, F>(&self.work.x, m * d),
+                array_arg::<R, F>(&work.x, m * d),
                 partials.rows as u32,
                 d as u32,
                 self.spec.rms_norm_eps as f32,
@@ -524,10 +556,13 @@ mod cube {
             ));
         }
 
-        /// Issues one decode step over the workspace for its first `m` rows: the inputs are in
-        /// the workspace's token, position and slot buffers; the logits land in its logits
-        /// buffer. Allocates, uploads and reads nothing, so it can be recorded as a graph.
-        fn issue(&self, m: usize) {
+        /// Issues one decode step over `w` for its first `m` rows: the inputs are in its token,
+        /// position and slot buffers; the logits of its first `head_rows` rows land in its
+        /// logits buffer. Allocates, uploads and reads nothing, so it can be recorded as a
+        /// graph. Every row attends to its slot's cache up to its own position, written by this
+        /// step where the position is one of its rows': so a step may also hold many positions
+        /// of one sequence (a prefill, [`Self::prefill_chunk`]).
+        fn issue(&self, w: &Workspace, m: usize, head_rows: usize) {
             let spec = &self.spec;
             let (h, kv, hd, d) = (
                 spec.num_heads,
@@ -535,7 +570,6 @@ mod cube {
                 spec.head_dim,
                 spec.hidden_size,
             );
-            let w = &self.work;
             launch!(embed_rows_kernel::<F, R>(
                 &self.client,
                 CubeCount::Static((m * d).div_ceil(embed_rows::BLOCK).max(1) as u32, 1, 1),
@@ -556,7 +590,7 @@ mod cube {
             }
             for (i, layer) in self.layers.iter().enumerate() {
                 // q/k/v: partials only; their sum (and bias) is taken by the RoPE kernel.
-                let qkv = self.partials(&w.x, &layer.qkv, m);
+                let qkv = self.partials(w, &w.x, &layer.qkv, m);
                 launch!(qkv_rope_cache_kernel::<F, R>(
                     &self.client,
                     CubeCount::Static((h + 2 * kv) as u32, m as u32, 1),
@@ -606,9 +640,9 @@ mod cube {
                     self.attention_block,
                 ));
                 // o: the residual add fused with the post-attention norm.
-                let o = self.partials(&w.attn, &layer.o, m);
-                self.add_rms_norm(&o, &layer.post_norm, m);
-                let gate_up = self.partials(&w.x, &layer.gate_up, m);
+                let o = self.partials(w, &w.attn, &layer.o, m);
+                self.add_rms_norm(w, &o, &layer.post_norm, m);
+                let gate_up = self.partials(w, &w.x, &layer.gate_up, m);
                 product::finish::<R, F>(
                     &self.client,
                     &gate_up,
@@ -621,18 +655,20 @@ mod cube {
                 );
                 // down: the residual add fused with the next layer's input norm (the final
                 // norm after the last layer).
-                let down = self.partials(&w.act, &layer.down, m);
+                let down = self.partials(w, &w.act, &layer.down, m);
                 let next_norm = self
                     .layers
                     .get(i + 1)
                     .map_or(&self.norm, |next| &next.input_norm);
-                self.add_rms_norm(&down, next_norm, m);
+                self.add_rms_norm(w, &down, next_norm, m);
             }
             if self.layers.is_empty() {
                 self.rms_norm(&w.hidden, &self.norm, m, d, &w.x);
             }
             // One split: the partial product is the f32 logits.
-            self.partials_into(&w.x, &self.head, m, 1, w.logits.clone());
+            if head_rows > 0 {
+                self.partials_into(&w.x, &self.head, head_rows, 1, w.logits.clone());
+            }
         }
 
         /// Rows a step of `m` sequences runs: `m` rounded up to a multiple of 16 (the
@@ -641,6 +677,22 @@ mod cube {
         /// decode token 0 at position 0 into the scratch slot.
         fn padded_rows(&self, m: usize) -> usize {
             m.next_multiple_of(ROW_TILE).min(self.work.rows)
+        }
+
+        /// The f32 logits of `work`'s first `m` rows, a view of its logits buffer.
+        fn logits_view(&self, work: &Workspace, m: usize) -> Tensor<Cube<R, F, I, BT>, 2> {
+            let vocab = self.head.n;
+            let logits = work.logits.clone();
+            let bytes = logits.size_in_used();
+            let view = logits.offset_end(bytes - (m * vocab * 4) as u64);
+            let tensor = CubeTensor::new_contiguous(
+                self.client.clone(),
+                self.device.clone(),
+                [m, vocab].into(),
+                view,
+                DType::F32,
+            );
+            Tensor::from_primitive(TensorPrimitive::Float(tensor))
         }
 
         /// Writes the step's inputs into the workspace and issues it: through a recorded graph
@@ -661,7 +713,7 @@ mod cube {
             if self.steps > 0 {
                 ran = ran.and_then(|_| {
                     if !graphs.has(rows) {
-                        graphs.record(rows, || self.issue(rows))?;
+                        graphs.record(rows, || self.issue(&self.work, rows, rows))?;
                     }
                     graphs.replay(rows).map(|()| true)
                 });
@@ -674,7 +726,7 @@ mod cube {
                 Ok(false) => {
                     // The first step: through cubecl, settling the buffers' streams.
                     self.graphs = Some(graphs);
-                    self.issue(rows);
+                    self.issue(&self.work, rows, rows);
                     true
                 }
                 Err(e) => {
@@ -689,15 +741,19 @@ mod cube {
     }
 
     impl Workspace {
-        /// Buffers for steps of up to `slots` rows (rounded up to 16) of `spec`'s model.
+        /// Buffers for steps of up to `slots` rows (rounded up to 16) of `spec`'s model, their
+        /// products in at most `max_splits` splits, logits for up to `logit_rows` rows (all
+        /// rows where `None`).
         fn new<F: FloatElement>(
             client: &ComputeClient<impl CubeRuntime>,
             spec: &ModelSpec,
-            layers: &[Layer],
-            head: &Weight,
+            (layers, head): (&[Layer], &Weight),
             slots: usize,
+            max_splits: usize,
+            logit_rows: Option<usize>,
         ) -> Self {
             let rows = slots.max(1).next_multiple_of(ROW_TILE);
+            let logit_rows = logit_rows.map_or(rows, |r| r.next_multiple_of(ROW_TILE).min(rows));
             let elem = core::mem::size_of::<F>();
             let buffer = |elements: usize| client.empty(elements.max(1) * elem);
             let u32s = || client.empty(rows * 4);
@@ -709,7 +765,7 @@ mod cube {
                 .flat_map(|w| {
                     (ROW_TILE..=rows)
                         .step_by(ROW_TILE)
-                        .map(move |m| product::partials_bytes(w, m, usize::MAX))
+                        .map(move |m| product::partials_bytes(w, m, max_splits))
                 })
                 .max()
                 .unwrap_or(4);
@@ -717,13 +773,14 @@ mod cube {
             let q = rows * spec.num_heads * spec.head_dim;
             Self {
                 rows,
+                max_splits,
                 hidden: buffer(rows * spec.hidden_size),
                 x: buffer(rows * spec.hidden_size),
                 q: buffer(q),
                 attn: buffer(q),
                 act: buffer(rows * act_n),
                 partials: client.empty(partials),
-                logits: client.empty(product::partials_bytes(head, rows, 1)),
+                logits: client.empty(product::partials_bytes(head, logit_rows, 1)),
                 tokens: u32s(),
                 positions: u32s(),
                 slots: u32s(),
@@ -762,6 +819,88 @@ mod cube {
             }
         }
 
+        fn prefill(
+            &mut self,
+            prompts: &[&[u32]],
+            slots: &[Vec<usize>],
+            max_rows: usize,
+        ) -> Option<Tensor<Cube<R, F, I, BT>, 2>> {
+            let g = prompts.len();
+            let len = prompts.first()?.len();
+            let fits = |s: &Vec<usize>| !s.is_empty() && s.iter().all(|&s| s < self.slots);
+            if len == 0
+                || len > self.max_len
+                || prompts.iter().any(|p| p.len() != len)
+                || slots.len() != g
+                || !slots.iter().all(fits)
+            {
+                return None;
+            }
+            // Positions a launch sequence holds, each for every prompt.
+            let per_chunk = (max_rows / g).clamp(1, len);
+            let mut work = Workspace::new::<F>(
+                &self.client,
+                &self.spec,
+                (&self.layers, &self.head),
+                g * per_chunk,
+                1,
+                Some(g),
+            );
+            let mut start = 0;
+            while start < len {
+                let end = (start + per_chunk).min(len);
+                // Last position first: in the last chunk the first `g` rows are the prompts'
+                // last positions, the rows the head's product reads.
+                let (mut tokens, mut positions, mut row_slots) =
+                    (Vec::new(), Vec::new(), Vec::new());
+                for p in (start..end).rev() {
+                    for (prompt, s) in prompts.iter().zip(slots) {
+                        tokens.push(prompt[p]);
+                        positions.push(p as u32);
+                        row_slots.push(s[0] as u32);
+                    }
+                }
+                // Padded rows decode token 0 at position 0 into the scratch slot, as a step's.
+                let rows = tokens.len().next_multiple_of(ROW_TILE).min(work.rows);
+                tokens.resize(rows, 0);
+                positions.resize(rows, 0);
+                row_slots.resize(rows, self.slots as u32);
+                work.tokens = self.client.create_from_slice(u32::as_bytes(&tokens));
+                work.positions = self.client.create_from_slice(u32::as_bytes(&positions));
+                work.slots = self.client.create_from_slice(u32::as_bytes(&row_slots));
+                self.issue(&work, rows, if end == len { g } else { 0 });
+                start = end;
+            }
+            // The other samples' slots get a copy of the first's cache.
+            let pairs: Vec<u32> = slots
+                .iter()
+                .flat_map(|s| s[1..].iter().flat_map(move |&t| [s[0] as u32, t as u32]))
+                .collect();
+            if !pairs.is_empty() {
+                let count = pairs.len() / 2;
+                let pairs_h = self.client.create_from_slice(u32::as_bytes(&pairs));
+                let (kv, hd) = (self.spec.num_kv_heads, self.spec.head_dim);
+                let elements = count * kv * len * hd;
+                for layer in &self.layers {
+                    for cache in [&layer.cache_k, &layer.cache_v] {
+                        launch!(kv_slot_copy_kernel::<F, R>(
+                            &self.client,
+                            CubeCount::Static(elements.div_ceil(256).clamp(1, 65_535) as u32, 1, 1),
+                            CubeDim::new_1d(256),
+                            array_arg::<R, F>(cache, self.cache_len()),
+                            array_arg::<R, u32>(&pairs_h, pairs.len()),
+                            count as u32,
+                            kv as u32,
+                            len as u32,
+                            self.max_len as u32,
+                            hd as u32,
+                        ));
+                    }
+                }
+            }
+            Some(self.logits_view(&work, g))
+        }
+
         fn step(
             &mut self,
             tokens: &[u32],
@@ -790,26 +929,11 @@ mod cube {
                 self.work.tokens = self.client.create_from_slice(u32::as_bytes(t));
                 self.work.positions = self.client.create_from_slice(u32::as_bytes(p));
                 self.work.slots = self.client.create_from_slice(u32::as_bytes(s));
-                self.issue(rows);
+                self.issue(&self.work, rows, rows);
             }
             self.steps += 1;
-            // The logits of the first `m` rows, a view of the workspace's buffer (valid until
-            // the next step).
-            let vocab = self.head.n;
-            let bytes = product::partials_bytes(&self.head, self.work.rows, 1);
-            let logits = self
-                .work
-                .logits
-                .clone()
-                .offset_end((bytes - m * vocab * 4) as u64);
-            let tensor = CubeTensor::new_contiguous(
-                self.client.clone(),
-                self.device.clone(),
-                [m, vocab].into(),
-                logits,
-                DType::F32,
-            );
-            Tensor::from_primitive(TensorPrimitive::Float(tensor))
+            // Valid until the next step.
+            self.logits_view(&self.work, m)
         }
 
         fn sample(

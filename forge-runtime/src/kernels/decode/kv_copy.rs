@@ -43,3 +43,43 @@ pub fn kv_copy_kernel<F: Float>(
         i += stride;
     }
 }
+
+/// `cache[to, h, p, d] = cache[from, h, p, d]` for positions `p < len` of every pair `(from, to)`
+/// in `pairs` (`count` pairs, flattened): a prompt's cache, prefilled into one of its samples'
+/// slots, copied to the others. `cache` is `[slots, kv_heads, max_len, head_dim]`; no slot is
+/// both a source and a target. Units stride over the copied elements (any launch size covers
+/// them).
+#[cube(launch, launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn kv_slot_copy_kernel<F: Float>(
+    cache: &mut Array<F>,
+    pairs: &Array<u32>,
+    count: u32,
+    kv_heads: u32,
+    len: u32,
+    max_len: u32,
+    head_dim: u32,
+) {
+    let (kv, len, max_len, hd) = (
+        kv_heads as usize,
+        len as usize,
+        max_len as usize,
+        head_dim as usize,
+    );
+    let per_pair = kv * len * hd;
+    let total = count as usize * per_pair;
+    let stride = CUBE_COUNT_X as usize * CUBE_DIM_X as usize;
+    let mut i = ABSOLUTE_POS;
+    while i < total {
+        let pair = i / per_pair;
+        let r = i % per_pair;
+        let d = r % hd;
+        let p = (r / hd) % len;
+        let h = r / (hd * len);
+        let from = pairs[2 * pair] as usize;
+        let to = pairs[2 * pair + 1] as usize;
+        cache[((to * kv + h) * max_len + p) * hd + d] =
+            cache[((from * kv + h) * max_len + p) * hd + d];
+        i += stride;
+    }
+}
