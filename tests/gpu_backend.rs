@@ -540,16 +540,30 @@ fn decode_attention_matches_an_f64_reference() {
             array_arg::<R, u32>(&pos_t.handle, rows),
             array_arg::<R, u32>(&slot_t.handle, rows),
             array_arg::<R, f32>(&out, rows * heads * hd),
+            // The new token's inputs, unread here (`new_token` off: q and the caches hold it;
+            // the engine test covers attention computing it).
+            array_arg::<R, f32>(&q_t.handle, 1),
+            array_arg::<R, f32>(&q_t.handle, 1),
+            array_arg::<R, f32>(&q_t.handle, 1),
+            array_arg::<R, f32>(&q_t.handle, 1),
+            array_arg::<R, f32>(&q_t.handle, 1),
+            array_arg::<R, f32>(&q_t.handle, 1),
             heads as u32,
             kv_heads as u32,
             max_len as u32,
             scale as f32,
+            1e-6,
+            1,
+            rows as u32,
             hd,
             hd / vector,
             max_keys,
             group,
             value_batch,
             block,
+            false,
+            false,
+            false,
         );
         let bytes = client.read_one(out).expect("read");
         let got: Vec<f32> = bytes

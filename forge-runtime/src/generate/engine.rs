@@ -182,6 +182,11 @@ mod cube {
         value_batch: usize,
         /// Units per attention cube.
         attention_block: usize,
+        /// Whether a decode step's attention computes the new token's q/k/v itself (norms,
+        /// RoPE, the cache write: one launch a layer fewer). Needs each key/value head's whole
+        /// query group in one cube and a power-of-two head size; `FORGE_DECODE_FUSED_ROPE=0`
+        /// keeps the separate kernel (to compare on one build).
+        new_token: bool,
         /// Units per sampling cube.
         sample_block: usize,
         /// Positions the RoPE tables cover.
@@ -243,9 +248,14 @@ mod cube {
         let ratio = spec.num_heads / spec.num_kv_heads.max(1);
         let limit = SHARED_LIMIT.min(client.properties().hardware.max_shared_memory_size);
         let key_vectors = spec.head_dim / cache_vector;
-        let fits =
-            decode_attention::shared_bytes(block, ratio, spec.head_dim, key_vectors, max_keys)
-                <= limit;
+        let fits = decode_attention::shared_bytes(
+            block,
+            ratio,
+            spec.head_dim,
+            key_vectors,
+            max_keys,
+            false,
+        ) <= limit;
         let forced_one = std::env::var("FORGE_DECODE_ATTENTION_GROUP").as_deref() == Ok("1");
         if ratio > 1 && fits && !forced_one {
             ratio
@@ -415,6 +425,22 @@ mod cube {
             #[cfg(feature = "cuda")]
             let graphs = graphs.filter(|_| !input_addresses.contains(&0));
             let attention_block = decode_attention::block();
+            let group = attention_group(&spec, attention_block, max_keys, cache_vector, &client);
+            let new_token = {
+                let limit = SHARED_LIMIT.min(client.properties().hardware.max_shared_memory_size);
+                let bytes = decode_attention::shared_bytes(
+                    attention_block,
+                    group,
+                    spec.head_dim,
+                    spec.head_dim / cache_vector,
+                    max_keys,
+                    true,
+                );
+                group * spec.num_kv_heads == spec.num_heads
+                    && spec.head_dim.is_power_of_two()
+                    && bytes <= limit
+                    && std::env::var("FORGE_DECODE_FUSED_ROPE").as_deref() != Ok("0")
+            };
             #[cfg(feature = "cuda")]
             let cublas =
                 std::cell::Cell::new(product::CublasProducts::new::<R, F>(&client, &device));
@@ -426,14 +452,9 @@ mod cube {
                 sin: contiguous(model.rope.sin.clone()),
                 max_keys,
                 cache_vector,
-                attention_group: attention_group(
-                    &spec,
-                    attention_block,
-                    max_keys,
-                    cache_vector,
-                    &client,
-                ),
+                attention_group: group,
                 attention_block,
+                new_token,
                 sample_block: sample_block(spec.vocab_size, &client),
                 rope_positions: model.rope.len(),
                 value_batch: decode_attention::value_batch(),
@@ -561,8 +582,10 @@ mod cube {
         /// logits buffer. Allocates, uploads and reads nothing, so it can be recorded as a
         /// graph. Every row attends to its slot's cache up to its own position, written by this
         /// step where the position is one of its rows': so a step may also hold many positions
-        /// of one sequence (a prefill, [`Self::prefill_chunk`]).
-        fn issue(&self, w: &Workspace, m: usize, head_rows: usize) {
+        /// of one sequence (a prefill, [`DecodeEngine::prefill`]). Where `distinct_slots` (no
+        /// two rows of one sequence, a decode step), attention computes each row's new q/k/v
+        /// itself when the engine can (`new_token`).
+        fn issue(&self, w: &Workspace, m: usize, head_rows: usize, distinct_slots: bool) {
             let spec = &self.spec;
             let (h, kv, hd, d) = (
                 spec.num_heads,
@@ -589,34 +612,43 @@ mod cube {
                 self.rms_norm(&w.hidden, &first.input_norm, m, d, &w.x);
             }
             for (i, layer) in self.layers.iter().enumerate() {
-                // q/k/v: partials only; their sum (and bias) is taken by the RoPE kernel.
+                // q/k/v: partials only; their sum (and bias) is taken by attention itself, or
+                // by the RoPE kernel before it.
                 let qkv = self.partials(w, &w.x, &layer.qkv, m);
-                launch!(qkv_rope_cache_kernel::<F, R>(
-                    &self.client,
-                    CubeCount::Static((h + 2 * kv) as u32, m as u32, 1),
-                    CubeDim::new_1d(block as u32),
-                    array_arg::<R, f32>(&qkv.handle, qkv.splits * qkv.rows * layer.qkv.n),
-                    optional_array_arg::<R, F>(layer.qkv_bias.as_ref(), layer.qkv.n, &self.none),
-                    optional_array_arg::<R, F>(layer.q_norm.as_ref(), hd, &self.none),
-                    optional_array_arg::<R, F>(layer.k_norm.as_ref(), hd, &self.none),
-                    array_arg::<R, F>(&self.cos, self.rope_positions * hd),
-                    array_arg::<R, F>(&self.sin, self.rope_positions * hd),
-                    array_arg::<R, u32>(&w.positions, m),
-                    array_arg::<R, u32>(&w.slots, m),
-                    array_arg::<R, F>(&w.q, m * h * hd),
-                    array_arg::<R, F>(&layer.cache_k, cache_len),
-                    array_arg::<R, F>(&layer.cache_v, cache_len),
-                    h as u32,
-                    kv as u32,
-                    self.max_len as u32,
-                    spec.rms_norm_eps as f32,
-                    qkv.splits as u32,
-                    qkv.rows as u32,
-                    hd,
-                    block,
-                    layer.q_norm.is_some(),
-                    layer.qkv_bias.is_some(),
-                ));
+                let qkv_len = qkv.splits * qkv.rows * layer.qkv.n;
+                let new_token = self.new_token && distinct_slots;
+                if !new_token {
+                    launch!(qkv_rope_cache_kernel::<F, R>(
+                        &self.client,
+                        CubeCount::Static((h + 2 * kv) as u32, m as u32, 1),
+                        CubeDim::new_1d(block as u32),
+                        array_arg::<R, f32>(&qkv.handle, qkv.splits * qkv.rows * layer.qkv.n),
+                        optional_array_arg::<R, F>(
+                            layer.qkv_bias.as_ref(),
+                            layer.qkv.n,
+                            &self.none
+                        ),
+                        optional_array_arg::<R, F>(layer.q_norm.as_ref(), hd, &self.none),
+                        optional_array_arg::<R, F>(layer.k_norm.as_ref(), hd, &self.none),
+                        array_arg::<R, F>(&self.cos, self.rope_positions * hd),
+                        array_arg::<R, F>(&self.sin, self.rope_positions * hd),
+                        array_arg::<R, u32>(&w.positions, m),
+                        array_arg::<R, u32>(&w.slots, m),
+                        array_arg::<R, F>(&w.q, m * h * hd),
+                        array_arg::<R, F>(&layer.cache_k, cache_len),
+                        array_arg::<R, F>(&layer.cache_v, cache_len),
+                        h as u32,
+                        kv as u32,
+                        self.max_len as u32,
+                        spec.rms_norm_eps as f32,
+                        qkv.splits as u32,
+                        qkv.rows as u32,
+                        hd,
+                        block,
+                        layer.q_norm.is_some(),
+                        layer.qkv_bias.is_some(),
+                    ));
+                }
                 launch!(decode_attention_kernel::<F, R>(
                     &self.client,
                     CubeCount::Static((h / self.attention_group) as u32, m as u32, 1),
@@ -628,16 +660,28 @@ mod cube {
                     array_arg::<R, u32>(&w.positions, m),
                     array_arg::<R, u32>(&w.slots, m),
                     array_arg::<R, F>(&w.attn, m * h * hd),
+                    array_arg::<R, f32>(&qkv.handle, qkv_len),
+                    optional_array_arg::<R, F>(layer.qkv_bias.as_ref(), layer.qkv.n, &self.none),
+                    optional_array_arg::<R, F>(layer.q_norm.as_ref(), hd, &self.none),
+                    optional_array_arg::<R, F>(layer.k_norm.as_ref(), hd, &self.none),
+                    array_arg::<R, F>(&self.cos, self.rope_positions * hd),
+                    array_arg::<R, F>(&self.sin, self.rope_positions * hd),
                     h as u32,
                     kv as u32,
                     self.max_len as u32,
                     1.0 / (hd as f32).sqrt(),
+                    spec.rms_norm_eps as f32,
+                    qkv.splits as u32,
+                    qkv.rows as u32,
                     hd,
                     hd / key_vector,
                     self.max_keys,
                     self.attention_group,
                     self.value_batch,
                     self.attention_block,
+                    new_token,
+                    layer.q_norm.is_some(),
+                    layer.qkv_bias.is_some(),
                 ));
                 // o: the residual add fused with the post-attention norm.
                 let o = self.partials(w, &w.attn, &layer.o, m);
@@ -713,7 +757,7 @@ mod cube {
             if self.steps > 0 {
                 ran = ran.and_then(|_| {
                     if !graphs.has(rows) {
-                        graphs.record(rows, || self.issue(&self.work, rows, rows))?;
+                        graphs.record(rows, || self.issue(&self.work, rows, rows, true))?;
                     }
                     graphs.replay(rows).map(|()| true)
                 });
@@ -726,7 +770,7 @@ mod cube {
                 Ok(false) => {
                     // The first step: through cubecl, settling the buffers' streams.
                     self.graphs = Some(graphs);
-                    self.issue(&self.work, rows, rows);
+                    self.issue(&self.work, rows, rows, true);
                     true
                 }
                 Err(e) => {
@@ -868,7 +912,7 @@ mod cube {
                 work.tokens = self.client.create_from_slice(u32::as_bytes(&tokens));
                 work.positions = self.client.create_from_slice(u32::as_bytes(&positions));
                 work.slots = self.client.create_from_slice(u32::as_bytes(&row_slots));
-                self.issue(&work, rows, if end == len { g } else { 0 });
+                self.issue(&work, rows, if end == len { g } else { 0 }, false);
                 start = end;
             }
             // The other samples' slots get a copy of the first's cache.
@@ -929,7 +973,7 @@ mod cube {
                 self.work.tokens = self.client.create_from_slice(u32::as_bytes(t));
                 self.work.positions = self.client.create_from_slice(u32::as_bytes(p));
                 self.work.slots = self.client.create_from_slice(u32::as_bytes(s));
-                self.issue(&self.work, rows, rows);
+                self.issue(&self.work, rows, rows, true);
             }
             self.steps += 1;
             // Valid until the next step.

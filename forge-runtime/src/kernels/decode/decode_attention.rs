@@ -6,6 +6,7 @@
 
 use cubecl::prelude::*;
 
+use super::skinny_matmul::sum_splits;
 use crate::kernels::cube_reduce::{cube_max, cube_sum};
 
 /// Units per cube, unless `FORGE_DECODE_ATTENTION_BLOCK` says otherwise: with 256 units (16
@@ -34,17 +35,29 @@ pub fn value_batch() -> usize {
 }
 
 /// Bytes of shared memory the kernel declares for a cube of `block` units and `group` query
-/// heads: what decides whether a key/value head's whole query group fits one cube.
+/// heads (with the new token's q/k/v when `new_token`): what decides whether a key/value head's
+/// whole query group fits one cube.
 pub fn shared_bytes(
     block: usize,
     group: usize,
     head_dim: usize,
     key_vectors: usize,
     max_keys: usize,
+    new_token: bool,
 ) -> usize {
     let teams = block / key_vectors;
+    // The new token's three staging arrays of the group's queries, its key and its value.
+    let staging = if new_token {
+        3 * (group + 2) * head_dim
+    } else {
+        0
+    };
     // q, scores, the teams' partial sums, and cube_max/cube_sum's arrays (two per head).
-    4 * (group * head_dim + group * max_keys + teams * group * head_dim + 2 * group * block)
+    4 * (group * head_dim
+        + group * max_keys
+        + teams * group * head_dim
+        + 2 * group * block
+        + staging)
 }
 
 /// Cube (x, y) = (`group` consecutive query heads, row): with `group` the heads sharing one
@@ -55,25 +68,47 @@ pub fn shared_bytes(
 /// `block` vectors). The scores of one row sit in shared memory: `max_keys` (comptime) bounds
 /// the cached length ([`shared_bytes`] says what it costs). Each unit of the value pass has
 /// `value_batch` value vectors in flight ([`VALUE_BATCH`]).
+///
+/// With `new_token` the cube first computes the new token's queries, key and value itself from
+/// the q/k/v product (`qkv`, as [`super::qkv_rope_cache::qkv_rope_cache_kernel`] does: split
+/// sums, `bias` when `has_bias`, the q/k norms when `qk_norm`, RoPE) and writes the key and value
+/// into the caches; `q` is then unread. That needs the key/value head's whole query group in the
+/// cube (`group = heads / kv_heads`: one cube writes each new key) and rows of different slots
+/// (a decode step, not a prefill's many positions of one sequence). The new position's key and
+/// value are used from shared memory, so no unit reads another's global write.
 #[cube(launch, launch_unchecked)]
-#[allow(clippy::too_many_arguments)]
+// The `comptime!` conditions stay apart from the runtime ones they guard, so that without
+// `new_token` no check is compiled at all.
+#[allow(clippy::too_many_arguments, clippy::collapsible_if)]
 pub fn decode_attention_kernel<F: Float, N: Size>(
     q: &Array<F>,
-    cache_k: &Array<Vector<F, N>>,
-    cache_v: &Array<Vector<F, N>>,
+    cache_k: &mut Array<Vector<F, N>>,
+    cache_v: &mut Array<Vector<F, N>>,
     positions: &Array<u32>,
     slots: &Array<u32>,
     out: &mut Array<F>,
+    qkv: &Array<f32>,
+    bias: &Array<F>,
+    q_norm: &Array<F>,
+    k_norm: &Array<F>,
+    cos: &Array<F>,
+    sin: &Array<F>,
     heads: u32,
     kv_heads: u32,
     max_len: u32,
     scale: f32,
+    eps: f32,
+    splits: u32,
+    partial_rows: u32,
     #[comptime] head_dim: usize,
     #[comptime] key_vectors: usize,
     #[comptime] max_keys: usize,
     #[comptime] group: usize,
     #[comptime] value_batch: usize,
     #[comptime] block: usize,
+    #[comptime] new_token: bool,
+    #[comptime] qk_norm: bool,
+    #[comptime] has_bias: bool,
 ) {
     let first = CUBE_POS_X as usize * group;
     let row = CUBE_POS_Y as usize;
@@ -81,18 +116,56 @@ pub fn decode_attention_kernel<F: Float, N: Size>(
     let (heads, kv_heads) = (heads as usize, kv_heads as usize);
     let kvh = first / (heads / kv_heads);
     // The new token's position is the last one cached.
-    let len = positions[row] as usize + 1;
+    let pos = positions[row] as usize;
+    let len = pos + 1;
     let base = (slots[row] as usize * kv_heads + kvh) * max_len as usize * head_dim;
     // The group's heads are consecutive in `q` and `out`.
     let q_base = (row * heads + first) * head_dim;
 
     let mut qs = SharedMemory::<f32>::new(comptime![group * head_dim]);
-    let mut d = tid;
-    while d < comptime![group * head_dim] {
-        qs[d] = f32::cast_from(q[q_base + d]) * scale;
-        d += block;
+    // The new token's key and value (rounded to `F`), where this cube computes them.
+    let staged_size = comptime![if new_token { (group + 2) * head_dim } else { 1 }];
+    let mut staged = SharedMemory::<f32>::new(staged_size);
+    if comptime![new_token] {
+        new_token_qkv::<F, N>(
+            qkv,
+            bias,
+            q_norm,
+            k_norm,
+            cos,
+            sin,
+            cache_k,
+            cache_v,
+            &mut qs,
+            &mut staged,
+            row,
+            first,
+            kvh,
+            pos,
+            base,
+            heads,
+            kv_heads,
+            scale,
+            eps,
+            splits as usize,
+            partial_rows as usize,
+            head_dim,
+            group,
+            block,
+            qk_norm,
+            has_bias,
+        );
+    } else {
+        let mut d = tid;
+        while d < comptime![group * head_dim] {
+            qs[d] = f32::cast_from(q[q_base + d]) * scale;
+            d += block;
+        }
     }
     sync_cube();
+    // Where the staged key and value sit in `staged`.
+    let staged_key = comptime![group * head_dim];
+    let staged_value = comptime![(group + 1) * head_dim];
 
     let mut scores = SharedMemory::<f32>::new(comptime![group * max_keys]);
     let mut local_max = Array::<f32>::new(group);
@@ -113,7 +186,12 @@ pub fn decode_attention_kernel<F: Float, N: Size>(
         }
         #[unroll]
         for j in 0..key_vectors {
-            let kv = cache_k[key + j];
+            let mut kv = cache_k[key + j];
+            if comptime![new_token] {
+                if p == pos {
+                    kv = staged_vector::<F, N>(&staged, staged_key + j * N::value());
+                }
+            }
             #[unroll]
             for t in 0..N::value() {
                 let k = f32::cast_from(kv[t]);
@@ -166,9 +244,17 @@ pub fn decode_attention_kernel<F: Float, N: Size>(
             #[unroll]
             for i in 0..value_batch {
                 let at = p + i * teams;
-                let v = Vector::<f32, N>::cast_from(
+                let mut v = Vector::<f32, N>::cast_from(
                     cache_v[(base + at * head_dim) / N::value() + lane],
                 );
+                if comptime![new_token] {
+                    if at == pos {
+                        v = Vector::<f32, N>::cast_from(staged_vector::<F, N>(
+                            &staged,
+                            staged_value + lane * N::value(),
+                        ));
+                    }
+                }
                 #[unroll]
                 for g in 0..group {
                     acc[g] = acc[g] + v * Vector::<f32, N>::new(scores[g * max_keys + at]);
@@ -177,7 +263,16 @@ pub fn decode_attention_kernel<F: Float, N: Size>(
             p += value_batch * teams;
         }
         while p < len {
-            let v = Vector::<f32, N>::cast_from(cache_v[(base + p * head_dim) / N::value() + lane]);
+            let mut v =
+                Vector::<f32, N>::cast_from(cache_v[(base + p * head_dim) / N::value() + lane]);
+            if comptime![new_token] {
+                if p == pos {
+                    v = Vector::<f32, N>::cast_from(staged_vector::<F, N>(
+                        &staged,
+                        staged_value + lane * N::value(),
+                    ));
+                }
+            }
             #[unroll]
             for g in 0..group {
                 acc[g] = acc[g] + v * Vector::<f32, N>::new(scores[g * max_keys + p]);
@@ -205,5 +300,150 @@ pub fn decode_attention_kernel<F: Float, N: Size>(
             out[q_base + g * head_dim + d] = F::cast_from(total / sums[g]);
             d += block;
         }
+    }
+}
+
+/// `N` consecutive values of `staged` from `at`, as a vector of `F`.
+#[cube]
+fn staged_vector<F: Float, N: Size>(staged: &SharedMemory<f32>, at: usize) -> Vector<F, N> {
+    let mut v = Vector::<F, N>::empty();
+    #[unroll]
+    for t in 0..N::value() {
+        v[t] = F::cast_from(staged[at + t]);
+    }
+    v
+}
+
+/// The new token's queries (scaled, into `qs`), key and value (into `staged` after the group's
+/// queries, and into the caches at `pos`) for [`decode_attention_kernel`] with `new_token`:
+/// the same arithmetic, in the same precision, as the separate RoPE kernel
+/// ([`super::qkv_rope_cache::qkv_rope_cache_kernel`]). `staged` first holds the summed values
+/// `[group queries | key | value]`, then the rotated ones.
+#[cube]
+#[allow(clippy::too_many_arguments, clippy::collapsible_if, unused_assignments)]
+fn new_token_qkv<F: Float, N: Size>(
+    qkv: &Array<f32>,
+    bias: &Array<F>,
+    q_norm: &Array<F>,
+    k_norm: &Array<F>,
+    cos: &Array<F>,
+    sin: &Array<F>,
+    cache_k: &mut Array<Vector<F, N>>,
+    cache_v: &mut Array<Vector<F, N>>,
+    qs: &mut SharedMemory<f32>,
+    staged: &mut SharedMemory<f32>,
+    row: usize,
+    first: usize,
+    kvh: usize,
+    pos: usize,
+    base: usize,
+    heads: usize,
+    kv_heads: usize,
+    scale: f32,
+    eps: f32,
+    splits: usize,
+    partial_rows: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] group: usize,
+    #[comptime] block: usize,
+    #[comptime] qk_norm: bool,
+    #[comptime] has_bias: bool,
+) {
+    let tid = UNIT_POS as usize;
+    let total = comptime![(group + 2) * head_dim];
+    let width = (heads + 2 * kv_heads) * head_dim;
+    let plane = partial_rows * width;
+    // Per-head sums of squares, then each head's norm factor; the normalised values.
+    let mut squares = SharedMemory::<f32>::new(total);
+    let mut normed = SharedMemory::<f32>::new(total);
+    let mut e = tid;
+    while e < total {
+        let h = e / head_dim;
+        let d = e % head_dim;
+        let mut col = (first + h) * head_dim + d;
+        if h == group {
+            col = (heads + kvh) * head_dim + d;
+        } else if h > group {
+            col = (heads + kv_heads + kvh) * head_dim + d;
+        }
+        let mut v = sum_splits(qkv, row * width + col, plane, splits);
+        if comptime![has_bias] {
+            v += f32::cast_from(bias[col]);
+        }
+        v = f32::cast_from(F::cast_from(v));
+        staged[e] = v;
+        squares[e] = v * v;
+        e += block;
+    }
+    sync_cube();
+    if comptime![qk_norm] {
+        // A tree within each head's `head_dim` entries (a power of two).
+        let mut stride = comptime![head_dim / 2].runtime();
+        while stride > 0 {
+            let mut e = tid;
+            while e < total {
+                if e % head_dim < stride {
+                    squares[e] += squares[e + stride];
+                }
+                e += block;
+            }
+            sync_cube();
+            stride /= 2;
+        }
+    }
+    let mut e = tid;
+    while e < total {
+        let h = e / head_dim;
+        let d = e % head_dim;
+        let mut v = staged[e];
+        if comptime![qk_norm] {
+            if h <= group {
+                let inv = 1.0f32 / (squares[h * head_dim] / head_dim as f32 + eps).sqrt();
+                let mut g = f32::cast_from(k_norm[d]);
+                if h < group {
+                    g = f32::cast_from(q_norm[d]);
+                }
+                // As the generic model: normalised in the model's precision, then rotated.
+                v = f32::cast_from(F::cast_from(v * inv * g));
+            }
+        }
+        normed[e] = v;
+        e += block;
+    }
+    sync_cube();
+    // RoPE (rotate_half: the first half pairs with the negated second half) of the queries and
+    // the key; the value as it is.
+    let half = head_dim / 2;
+    let mut e = tid;
+    while e < total {
+        let h = e / head_dim;
+        let d = e % head_dim;
+        let v = normed[e];
+        if h <= group {
+            let mut rotated = 0.0f32;
+            if d < half {
+                rotated = -normed[e + half];
+            } else {
+                rotated = normed[e - half];
+            }
+            let c = f32::cast_from(cos[pos * head_dim + d]);
+            let s = f32::cast_from(sin[pos * head_dim + d]);
+            let out = f32::cast_from(F::cast_from(v * c + rotated * s));
+            if h < group {
+                qs[e] = out * scale;
+            } else {
+                staged[e] = out;
+            }
+        }
+        e += block;
+    }
+    sync_cube();
+    // The new key and value into the caches, a vector a unit.
+    let vectors = head_dim / N::value();
+    if tid < vectors {
+        let at = (base + pos * head_dim) / N::value() + tid;
+        cache_k[at] = staged_vector::<F, N>(staged, comptime![group * head_dim] + tid * N::value());
+        cache_v[at] =
+            staged_vector::<F, N>(staged, comptime![(group + 1) * head_dim] + tid * N::value());
     }
 }
