@@ -312,6 +312,52 @@ fn generation_through_the_decode_engine_matches_the_cpu() {
                 "{architecture}: completions are not all one token"
             );
         }
+        // Rows ending on stop tokens at different steps, while the engine has the next step
+        // queued: the tokens the CPU's run drew second and fourth for two completions stop it.
+        let params = SamplingParams {
+            temperature: 1.0,
+            max_new_tokens: 7,
+            seed: 11,
+            ..SamplingParams::default()
+        };
+        let request = GenerateRequest {
+            prompts: &prompts,
+            n: 2,
+            params: &params,
+            seed_offset: 3,
+            policy_version: 0,
+        };
+        let cpu: CausalLm<CpuInner> = forge::model::load(&dir, &Default::default()).expect("loads");
+        let gpu: CausalLm<WgpuInner> =
+            forge::model::load(&dir, &Default::default()).expect("loads");
+        let free = generate(&cpu, &tokenizer, &request, &Default::default()).expect("cpu");
+        let long: Vec<&Vec<u32>> = free
+            .iter()
+            .flatten()
+            .map(|c| &c.token_ids)
+            .filter(|t| t.len() >= 4)
+            .collect();
+        assert!(long.len() >= 2, "{architecture}: too few long completions");
+        let stopping = SamplingParams {
+            stop_token_ids: vec![long[0][1], long[1][3]],
+            ..params.clone()
+        };
+        let request = GenerateRequest {
+            params: &stopping,
+            ..request
+        };
+        let want = generate(&cpu, &tokenizer, &request, &Default::default()).expect("cpu");
+        let got = generate(&gpu, &tokenizer, &request, &Default::default()).expect("wgpu");
+        let mut stopped = 0;
+        for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+            assert_eq!(g.token_ids, w.token_ids, "{architecture} with stop tokens");
+            assert_eq!(g.stop_reason, w.stop_reason);
+            stopped += usize::from(w.stop_reason == forge::generate::StopReason::Stop);
+        }
+        assert!(
+            stopped >= 2,
+            "{architecture}: {stopped} completions stopped"
+        );
     }
 }
 

@@ -145,7 +145,7 @@ fn decode(
                 .collect()
         })
         .collect();
-    let run = |max_new_tokens: usize| -> anyhow::Result<(f64, usize, GenerateTiming)> {
+    let run = |max_new_tokens: usize| -> anyhow::Result<(f64, usize, GenerateTiming, u64)> {
         let params = SamplingParams {
             temperature: 1.0,
             top_p: 1.0,
@@ -166,7 +166,15 @@ fn decode(
         let (out, timing) = generate_timed(model, tokenizer, &request, device)?;
         let elapsed = start.elapsed().as_secs_f64();
         let tokens = out.iter().flatten().map(|c| c.token_ids.len()).sum();
-        Ok((elapsed, tokens, timing))
+        // FNV-1a over every token id, prompt by prompt: equal digests, equal generations.
+        let digest = out
+            .iter()
+            .flatten()
+            .flat_map(|c| &c.token_ids)
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, &t| {
+                (h ^ u64::from(t)).wrapping_mul(0x0100_0000_01b3)
+            });
+        Ok((elapsed, tokens, timing, digest))
     };
     // Warm-up: compiles the kernels and tunes the GEMMs for the cache lengths met.
     // `DECODE_WARMUPS` (comma-separated new-token counts, empty for none) replaces the default
@@ -182,11 +190,11 @@ fn decode(
     };
     let mut warm_s = Vec::new();
     for warm in warmups {
-        let (s, _, _) = run(warm)?;
+        let (s, _, _, _) = run(warm)?;
         eprintln!("decode warm-up, {warm} new tokens: {s:.2} s");
         warm_s.push(s);
     }
-    let (seconds, tokens, timing) = run(new_tokens)?;
+    let (seconds, tokens, timing, digest) = run(new_tokens)?;
     let prefill = prefill_parts(model, &prompts, new_tokens, device)?;
     // The first token comes from the prefill's logits; each later one from a decode step.
     let decode_s = seconds - timing.prefill_s;
@@ -203,6 +211,7 @@ fn decode(
         "tokens": tokens,
         "seconds": seconds,
         "tok_s": tokens as f64 / seconds,
+        "tokens_digest": format!("{digest:016x}"),
         "warm_up_seconds": warm_s,
     }))
 }

@@ -54,17 +54,53 @@ pub trait DecodeEngine<B: Backend> {
     /// returns the next-token logits `[rows, vocab]` in f32.
     fn step(&mut self, tokens: &[u32], positions: &[usize], slots: &[usize]) -> Tensor<B, 2>;
 
+    /// [`DecodeEngine::step`] where row `r`'s token is the one the last [`DecodeEngine::draw`]
+    /// drew for its row `feed[r]`, taken on the device: the step can be issued before that
+    /// draw has been read back.
+    fn step_fed(&mut self, feed: &[usize], positions: &[usize], slots: &[usize]) -> Tensor<B, 2>;
+
     /// Draws one token per row of `logits` (from [`DecodeEngine::step`]) on the device, without
     /// copying the logits to the host: row `r` with `uniforms[r]` (in [0, 1), from the row's own
     /// random stream, as the host's sampler uses it), or the most likely token when `temperature`
-    /// is 0. Returns each token with log softmax(logits / T) at it (T = 1 when greedy). No top-k
-    /// or top-p: the caller samples on the host when those are set.
+    /// is 0. Each token comes with log softmax(logits / T) at it (T = 1 when greedy). No top-k
+    /// or top-p: the caller samples on the host when those are set. Returns once the draw is
+    /// queued; the draws stay on the device for [`DecodeEngine::step_fed`], and their copy to
+    /// the host is waited for by [`PendingDraws::wait`] (where the runtime allows, without
+    /// waiting for work queued after this call).
+    fn draw(
+        &mut self,
+        logits: Tensor<B, 2>,
+        uniforms: &[f64],
+        temperature: f64,
+    ) -> Result<PendingDraws, String>;
+
+    /// [`DecodeEngine::draw`], waited for.
     fn sample(
         &mut self,
         logits: Tensor<B, 2>,
         uniforms: &[f64],
         temperature: f64,
-    ) -> Result<Vec<(u32, f64)>, String>;
+    ) -> Result<Vec<(u32, f64)>, String> {
+        self.draw(logits, uniforms, temperature)?.wait()
+    }
+}
+
+/// Draws of [`DecodeEngine::draw`] on their way to the host.
+pub struct PendingDraws(Box<dyn FnOnce() -> DrawResult>);
+
+/// Each row's token with its log-probability, or why they could not be read.
+pub type DrawResult = Result<Vec<(u32, f64)>, String>;
+
+impl PendingDraws {
+    /// Draws already on the host.
+    pub fn ready(draws: Vec<(u32, f64)>) -> Self {
+        Self(Box::new(move || Ok(draws)))
+    }
+
+    /// Waits for the draws: each row's token with its log-probability.
+    pub fn wait(self) -> DrawResult {
+        (self.0)()
+    }
 }
 
 impl<E, I, Q> DecodeBackend for burn_ndarray::NdArray<E, I, Q>
@@ -91,7 +127,7 @@ mod cube {
     use cubecl::prelude::*;
     use cubecl::server::Handle;
 
-    use super::{DecodeBackend, DecodeEngine};
+    use super::{DecodeBackend, DecodeEngine, PendingDraws};
     use crate::kernels::args::{array_arg, optional_array_arg};
     use crate::kernels::decode::add_rms_norm::{self, add_rms_norm_kernel};
     use crate::kernels::decode::decode_attention::{self, decode_attention_kernel};
@@ -150,10 +186,16 @@ mod cube {
         partials: Handle,
         /// f32 logits `[rows rounded up to 16, vocab]`.
         logits: Handle,
-        /// The step's inputs, one u32 per row: token, position, cache slot.
+        /// The tokens row `r` of a step reads at `feed[r]`: written by the host, or drawn by
+        /// the sampling kernel (which the next step then reads without a trip to the host).
         tokens: Handle,
+        /// The step's inputs, one u32 per row: where its token is in `tokens`, its position,
+        /// its cache slot.
+        feed: Handle,
         positions: Handle,
         slots: Handle,
+        /// The sampling kernel's log-probabilities, one f32 per row.
+        logprobs: Handle,
     }
 
     /// The engine on burn's cubecl backend.
@@ -196,9 +238,10 @@ mod cube {
         /// runtime is CUDA (`kernels::cuda_graph`).
         #[cfg(feature = "cuda")]
         graphs: Option<crate::kernels::cuda_graph::StepGraphs>,
-        /// Device addresses of the workspace's token, position and slot buffers (with graphs).
+        /// Device addresses of the workspace's token, feed, position and slot buffers, then its
+        /// log-probabilities (with graphs).
         #[cfg(feature = "cuda")]
-        input_addresses: [u64; 3],
+        input_addresses: [u64; 5],
         /// The products through cuBLAS on cubecl's stream, where the runtime is CUDA (else the
         /// tensor-core or CUDA-core kernels); taken out after a failure, for the rest of the
         /// engine's life (the failed product reruns on the kernels).
@@ -417,10 +460,15 @@ mod cube {
             let graphs = crate::kernels::cuda_graph::StepGraphs::new(&client, &device);
             #[cfg(feature = "cuda")]
             let input_addresses = match &graphs {
-                Some(g) => {
-                    [&work.tokens, &work.positions, &work.slots].map(|h| g.address(h).unwrap_or(0))
-                }
-                None => [0; 3],
+                Some(g) => [
+                    &work.tokens,
+                    &work.feed,
+                    &work.positions,
+                    &work.slots,
+                    &work.logprobs,
+                ]
+                .map(|h| g.address(h).unwrap_or(0)),
+                None => [0; 5],
             };
             #[cfg(feature = "cuda")]
             let graphs = graphs.filter(|_| !input_addresses.contains(&0));
@@ -598,7 +646,8 @@ mod cube {
                 CubeCount::Static((m * d).div_ceil(embed_rows::BLOCK).max(1) as u32, 1, 1),
                 CubeDim::new_1d(embed_rows::BLOCK as u32),
                 array_arg::<R, F>(&self.embed, spec.vocab_size * d),
-                array_arg::<R, u32>(&w.tokens, m),
+                array_arg::<R, u32>(&w.tokens, (w.tokens.size_in_used() / 4) as usize),
+                array_arg::<R, u32>(&w.feed, m),
                 array_arg::<R, F>(&w.hidden, m * d),
                 m as u32,
                 d as u32,
@@ -723,6 +772,61 @@ mod cube {
             m.next_multiple_of(ROW_TILE).min(self.work.rows)
         }
 
+        /// A step of [`DecodeEngine::step`] (`tokens` written by the host) or
+        /// [`DecodeEngine::step_fed`] (`tokens` as the last draw left them).
+        fn run_step(
+            &mut self,
+            tokens: Option<&[u32]>,
+            feed: &[usize],
+            positions: &[usize],
+            slots: &[usize],
+        ) -> Tensor<Cube<R, F, I, BT>, 2> {
+            let m = feed.len();
+            let rows = self.padded_rows(m);
+            // Padded rows decode token 0 (a host-written token buffer's padding, or whatever the
+            // first row drew) at position 0 into the scratch slot.
+            let pad = |values: Vec<u32>, fill: u32| {
+                let mut values = values;
+                values.resize(rows, fill);
+                values
+            };
+            let inputs = [
+                tokens.map(|t| pad(t.to_vec(), 0)),
+                Some(pad(feed.iter().map(|&f| f as u32).collect(), 0)),
+                Some(pad(positions.iter().map(|&p| p as u32).collect(), 0)),
+                Some(pad(
+                    slots.iter().map(|&s| s as u32).collect(),
+                    self.slots as u32,
+                )),
+            ];
+            #[cfg(feature = "cuda")]
+            let ran = self.run_graph(rows, &inputs);
+            #[cfg(not(feature = "cuda"))]
+            let ran = false;
+            if !ran {
+                let [tokens, feed, positions, slots] = inputs;
+                let upload = |v: Vec<u32>| self.client.create_from_slice(u32::as_bytes(&v));
+                if let Some(mut tokens) = tokens {
+                    // Room for every row a later draw may write.
+                    tokens.resize(self.work.rows, 0);
+                    self.work.tokens = upload(tokens);
+                }
+                for (buffer, values) in [
+                    (&mut self.work.feed, feed),
+                    (&mut self.work.positions, positions),
+                    (&mut self.work.slots, slots),
+                ] {
+                    if let Some(values) = values {
+                        *buffer = upload(values);
+                    }
+                }
+                self.issue(&self.work, rows, rows, true);
+            }
+            self.steps += 1;
+            // Valid until the next step.
+            self.logits_view(&self.work, m)
+        }
+
         /// The f32 logits of `work`'s first `m` rows, a view of its logits buffer.
         fn logits_view(&self, work: &Workspace, m: usize) -> Tensor<Cube<R, F, I, BT>, 2> {
             let vocab = self.head.n;
@@ -743,7 +847,7 @@ mod cube {
         /// where there is one (recording it first if this row count has none yet), else through
         /// cubecl's launches. Returns whether a graph ran it.
         #[cfg(feature = "cuda")]
-        fn run_graph(&mut self, rows: usize, inputs: &[Vec<u32>; 3]) -> bool {
+        fn run_graph(&mut self, rows: usize, inputs: &[Option<Vec<u32>>; 4]) -> bool {
             let Some(mut graphs) = self.graphs.take() else {
                 return false;
             };
@@ -751,7 +855,7 @@ mod cube {
                 .input_addresses
                 .iter()
                 .zip(inputs)
-                .map(|(&a, v)| (a, u32::as_bytes(v).to_vec()))
+                .filter_map(|(&a, v)| v.as_ref().map(|v| (a, u32::as_bytes(v).to_vec())))
                 .collect();
             let mut ran = graphs.write(copies).map(|()| false);
             if self.steps > 0 {
@@ -826,8 +930,10 @@ mod cube {
                 partials: client.empty(partials),
                 logits: client.empty(product::partials_bytes(head, logit_rows, 1)),
                 tokens: u32s(),
+                feed: u32s(),
                 positions: u32s(),
                 slots: u32s(),
+                logprobs: u32s(),
             }
         }
     }
@@ -910,6 +1016,8 @@ mod cube {
                 positions.resize(rows, 0);
                 row_slots.resize(rows, self.slots as u32);
                 work.tokens = self.client.create_from_slice(u32::as_bytes(&tokens));
+                let feed: Vec<u32> = (0..rows as u32).collect();
+                work.feed = self.client.create_from_slice(u32::as_bytes(&feed));
                 work.positions = self.client.create_from_slice(u32::as_bytes(&positions));
                 work.slots = self.client.create_from_slice(u32::as_bytes(&row_slots));
                 self.issue(&work, rows, if end == len { g } else { 0 }, false);
@@ -951,41 +1059,25 @@ mod cube {
             positions: &[usize],
             slots: &[usize],
         ) -> Tensor<Cube<R, F, I, BT>, 2> {
-            let m = tokens.len();
-            let rows = self.padded_rows(m);
-            // Padded rows decode token 0 at position 0 into the scratch slot.
-            let pad = |values: Vec<u32>, fill: u32| {
-                let mut values = values;
-                values.resize(rows, fill);
-                values
-            };
-            let inputs = [
-                pad(tokens.to_vec(), 0),
-                pad(positions.iter().map(|&p| p as u32).collect(), 0),
-                pad(slots.iter().map(|&s| s as u32).collect(), self.slots as u32),
-            ];
-            #[cfg(feature = "cuda")]
-            let ran = self.run_graph(rows, &inputs);
-            #[cfg(not(feature = "cuda"))]
-            let ran = false;
-            if !ran {
-                let [t, p, s] = &inputs;
-                self.work.tokens = self.client.create_from_slice(u32::as_bytes(t));
-                self.work.positions = self.client.create_from_slice(u32::as_bytes(p));
-                self.work.slots = self.client.create_from_slice(u32::as_bytes(s));
-                self.issue(&self.work, rows, rows, true);
-            }
-            self.steps += 1;
-            // Valid until the next step.
-            self.logits_view(&self.work, m)
+            let feed: Vec<usize> = (0..tokens.len()).collect();
+            self.run_step(Some(tokens), &feed, positions, slots)
         }
 
-        fn sample(
+        fn step_fed(
+            &mut self,
+            feed: &[usize],
+            positions: &[usize],
+            slots: &[usize],
+        ) -> Tensor<Cube<R, F, I, BT>, 2> {
+            self.run_step(None, feed, positions, slots)
+        }
+
+        fn draw(
             &mut self,
             logits: Tensor<Cube<R, F, I, BT>, 2>,
             uniforms: &[f64],
             temperature: f64,
-        ) -> Result<Vec<(u32, f64)>, String> {
+        ) -> Result<PendingDraws, String> {
             let [rows, vocab] = logits.dims();
             let logits = contiguous(logits);
             let greedy = temperature <= 0.0;
@@ -995,8 +1087,14 @@ mod cube {
                 uniforms.iter().map(|&u| u as f32).collect()
             };
             let uniforms_h = self.client.create_from_slice(f32::as_bytes(&uniforms));
-            let tokens_h = self.client.empty(rows.max(1) * 4);
-            let logprobs_h = self.client.empty(rows.max(1) * 4);
+            // Into the workspace: the next step reads its tokens there.
+            let (tokens_h, logprobs_h) = (self.work.tokens.clone(), self.work.logprobs.clone());
+            if rows > self.work.rows {
+                return Err(format!(
+                    "{rows} rows to draw for an engine of {} slots",
+                    self.work.rows
+                ));
+            }
             let inv_temperature = if greedy {
                 1.0
             } else {
@@ -1017,17 +1115,39 @@ mod cube {
                 greedy,
                 self.sample_block,
             ));
+            let pair = move |tokens: &[u32], logprobs: &[f32]| -> Vec<(u32, f64)> {
+                tokens
+                    .iter()
+                    .zip(logprobs)
+                    .take(rows)
+                    .map(|(&t, &l)| (t, f64::from(l)))
+                    .collect()
+            };
+            // On CUDA with graphs: a copy queued on the stream, waited for alone.
+            #[cfg(feature = "cuda")]
+            if let Some(graphs) = self.graphs.as_mut() {
+                let [tokens_at, .., logprobs_at] = self.input_addresses;
+                let bytes = rows * 4;
+                match graphs.queue_read(&[(tokens_at, bytes), (logprobs_at, bytes)]) {
+                    Ok(read) => {
+                        return Ok(PendingDraws(Box::new(move || {
+                            let bytes = read
+                                .wait()
+                                .map_err(|e| format!("reading the sampled tokens: {e}"))?;
+                            let (t, l) = bytes.split_at(rows * 4);
+                            Ok(pair(u32::from_bytes(t), f32::from_bytes(l)))
+                        })));
+                    }
+                    Err(e) => return Err(format!("queueing the sampled tokens' read: {e}")),
+                }
+            }
             let bytes =
                 cubecl::future::block_on(self.client.read_async(vec![tokens_h, logprobs_h]))
                     .map_err(|e| format!("reading the sampled tokens: {e:?}"))?;
-            let tokens = u32::from_bytes(&bytes[0]);
-            let logprobs = f32::from_bytes(&bytes[1]);
-            Ok(tokens
-                .iter()
-                .zip(logprobs)
-                .take(rows)
-                .map(|(&t, &l)| (t, f64::from(l)))
-                .collect())
+            Ok(PendingDraws::ready(pair(
+                u32::from_bytes(&bytes[0]),
+                f32::from_bytes(&bytes[1]),
+            )))
         }
     }
 }

@@ -7,7 +7,7 @@ use burn::prelude::*;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use super::engine::DecodeBackend;
+use super::engine::{DecodeBackend, DecodeEngine};
 use super::sampling::{SamplingParams, mix_seed, sample};
 use crate::model::{CausalLm, KvCache, attention_bias};
 use crate::tokenizer::{Tokenizer, TokenizerError};
@@ -400,7 +400,21 @@ pub fn generate_timed<B: DecodeBackend>(
         on_device = Some(firsts);
     }
 
-    loop {
+    let ends = Ends {
+        stop_ids: &stop_ids,
+        params,
+        tokenizer,
+        prompts,
+        policy_version,
+    };
+    // Where the engine draws on the device, the loop that keeps a step queued ahead of the host
+    // (`FORGE_DECODE_AHEAD=0`: one step at a time, to compare on one build).
+    let ahead = device_sampling && std::env::var("FORGE_DECODE_AHEAD").as_deref() != Ok("0");
+    if let (Some(first), Some(engine), true) = (on_device.take(), engine.as_mut(), ahead) {
+        decode_ahead(engine.as_mut(), first, rows, &ends, &mut out, &mut timing)?;
+        rows = Vec::new();
+    }
+    while !rows.is_empty() {
         // Sample one token per live row; finished rows leave the batch.
         let draws = match (on_device.take(), engine.as_mut()) {
             (Some(next), Some(engine)) if device_sampling => {
@@ -435,30 +449,8 @@ pub fn generate_timed<B: DecodeBackend>(
         debug_assert_eq!(draws.len(), rows.len());
         for (r, mut row) in rows.drain(..).enumerate() {
             let (token, logprob) = draws[r];
-            row.tokens.push(token);
-            row.logprobs.push(logprob as f32);
-            let stop = if stop_ids.contains(&token)
-                || (!params.stop_strings.is_empty()
-                    && stop_string_hit(tokenizer, &row.tokens, &params.stop_strings)?)
-            {
-                Some(StopReason::Stop)
-            } else if row.tokens.len() >= params.max_new_tokens {
-                Some(StopReason::Length)
-            } else {
-                None
-            };
-            match stop {
-                Some(reason) => {
-                    let prompt_ids = prompts[row.prompt].clone();
-                    out[row.prompt][row.sample] = Some(Completion {
-                        text: tokenizer.decode(&row.tokens, true)?,
-                        prompt_ids,
-                        token_ids: row.tokens,
-                        logprobs: row.logprobs,
-                        stop_reason: reason,
-                        policy_version,
-                    });
-                }
+            match row.push(token, logprob, &ends)? {
+                Some(completion) => out[row.prompt][row.sample] = Some(completion),
                 None => {
                     keep.push(r);
                     live.push(row);
@@ -466,10 +458,10 @@ pub fn generate_timed<B: DecodeBackend>(
             }
         }
         timing.sample_s += t.elapsed().as_secs_f64();
-        if live.is_empty() {
+        rows = live;
+        if rows.is_empty() {
             break;
         }
-        rows = live;
         // Feed the sampled tokens.
         if let Some(engine) = engine.as_mut() {
             let tokens: Vec<u32> = rows
@@ -524,6 +516,127 @@ pub fn generate_timed<B: DecodeBackend>(
         .map(|samples| samples.into_iter().flatten().collect())
         .collect();
     Ok((completions, timing))
+}
+
+/// What ends a row, and what a finished row becomes.
+struct Ends<'a> {
+    stop_ids: &'a [u32],
+    params: &'a SamplingParams,
+    tokenizer: &'a Tokenizer,
+    prompts: &'a [Vec<u32>],
+    policy_version: u64,
+}
+
+impl Row {
+    /// Appends a drawn token; the row's completion where it ends the row.
+    fn push(
+        &mut self,
+        token: u32,
+        logprob: f64,
+        ends: &Ends<'_>,
+    ) -> Result<Option<Completion>, GenerateError> {
+        self.tokens.push(token);
+        self.logprobs.push(logprob as f32);
+        let params = ends.params;
+        let reason = if ends.stop_ids.contains(&token)
+            || (!params.stop_strings.is_empty()
+                && stop_string_hit(ends.tokenizer, &self.tokens, &params.stop_strings)?)
+        {
+            StopReason::Stop
+        } else if self.tokens.len() >= params.max_new_tokens {
+            StopReason::Length
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(Completion {
+            text: ends.tokenizer.decode(&self.tokens, true)?,
+            prompt_ids: ends.prompts[self.prompt].clone(),
+            token_ids: std::mem::take(&mut self.tokens),
+            logprobs: std::mem::take(&mut self.logprobs),
+            stop_reason: reason,
+            policy_version: ends.policy_version,
+        }))
+    }
+}
+
+/// The decode loop where the engine draws every token on the device, from the prefill's logits
+/// `first` (one row per row of `rows`) on: each step is issued before the draws of the step
+/// before it are read, its tokens taken on the device ([`DecodeEngine::step_fed`]), so the GPU
+/// never waits for the host's read, bookkeeping and launches. A row that ends on a stop token
+/// is in the step already queued once more; that step's draw for it is dropped. Rows ending by
+/// length are known ahead and left out. Each row draws its uniforms in the same order as the
+/// one-step-at-a-time loop (one per token; a row that has ended may draw one more, from its own
+/// stream), so the tokens are the same.
+fn decode_ahead<B: DecodeBackend>(
+    engine: &mut dyn DecodeEngine<B>,
+    first: Tensor<B, 2>,
+    mut rows: Vec<Row>,
+    ends: &Ends<'_>,
+    out: &mut [Vec<Option<Completion>>],
+    timing: &mut GenerateTiming,
+) -> Result<(), GenerateError> {
+    let params = ends.params;
+    let temperature = params.temperature;
+    let uniforms = |rows: &mut [Row], ids: &[usize]| -> Vec<f64> {
+        if temperature > 0.0 {
+            ids.iter().map(|&i| rows[i].rng.random::<f64>()).collect()
+        } else {
+            Vec::new()
+        }
+    };
+    let t = Instant::now();
+    let all: Vec<usize> = (0..rows.len()).collect();
+    let u = uniforms(&mut rows, &all);
+    let draw = engine
+        .draw(first, &u, temperature)
+        .map_err(GenerateError::Device)?;
+    timing.model_s += t.elapsed().as_secs_f64();
+    // The draw in flight and its rows (indices into `rows`), in the order it drew them.
+    let mut pending = Some((draw, all));
+    // Tokens each row has once every queued draw is read.
+    let mut issued = vec![1usize; rows.len()];
+    let mut ended = vec![false; rows.len()];
+    while let Some((draw, order)) = pending.take() {
+        // The next step first: the rows of `order` still going that need another token, each
+        // fed the token this draw gives it.
+        let t = Instant::now();
+        let feed: Vec<usize> = (0..order.len())
+            .filter(|&k| !ended[order[k]] && issued[order[k]] < params.max_new_tokens)
+            .collect();
+        if !feed.is_empty() {
+            let ids: Vec<usize> = feed.iter().map(|&k| order[k]).collect();
+            let positions: Vec<usize> = ids
+                .iter()
+                .map(|&i| ends.prompts[rows[i].prompt].len() + issued[i] - 1)
+                .collect();
+            let slots: Vec<usize> = ids.iter().map(|&i| rows[i].slot).collect();
+            let logits = engine.step_fed(&feed, &positions, &slots);
+            for &i in &ids {
+                issued[i] += 1;
+            }
+            let u = uniforms(&mut rows, &ids);
+            let next = engine
+                .draw(logits, &u, temperature)
+                .map_err(GenerateError::Device)?;
+            pending = Some((next, ids));
+        }
+        timing.model_s += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let draws = draw.wait().map_err(GenerateError::Device)?;
+        timing.logits_s += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for (&i, &(token, logprob)) in order.iter().zip(&draws) {
+            if ended[i] {
+                continue;
+            }
+            if let Some(completion) = rows[i].push(token, logprob, ends)? {
+                out[rows[i].prompt][rows[i].sample] = Some(completion);
+                ended[i] = true;
+            }
+        }
+        timing.sample_s += t.elapsed().as_secs_f64();
+    }
+    Ok(())
 }
 
 /// Most prompts prefilled in one forward pass (bounds the attention scores' memory).

@@ -10,7 +10,7 @@ mod engine;
 mod generator;
 mod sampling;
 
-pub use engine::{DecodeBackend, DecodeEngine};
+pub use engine::{DecodeBackend, DecodeEngine, DrawResult, PendingDraws};
 pub use generator::{
     Completion, CpuGenerator, GenerateError, GenerateRequest, GenerateTiming, StopReason, generate,
     generate_timed,

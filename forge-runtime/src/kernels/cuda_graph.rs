@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::ffi::c_void;
+use std::sync::Arc;
 
 use cubecl::cuda::CudaRuntime;
 use cubecl::prelude::*;
@@ -61,6 +62,64 @@ pub struct StepGraphs {
     client: ComputeClient<CudaRuntime>,
     stream: Raw,
     execs: HashMap<usize, Raw>,
+    /// Pinned host buffers of [`StepGraphs::queue_read`], reused once their last read is done.
+    reads: Vec<Arc<ReadBuffer>>,
+}
+
+/// Pinned host memory and an event for one queued read: freed when the engine and the last
+/// [`QueuedRead`] using it are both gone.
+struct ReadBuffer {
+    context: Raw,
+    host: Raw,
+    bytes: usize,
+    event: Raw,
+}
+
+// SAFETY: the fields are driver handles and a pinned host allocation, usable from any thread
+// (the context is made current wherever they are used).
+unsafe impl Send for ReadBuffer {}
+// SAFETY: as for `Send`; shared references only read the handles.
+unsafe impl Sync for ReadBuffer {}
+
+impl Drop for ReadBuffer {
+    fn drop(&mut self) {
+        // SAFETY: the event and the pinned allocation were made in `context` and nothing uses
+        // them any more (this is the last reference).
+        unsafe {
+            sys::cuCtxSetCurrent(self.context.0 as sys::CUcontext);
+            sys::cuEventDestroy_v2(self.event.0 as sys::CUevent);
+            sys::cuMemFreeHost(self.host.0 as *mut c_void);
+        }
+    }
+}
+
+/// Device bytes on their way to the host ([`StepGraphs::queue_read`]): the copy is queued on
+/// cubecl's stream behind the work that writes them, and [`QueuedRead::wait`] waits for that
+/// copy alone, not for anything queued after it.
+pub struct QueuedRead {
+    buffer: Arc<ReadBuffer>,
+    len: usize,
+}
+
+impl QueuedRead {
+    /// Waits for the copy; the bytes read, the sources one after another.
+    pub fn wait(self) -> Result<Vec<u8>, GraphError> {
+        let b = &self.buffer;
+        // SAFETY: the event was recorded after the copies into `host` (`queue_read`); once it
+        // has completed, `len` bytes of the pinned buffer hold them, and no other read uses the
+        // buffer until this one is dropped (it holds the `Arc`).
+        unsafe {
+            check(
+                "cuCtxSetCurrent",
+                sys::cuCtxSetCurrent(b.context.0 as sys::CUcontext),
+            )?;
+            check(
+                "cuEventSynchronize",
+                sys::cuEventSynchronize(b.event.0 as sys::CUevent),
+            )?;
+            Ok(std::slice::from_raw_parts(b.host.0 as *const u8, self.len).to_vec())
+        }
+    }
 }
 
 impl std::fmt::Debug for StepGraphs {
@@ -85,6 +144,7 @@ impl StepGraphs {
             client: client.clone(),
             stream: Raw(stream as usize),
             execs: HashMap::new(),
+            reads: Vec::new(),
         })
     }
 
@@ -118,6 +178,80 @@ impl StepGraphs {
             }
             Ok(())
         })
+    }
+
+    /// Queues copies of `sources` (device address, bytes) into pinned host memory on cubecl's
+    /// stream, behind the work queued before, and returns at once: the decode loop reads a
+    /// step's draws while the next step runs.
+    pub fn queue_read(&mut self, sources: &[(u64, usize)]) -> Result<QueuedRead, GraphError> {
+        let len: usize = sources.iter().map(|&(_, n)| n).sum();
+        // A buffer no read holds any more, large enough; else a new one.
+        let free = self
+            .reads
+            .iter()
+            .position(|b| Arc::strong_count(b) == 1 && b.bytes >= len);
+        let buffer = match free {
+            Some(i) => self.reads[i].clone(),
+            None => {
+                let stream = self.stream;
+                let bytes = len.max(256);
+                let made = self.exclusive(move || {
+                    let mut context: sys::CUcontext = std::ptr::null_mut();
+                    let mut host: *mut c_void = std::ptr::null_mut();
+                    let mut event: sys::CUevent = std::ptr::null_mut();
+                    // SAFETY: plain allocations in the stream's context, on cubecl's device
+                    // thread (where that context is current); each result is checked.
+                    unsafe {
+                        check(
+                            "cuStreamGetCtx",
+                            sys::cuStreamGetCtx(stream.0 as sys::CUstream, &mut context),
+                        )?;
+                        check("cuMemAllocHost", sys::cuMemAllocHost_v2(&mut host, bytes))?;
+                        check(
+                            "cuEventCreate",
+                            sys::cuEventCreate(
+                                &mut event,
+                                sys::CUevent_flags::CU_EVENT_DISABLE_TIMING as u32,
+                            ),
+                        )?;
+                    }
+                    Ok([context as usize, host as usize, event as usize])
+                })?;
+                let buffer = Arc::new(ReadBuffer {
+                    context: Raw(made[0]),
+                    host: Raw(made[1]),
+                    bytes,
+                    event: Raw(made[2]),
+                });
+                self.reads.push(buffer.clone());
+                buffer
+            }
+        };
+        let stream = self.stream;
+        let (host, event) = (buffer.host, buffer.event);
+        let sources = sources.to_vec();
+        self.exclusive(move || {
+            let mut at = 0usize;
+            for (address, n) in sources {
+                // SAFETY: `address` is a live device buffer of at least `n` bytes (the engine's
+                // draws); the pinned buffer has room for every source (`len` <= its size) and
+                // stays alive until the read is waited for or dropped.
+                check("cuMemcpyDtoHAsync", unsafe {
+                    sys::cuMemcpyDtoHAsync_v2(
+                        (host.0 + at) as *mut c_void,
+                        address,
+                        n,
+                        stream.0 as sys::CUstream,
+                    )
+                })?;
+                at += n;
+            }
+            // SAFETY: records the buffer's event on the same stream, after the copies.
+            check("cuEventRecord", unsafe {
+                sys::cuEventRecord(event.0 as sys::CUevent, stream.0 as sys::CUstream)
+            })
+        })?;
+        Ok(QueuedRead { buffer, len })
     }
 
     /// Whether a graph was recorded for `rows`.
