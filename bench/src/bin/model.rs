@@ -485,6 +485,7 @@ fn products(device: &CudaDevice, reps: usize) -> anyhow::Result<serde_json::Valu
                     &none,
                     epilogue::WRITE,
                     &out,
+                    None,
                 )
             };
             let p = partials(0)?;

@@ -410,7 +410,9 @@ pub fn generate_timed<B: DecodeBackend>(
     // Where the engine draws on the device, the loop that keeps a step queued ahead of the host
     // (`FORGE_DECODE_AHEAD=0`: one step at a time, to compare on one build).
     let ahead = device_sampling && std::env::var("FORGE_DECODE_AHEAD").as_deref() != Ok("0");
-    if let (Some(first), Some(engine), true) = (on_device.take(), engine.as_mut(), ahead) {
+    if let (true, Some(engine)) = (ahead, engine.as_mut())
+        && let Some(first) = on_device.take()
+    {
         decode_ahead(engine.as_mut(), first, rows, &ends, &mut out, &mut timing)?;
         rows = Vec::new();
     }
