@@ -49,7 +49,7 @@ pub fn add_rms_norm_kernel<F: Float>(
     #[comptime] per_unit: usize,
 ) {
     if CUBE_POS >= rows as usize {
-        let cubes = CUBE_COUNT as usize - rows as usize;
+        let cubes = CUBE_COUNT - rows as usize;
         prefetch_l2(
             prefetch,
             prefetch_words as usize,

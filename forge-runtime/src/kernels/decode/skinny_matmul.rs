@@ -204,7 +204,7 @@ pub fn matmul_epilogue_kernel<F: Float>(
     #[comptime] block: usize,
 ) {
     if CUBE_POS >= work_cubes as usize {
-        let cubes = CUBE_COUNT as usize - work_cubes as usize;
+        let cubes = CUBE_COUNT - work_cubes as usize;
         prefetch_l2(
             prefetch,
             prefetch_words as usize,
