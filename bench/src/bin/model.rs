@@ -217,8 +217,8 @@ fn decode(
 }
 
 /// Where the generation's prefill goes, each part waited for: setting up the decode engine for
-/// the batch, the forward pass over all prompts (one group: equal lengths), and the first
-/// token's logits read back to the host.
+/// the batch, then the prompts' prefill through it (one group: equal lengths, 2,048 token rows a
+/// launch sequence, as the generator runs it); then [`engine_steps`] on that engine.
 fn prefill_parts(
     model: &CausalLm<Gpu>,
     prompts: &[Vec<u32>],
@@ -226,71 +226,57 @@ fn prefill_parts(
     device: &CudaDevice,
 ) -> anyhow::Result<serde_json::Value> {
     use forge::generate::DecodeBackend;
-    use forge::model::{KvCache, attention_bias};
     let (batch, len) = (prompts.len(), prompts.first().map_or(0, Vec::len));
     let sync = || Gpu::sync(device).map_err(|e| anyhow::anyhow!("{e:?}"));
     sync()?;
     let t = Instant::now();
-    let engine = Gpu::decode_engine(model, batch, len + new_tokens);
+    let Some(mut engine) = Gpu::decode_engine(model, batch, len + new_tokens) else {
+        return Ok(json!("no decode engine for this model"));
+    };
     sync()?;
     let engine_s = t.elapsed().as_secs_f64();
-    drop(engine);
-    let values: Vec<i64> = prompts.iter().flatten().map(|&t| i64::from(t)).collect();
-    let positions: Vec<i64> = (0..batch).flat_map(|_| 0..len as i64).collect();
+    let views: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+    let slots: Vec<Vec<usize>> = (0..batch).map(|b| vec![b]).collect();
     let t = Instant::now();
-    let bias = attention_bias::<Gpu>(1, len, 0, None, device);
-    let mut cache = KvCache::new(model.spec.num_layers);
-    let hidden = model.hidden(
-        ids::<Gpu>(values, [batch, len], device),
-        &ids::<Gpu>(positions, [batch, len], device),
-        &bias,
-        Some(&mut cache),
-    );
+    let last = engine
+        .prefill(&views, &slots, 2048)
+        .context("the engine's prefill took no equal-length prompts")?;
     sync()?;
-    let forward_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let logits = model.logits(hidden.narrow(1, len - 1, 1));
-    let _ = logits.into_data();
-    let logits_s = t.elapsed().as_secs_f64();
-    let steps = engine_steps(model, &cache, batch, len, new_tokens, device)?;
+    let prefill_s = t.elapsed().as_secs_f64();
+    drop(last);
+    let steps = engine_steps(engine.as_mut(), batch, len, new_tokens, model.spec.vocab_size, device)?;
     Ok(json!({
         "engine_s": engine_s,
-        "forward_s": forward_s,
-        "logits_to_host_s": logits_s,
+        "engine_prefill_s": prefill_s,
         "engine_steps": steps,
     }))
 }
 
-/// The decode engine's step on its own, after the prefill `cache` of `batch` prompts of `len`
-/// tokens: `new_tokens - 1` steps issued back to back with nothing read (`steps_only_ms`, the
-/// GPU's time a step where the host keeps ahead), then as many each followed by the device
-/// sampling kernel and its read (`step_and_sample_ms`, the generation's loop without its host
-/// bookkeeping). Their difference is what a step waits on the host and the sampling kernel.
+/// The decode engine's step on its own, after the prefill of `batch` prompts of `len` tokens:
+/// `new_tokens - 1` steps issued back to back with nothing read (`steps_only_ms`, the GPU's
+/// time a step where the host keeps ahead), then as many each followed by the device sampling
+/// kernel and its read (`step_and_sample_ms`, one step at a time without the generator's
+/// bookkeeping).
 fn engine_steps(
-    model: &CausalLm<Gpu>,
-    cache: &forge::model::KvCache<Gpu>,
+    engine: &mut dyn forge::generate::DecodeEngine<Gpu>,
     batch: usize,
     len: usize,
     new_tokens: usize,
+    vocab: usize,
     device: &CudaDevice,
 ) -> anyhow::Result<serde_json::Value> {
-    use forge::generate::DecodeBackend;
     let sync = || Gpu::sync(device).map_err(|e| anyhow::anyhow!("{e:?}"));
-    let Some(mut engine) = Gpu::decode_engine(model, batch, len + new_tokens) else {
-        return Ok(json!("no decode engine for this model"));
-    };
     let slots: Vec<usize> = (0..batch).collect();
-    engine.load_prefill(cache, &slots.iter().map(|&s| vec![s]).collect::<Vec<_>>());
-    let tokens: Vec<u32> = random_ids(batch, model.spec.vocab_size, 7)
+    let tokens: Vec<u32> = random_ids(batch, vocab, 7)
         .into_iter()
         .map(|t| t as u32)
         .collect();
     let steps = new_tokens.saturating_sub(1).max(2);
-    let mut time = |sample: bool, first: usize| -> anyhow::Result<f64> {
+    let mut time = |sample: bool| -> anyhow::Result<f64> {
         sync()?;
         let t = Instant::now();
         for s in 0..steps {
-            let positions = vec![len + ((first + s) % new_tokens); batch];
+            let positions = vec![len + s % new_tokens; batch];
             let logits = engine.step(&tokens, &positions, &slots);
             if sample {
                 engine
@@ -302,9 +288,9 @@ fn engine_steps(
         Ok(t.elapsed().as_secs_f64() / steps as f64 * 1e3)
     };
     // The first steps record the graphs and compile; not timed.
-    time(true, 0)?;
-    let steps_only_ms = time(false, 0)?;
-    let step_and_sample_ms = time(true, 0)?;
+    time(true)?;
+    let steps_only_ms = time(false)?;
+    let step_and_sample_ms = time(true)?;
     Ok(json!({
         "steps": steps,
         "steps_only_ms": steps_only_ms,
