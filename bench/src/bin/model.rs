@@ -244,7 +244,14 @@ fn prefill_parts(
     sync()?;
     let prefill_s = t.elapsed().as_secs_f64();
     drop(last);
-    let steps = engine_steps(engine.as_mut(), batch, len, new_tokens, model.spec.vocab_size, device)?;
+    let steps = engine_steps(
+        engine.as_mut(),
+        batch,
+        len,
+        new_tokens,
+        model.spec.vocab_size,
+        device,
+    )?;
     Ok(json!({
         "engine_s": engine_s,
         "engine_prefill_s": prefill_s,
