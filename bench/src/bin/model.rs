@@ -478,7 +478,6 @@ fn products(device: &CudaDevice, reps: usize) -> anyhow::Result<serde_json::Valu
                     &none,
                     epilogue::WRITE,
                     &out,
-                    None,
                 )
             };
             let p = partials(0)?;

@@ -134,7 +134,6 @@ mod cube {
     use crate::kernels::decode::embed_rows::{self, embed_rows_kernel};
     use crate::kernels::decode::kv_copy::{kv_copy_kernel, kv_slot_copy_kernel};
     use crate::kernels::decode::launch;
-    use crate::kernels::decode::prefetch::Prefetch;
     use crate::kernels::decode::product::{self, Weight};
     use crate::kernels::decode::qkv_rope_cache::qkv_rope_cache_kernel;
     use crate::kernels::decode::rms_norm::{self, rms_norm_kernel};
@@ -250,11 +249,6 @@ mod cube {
         cublas: std::cell::Cell<Option<product::CublasProducts>>,
         /// Steps issued so far (the first runs without a graph).
         steps: usize,
-        /// Whether the small kernels before the q/k/v, gate/up and down products pull those
-        /// products' weights into L2 (`kernels::decode::prefetch`).
-        prefetch: bool,
-        /// Four bytes the prefetching cubes may write.
-        sink: Handle,
         /// The element types the engine's kernels and logits are made for.
         types: core::marker::PhantomData<(F, I, BT)>,
     }
@@ -498,7 +492,6 @@ mod cube {
             #[cfg(feature = "cuda")]
             let cublas =
                 std::cell::Cell::new(product::CublasProducts::new::<R, F>(&client, &device));
-            let sink = client.empty(4);
             Self {
                 none: client.empty(elem.max(4)),
                 norm: contiguous(model.model.norm.weight.val()),
@@ -528,8 +521,6 @@ mod cube {
                 #[cfg(feature = "cuda")]
                 cublas,
                 steps: 0,
-                prefetch: std::env::var("FORGE_DECODE_PREFETCH").as_deref() != Ok("0"),
-                sink,
                 types: core::marker::PhantomData,
             }
         }
@@ -598,24 +589,17 @@ mod cube {
             partials: &product::Partials,
             weight: &Handle,
             m: usize,
-            prefetch: Option<Prefetch<'_>>,
         ) {
             let d = self.spec.hidden_size;
             let block = add_rms_norm::block(d);
-            let extra = Prefetch::cubes(prefetch.as_ref());
-            let (words, sink) = prefetch.map_or((0, &self.none), |p| (p.words, p.sink));
             launch!(add_rms_norm_kernel::<F, R>(
                 &self.client,
-                CubeCount::Static((m + extra) as u32, 1, 1),
+                CubeCount::Static(m as u32, 1, 1),
                 CubeDim::new_1d(block as u32),
                 array_arg::<R, f32>(&partials.handle, partials.splits * partials.rows * d),
                 array_arg::<R, F>(&work.hidden, m * d),
                 array_arg::<R, F>(weight, d),
                 array_arg::<R, F>(&work.x, m * d),
-                array_arg::<R, u32>(prefetch.map_or(&self.none, |p| p.weights), words.max(1)),
-                array_arg::<R, u32>(sink, 1),
-                m as u32,
-                words as u32,
                 partials.rows as u32,
                 d as u32,
                 self.spec.rms_norm_eps as f32,
@@ -748,10 +732,9 @@ mod cube {
                     layer.q_norm.is_some(),
                     layer.qkv_bias.is_some(),
                 ));
-                // o: the residual add fused with the post-attention norm (pulling gate/up's
-                // weights into L2 meanwhile).
+                // o: the residual add fused with the post-attention norm.
                 let o = self.partials(w, &w.attn, &layer.o, m);
-                self.add_rms_norm(w, &o, &layer.post_norm, m, self.prefetch(&layer.gate_up));
+                self.add_rms_norm(w, &o, &layer.post_norm, m);
                 let gate_up = self.partials(w, &w.x, &layer.gate_up, m);
                 product::finish::<R, F>(
                     &self.client,
@@ -762,15 +745,15 @@ mod cube {
                     &self.none,
                     epilogue::SWIGLU,
                     &w.act,
-                    self.prefetch(&layer.down),
                 );
                 // down: the residual add fused with the next layer's input norm (the final
-                // norm after the last layer), pulling the next q/k/v weights into L2.
+                // norm after the last layer).
                 let down = self.partials(w, &w.act, &layer.down, m);
-                let next = self.layers.get(i + 1);
-                let next_norm = next.map_or(&self.norm, |next| &next.input_norm);
-                let prefetch = next.and_then(|next| self.prefetch(&next.qkv));
-                self.add_rms_norm(w, &down, next_norm, m, prefetch);
+                let next_norm = self
+                    .layers
+                    .get(i + 1)
+                    .map_or(&self.norm, |next| &next.input_norm);
+                self.add_rms_norm(w, &down, next_norm, m);
             }
             if self.layers.is_empty() {
                 self.rms_norm(&w.hidden, &self.norm, m, d, &w.x);
@@ -842,16 +825,6 @@ mod cube {
             self.steps += 1;
             // Valid until the next step.
             self.logits_view(&self.work, m)
-        }
-
-        /// What pulls `w` into L2 during the kernel before its product, unless the engine's
-        /// prefetch is off (`FORGE_DECODE_PREFETCH=0`).
-        fn prefetch<'a>(&'a self, w: &'a Weight) -> Option<Prefetch<'a>> {
-            self.prefetch.then_some(Prefetch {
-                weights: &w.handle,
-                words: w.k * w.n * core::mem::size_of::<F>() / 4,
-                sink: &self.sink,
-            })
         }
 
         /// The f32 logits of `work`'s first `m` rows, a view of its logits buffer.

@@ -8,7 +8,6 @@
 
 use cubecl::prelude::*;
 
-use super::prefetch::prefetch_l2;
 use crate::kernels::cube_reduce::cube_sum;
 
 /// Units per cube for rows of `width` elements: one per four elements, a power of two from 32
@@ -28,8 +27,7 @@ pub fn per_unit(width: usize) -> usize {
 /// :]²) + eps)`. `partial` is `[splits, partial_rows, width]` f32. Unit `u` takes elements `u,
 /// u + block, ...` (`per_unit` of them, [`per_unit`]); `splits` and `per_unit` are known when
 /// compiling, so every load of a unit (each split, the residual, the norm's weight) is issued
-/// before the first is used. Cubes past the `rows` rows pull `prefetch_words` words of
-/// `prefetch` into L2 ([`super::prefetch`]).
+/// before the first is used.
 #[cube(launch, launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn add_rms_norm_kernel<F: Float>(
@@ -37,10 +35,6 @@ pub fn add_rms_norm_kernel<F: Float>(
     hidden: &mut Array<F>,
     weight: &Array<F>,
     out: &mut Array<F>,
-    prefetch: &Array<u32>,
-    sink: &mut Array<u32>,
-    rows: u32,
-    prefetch_words: u32,
     partial_rows: u32,
     width: u32,
     eps: f32,
@@ -48,18 +42,6 @@ pub fn add_rms_norm_kernel<F: Float>(
     #[comptime] block: usize,
     #[comptime] per_unit: usize,
 ) {
-    if CUBE_POS >= rows as usize {
-        let cubes = CUBE_COUNT - rows as usize;
-        prefetch_l2(
-            prefetch,
-            prefetch_words as usize,
-            CUBE_POS - rows as usize,
-            cubes,
-            sink,
-            block,
-        );
-        terminate!();
-    }
     let w = width as usize;
     let base = CUBE_POS * w;
     let plane = partial_rows as usize * w;

@@ -6,7 +6,6 @@ pub mod add_rms_norm;
 pub mod decode_attention;
 pub mod embed_rows;
 pub mod kv_copy;
-pub mod prefetch;
 pub mod product;
 pub mod qkv_rope_cache;
 pub mod rms_norm;

@@ -10,7 +10,6 @@ use cubecl::prelude::*;
 use cubecl::server::Handle;
 
 use super::launch;
-use super::prefetch::Prefetch;
 use super::skinny_matmul::{self, epilogue, matmul_epilogue_kernel, skinny_matmul_kernel};
 use super::skinny_mma::{self, skinny_mma_kernel};
 use crate::kernels::args::{array_arg, optional_array_arg};
@@ -242,11 +241,11 @@ pub fn product<R: Runtime, F: Float + CubeElement>(
     out: &Handle,
 ) {
     let partials = partials::<R, F>(client, x, w, m, usize::MAX);
-    finish::<R, F>(client, &partials, w, m, bias, none, mode, out, None);
+    finish::<R, F>(client, &partials, w, m, bias, none, mode, out);
 }
 
 /// The epilogue of [`product`] on its `partials`: sums the splits, applies `mode` (and `bias`),
-/// writes `out`; with `prefetch`, extra cubes pull the next product's weights into L2.
+/// writes `out`.
 #[allow(clippy::too_many_arguments)]
 pub fn finish<R: Runtime, F: Float + CubeElement>(
     client: &ComputeClient<R>,
@@ -257,7 +256,6 @@ pub fn finish<R: Runtime, F: Float + CubeElement>(
     none: &Handle,
     mode: u32,
     out: &Handle,
-    prefetch: Option<Prefetch<'_>>,
 ) {
     let outputs = if mode == epilogue::SWIGLU {
         m * w.n / 2
@@ -265,27 +263,19 @@ pub fn finish<R: Runtime, F: Float + CubeElement>(
         m * w.n
     };
     let units = 256usize;
-    let work_cubes = outputs.div_ceil(units).max(1);
-    let extra = Prefetch::cubes(prefetch.as_ref());
-    let (words, sink) = prefetch.map_or((0, none), |p| (p.words, p.sink));
     launch!(matmul_epilogue_kernel::<F, R>(
         client,
-        CubeCount::Static((work_cubes + extra) as u32, 1, 1),
+        CubeCount::Static(outputs.div_ceil(units).max(1) as u32, 1, 1),
         CubeDim::new_1d(units as u32),
         array_arg::<R, f32>(&partials.handle, partials.splits * partials.rows * w.n),
         optional_array_arg::<R, F>(bias, w.n, none),
         array_arg::<R, F>(out, outputs),
-        array_arg::<R, u32>(prefetch.map_or(none, |p| p.weights), words.max(1)),
-        array_arg::<R, u32>(sink, 1),
-        work_cubes as u32,
-        words as u32,
         partials.splits as u32,
         m as u32,
         partials.rows as u32,
         w.n as u32,
         mode,
         bias.is_some(),
-        units,
     ));
 }
 

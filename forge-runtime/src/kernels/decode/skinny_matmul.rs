@@ -11,8 +11,6 @@
 
 use cubecl::prelude::*;
 
-use super::prefetch::prefetch_l2;
-
 /// Rows and columns of the output one cube computes.
 pub const TILE: usize = 64;
 /// Output rows (and columns) per unit.
@@ -182,39 +180,20 @@ pub fn sum_splits(partial: &Array<f32>, index: usize, plane: usize, splits: usiz
 }
 
 /// Sums the `splits` partial products `[splits, rows, n]` (`rows >= m`: the tensor-core kernel
-/// rounds up to whole tiles) and applies `mode` (see [`epilogue`]); one unit per element of `out`
-/// over the first `work_cubes` cubes of `block` units. Cubes past those pull `prefetch_words`
-/// words of `prefetch` into L2 ([`super::prefetch`]).
+/// rounds up to whole tiles) and applies `mode` (see [`epilogue`]); one unit per element of `out`.
 #[cube(launch, launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_epilogue_kernel<F: Float>(
     partial: &Array<f32>,
     bias: &Array<F>,
     out: &mut Array<F>,
-    prefetch: &Array<u32>,
-    sink: &mut Array<u32>,
-    work_cubes: u32,
-    prefetch_words: u32,
     splits: u32,
     m: u32,
     rows: u32,
     n: u32,
     #[comptime] mode: u32,
     #[comptime] has_bias: bool,
-    #[comptime] block: usize,
 ) {
-    if CUBE_POS >= work_cubes as usize {
-        let cubes = CUBE_COUNT - work_cubes as usize;
-        prefetch_l2(
-            prefetch,
-            prefetch_words as usize,
-            CUBE_POS - work_cubes as usize,
-            cubes,
-            sink,
-            block,
-        );
-        terminate!();
-    }
     let i = ABSOLUTE_POS;
     let (m, n) = (m as usize, n as usize);
     let plane = rows as usize * n;
