@@ -273,21 +273,25 @@ fn generation_through_the_decode_engine_matches_the_cpu() {
             vec![250, 251, 252, 253, 9],
             vec![5, 6, 8],
         ];
-        for (temperature, top_p) in [(1.0, 1.0), (0.0, 1.0), (0.8, 0.9)] {
-            let params = SamplingParams {
-                temperature,
-                top_p,
-                max_new_tokens: 7,
-                seed: 11,
-                ..SamplingParams::default()
-            };
-            let request = GenerateRequest {
-                prompts: &prompts,
+        let params_at = |temperature: f64, top_p: f64| SamplingParams {
+            temperature,
+            top_p,
+            max_new_tokens: 7,
+            seed: 11,
+            ..SamplingParams::default()
+        };
+        fn request<'a>(prompts: &'a [Vec<u32>], params: &'a SamplingParams) -> GenerateRequest<'a> {
+            GenerateRequest {
+                prompts,
                 n: 2,
-                params: &params,
+                params,
                 seed_offset: 3,
                 policy_version: 0,
-            };
+            }
+        }
+        for (temperature, top_p) in [(1.0, 1.0), (0.0, 1.0), (0.8, 0.9)] {
+            let params = params_at(temperature, top_p);
+            let request = request(&prompts, &params);
             let cpu: CausalLm<CpuInner> =
                 forge::model::load(&dir, &Default::default()).expect("loads");
             let gpu: CausalLm<WgpuInner> =
@@ -314,23 +318,17 @@ fn generation_through_the_decode_engine_matches_the_cpu() {
         }
         // Rows ending on stop tokens at different steps, while the engine has the next step
         // queued: the tokens the CPU's run drew second and fourth for two completions stop it.
-        let params = SamplingParams {
-            temperature: 1.0,
-            max_new_tokens: 7,
-            seed: 11,
-            ..SamplingParams::default()
-        };
-        let request = GenerateRequest {
-            prompts: &prompts,
-            n: 2,
-            params: &params,
-            seed_offset: 3,
-            policy_version: 0,
-        };
+        let params = params_at(1.0, 1.0);
         let cpu: CausalLm<CpuInner> = forge::model::load(&dir, &Default::default()).expect("loads");
         let gpu: CausalLm<WgpuInner> =
             forge::model::load(&dir, &Default::default()).expect("loads");
-        let free = generate(&cpu, &tokenizer, &request, &Default::default()).expect("cpu");
+        let free = generate(
+            &cpu,
+            &tokenizer,
+            &request(&prompts, &params),
+            &Default::default(),
+        )
+        .expect("cpu");
         let long: Vec<&Vec<u32>> = free
             .iter()
             .flatten()
@@ -342,10 +340,7 @@ fn generation_through_the_decode_engine_matches_the_cpu() {
             stop_token_ids: vec![long[0][1], long[1][3]],
             ..params.clone()
         };
-        let request = GenerateRequest {
-            params: &stopping,
-            ..request
-        };
+        let request = request(&prompts, &stopping);
         let want = generate(&cpu, &tokenizer, &request, &Default::default()).expect("cpu");
         let got = generate(&gpu, &tokenizer, &request, &Default::default()).expect("wgpu");
         let mut stopped = 0;

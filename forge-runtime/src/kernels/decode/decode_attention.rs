@@ -6,6 +6,7 @@
 
 use cubecl::prelude::*;
 
+use super::qkv_rope_cache::rotate_half;
 use super::skinny_matmul::sum_splits;
 use crate::kernels::cube_reduce::{cube_max, cube_sum};
 
@@ -413,22 +414,20 @@ fn new_token_qkv<F: Float, N: Size>(
     sync_cube();
     // RoPE (rotate_half: the first half pairs with the negated second half) of the queries and
     // the key; the value as it is.
-    let half = head_dim / 2;
     let mut e = tid;
     while e < total {
         let h = e / head_dim;
         let d = e % head_dim;
-        let v = normed[e];
         if h <= group {
-            let mut rotated = 0.0f32;
-            if d < half {
-                rotated = -normed[e + half];
-            } else {
-                rotated = normed[e - half];
-            }
-            let c = f32::cast_from(cos[pos * head_dim + d]);
-            let s = f32::cast_from(sin[pos * head_dim + d]);
-            let out = f32::cast_from(F::cast_from(v * c + rotated * s));
+            let out = f32::cast_from(rotate_half::<F>(
+                &normed,
+                h * head_dim,
+                d,
+                cos,
+                sin,
+                pos,
+                head_dim,
+            ));
             if h < group {
                 qs[e] = out * scale;
             } else {

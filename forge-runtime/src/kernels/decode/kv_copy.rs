@@ -32,13 +32,10 @@ pub fn kv_copy_kernel<F: Float>(
     while i < src.len() {
         let b = i / row_elems;
         let r = i % row_elems;
-        let d = r % hd;
-        let p = (r / hd) % len;
-        let h = r / (hd * len);
         let value = src[i];
         for s in 0..per_row as usize {
             let slot = slots[b * per_row as usize + s] as usize;
-            cache[((slot * kv + h) * max_len + p) * hd + d] = value;
+            cache[cache_index(slot, r, kv, len, max_len, hd)] = value;
         }
         i += stride;
     }
@@ -73,13 +70,19 @@ pub fn kv_slot_copy_kernel<F: Float>(
     while i < total {
         let pair = i / per_pair;
         let r = i % per_pair;
-        let d = r % hd;
-        let p = (r / hd) % len;
-        let h = r / (hd * len);
-        let from = pairs[2 * pair] as usize;
-        let to = pairs[2 * pair + 1] as usize;
-        cache[((to * kv + h) * max_len + p) * hd + d] =
-            cache[((from * kv + h) * max_len + p) * hd + d];
+        let from = cache_index(pairs[2 * pair] as usize, r, kv, len, max_len, hd);
+        let to = cache_index(pairs[2 * pair + 1] as usize, r, kv, len, max_len, hd);
+        cache[to] = cache[from];
         i += stride;
     }
+}
+
+/// Where element `r` of a `[kv, len, hd]` block of one sequence's keys (or values) sits in a
+/// cache `[slots, kv, max_len, hd]`, in slot `slot`.
+#[cube]
+fn cache_index(slot: usize, r: usize, kv: usize, len: usize, max_len: usize, hd: usize) -> usize {
+    let d = r % hd;
+    let p = (r / hd) % len;
+    let h = r / (hd * len);
+    ((slot * kv + h) * max_len + p) * hd + d
 }

@@ -90,16 +90,7 @@ pub fn qkv_rope_cache_kernel<F: Float>(
         shared[d] = v;
         sync_cube();
         if d < head_dim {
-            let half = head_dim / 2;
-            let mut rotated = 0.0f32;
-            if d < half {
-                rotated = -shared[d + half];
-            } else {
-                rotated = shared[d - half];
-            }
-            let c = f32::cast_from(cos[pos * head_dim + d]);
-            let s = f32::cast_from(sin[pos * head_dim + d]);
-            let out = F::cast_from(v * c + rotated * s);
+            let out = rotate_half::<F>(&shared, 0, d, cos, sin, pos, head_dim);
             if is_query {
                 q[(row * heads + head) * head_dim + d] = out;
             } else {
@@ -108,4 +99,31 @@ pub fn qkv_rope_cache_kernel<F: Float>(
             }
         }
     }
+}
+
+/// RoPE of element `d` of a head whose values sit in `head` from `at`, at position `pos`
+/// (Hugging Face's `rotate_half` layout: the first half pairs with the negated second half),
+/// rounded to `F`. Shared with attention's own q/k/v ([`super::decode_attention`]), so the two
+/// paths round alike.
+#[cube]
+#[allow(unused_assignments)]
+pub fn rotate_half<F: Float>(
+    head: &SharedMemory<f32>,
+    at: usize,
+    d: usize,
+    cos: &Array<F>,
+    sin: &Array<F>,
+    pos: usize,
+    #[comptime] head_dim: usize,
+) -> F {
+    let half = head_dim / 2;
+    let mut rotated = 0.0f32;
+    if d < half {
+        rotated = -head[at + d + half];
+    } else {
+        rotated = head[at + d - half];
+    }
+    let c = f32::cast_from(cos[pos * head_dim + d]);
+    let s = f32::cast_from(sin[pos * head_dim + d]);
+    F::cast_from(head[at + d] * c + rotated * s)
 }
