@@ -1,16 +1,20 @@
 //! The decode engine: one new token for each of many sequences per step, on a backend that has
 //! one (burn's cubecl backend: CUDA, or wgpu), with the model's weights as they are on the device,
-//! a KV cache and a workspace allocated once for the whole generation, and nine kernel launches
-//! per layer (q/k/v product; its split sums with q/k norm, RoPE and the cache write; attention; o
-//! product; residual add with RMSNorm; gate/up product; SwiGLU; down product; residual add with
-//! the next RMSNorm). On CUDA each step is replayed as a CUDA graph (`kernels::cuda_graph`) and
-//! the products run through cuBLAS on cubecl's stream (`product::CublasProducts`).
+//! a KV cache and a workspace allocated once for the whole generation, and eight kernel launches
+//! per layer (q/k/v product; attention, which first sums the product's splits and applies the
+//! q/k norm, RoPE and the cache write for the new token; o product; residual add with RMSNorm;
+//! gate/up product; SwiGLU; down product; residual add with the next RMSNorm). On CUDA each step
+//! is replayed as a CUDA graph (`kernels::cuda_graph`) and the products run through cuBLAS on
+//! cubecl's stream (`product::CublasProducts`). Tokens are drawn on the device and fed to the
+//! next step there, so the generator queues a step before reading the previous one's draws.
 //!
 //! Why: the generic model decodes through ~3,000 burn operations per step (slices, concatenations
 //! of the growing cache, one matmul kernel per projection tuned for large products), 233 ms per
 //! step of 64 sequences on an H200; then cubecl's host cost per launch (~6.7 us) bounded the
-//! engine's own launches (bench/NOTES.md). The prompts' prefill runs through the generic model
-//! (equal-length prompts in one batch), whose cache is then copied into the engine's slots.
+//! engine's own launches, then the host's round trips between steps (bench/NOTES.md). The
+//! prompts' prefill runs through the same step with many positions per sequence
+//! ([`DecodeEngine::prefill`]; RoPE and the cache write in their own launch there), writing the
+//! cache where decoding reads it.
 
 use burn::prelude::*;
 

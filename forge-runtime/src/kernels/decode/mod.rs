@@ -1,5 +1,5 @@
 //! The kernels of the decode engine (`generate::engine`): one new token per sequence, every layer
-//! in nine launches over a preallocated KV cache, instead of the ~3,000 burn operations a decode
+//! in eight launches over a preallocated KV cache, instead of the ~3,000 burn operations a decode
 //! step of the generic model issues (bench/NOTES.md). One kernel per file.
 
 pub mod add_rms_norm;
