@@ -217,8 +217,8 @@ fn decode(
 }
 
 /// Where the generation's prefill goes, each part waited for: setting up the decode engine for
-/// the batch, then the prompts' prefill through it (one group: equal lengths, 2,048 token rows a
-/// launch sequence, as the generator runs it); then [`engine_steps`] on that engine.
+/// the batch, then the prompts' prefill through it (one group: equal lengths, as many token rows
+/// a launch sequence as the generator takes); then [`engine_steps`] on that engine.
 fn prefill_parts(
     model: &CausalLm<Gpu>,
     prompts: &[Vec<u32>],
@@ -239,7 +239,7 @@ fn prefill_parts(
     let slots: Vec<Vec<usize>> = (0..batch).map(|b| vec![b]).collect();
     let t = Instant::now();
     let last = engine
-        .prefill(&views, &slots, 2048)
+        .prefill(&views, &slots, forge::generate::prefill_rows())
         .context("the engine's prefill took no equal-length prompts")?;
     sync()?;
     let prefill_s = t.elapsed().as_secs_f64();

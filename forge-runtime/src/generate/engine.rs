@@ -282,6 +282,12 @@ mod cube {
     /// opting in).
     const SHARED_LIMIT: usize = 48 * 1024;
 
+    /// Shared memory a cube may declare here: [`SHARED_LIMIT`], or less where the runtime has
+    /// less.
+    fn shared_limit<R: CubeRuntime>(client: &ComputeClient<R>) -> usize {
+        SHARED_LIMIT.min(client.properties().hardware.max_shared_memory_size)
+    }
+
     /// Query heads per attention cube: all the heads of a key/value head's group when their
     /// scores fit in shared memory (the cache read once per group), one otherwise.
     /// `FORGE_DECODE_ATTENTION_GROUP=1` keeps one head a cube (to compare on one build).
@@ -293,7 +299,7 @@ mod cube {
         client: &ComputeClient<R>,
     ) -> usize {
         let ratio = spec.num_heads / spec.num_kv_heads.max(1);
-        let limit = SHARED_LIMIT.min(client.properties().hardware.max_shared_memory_size);
+        let limit = shared_limit(client);
         let key_vectors = spec.head_dim / cache_vector;
         let fits = decode_attention::shared_bytes(
             block,
@@ -315,7 +321,7 @@ mod cube {
     /// that large and its shared memory fits.
     fn sample_block<R: CubeRuntime>(vocab: usize, client: &ComputeClient<R>) -> usize {
         let hardware = &client.properties().hardware;
-        let limit = SHARED_LIMIT.min(hardware.max_shared_memory_size);
+        let limit = shared_limit(client);
         let width = sample_vector(vocab);
         let mut block = sample_rows::block();
         while block > 32
@@ -479,7 +485,7 @@ mod cube {
             let attention_block = decode_attention::block();
             let group = attention_group(&spec, attention_block, max_keys, cache_vector, &client);
             let new_token = {
-                let limit = SHARED_LIMIT.min(client.properties().hardware.max_shared_memory_size);
+                let limit = shared_limit(&client);
                 let bytes = decode_attention::shared_bytes(
                     attention_block,
                     group,
@@ -629,8 +635,8 @@ mod cube {
             ));
         }
 
-        /// Issues one decode step over `w` for its first `m` rows: the inputs are in its token,
-        /// position and slot buffers; the logits of its first `head_rows` rows land in its
+        /// Issues one decode step over `w` for its first `m` rows: the inputs are in its feed
+        /// (where each row's token is in its token buffer), position and slot buffers; the logits of its first `head_rows` rows land in its
         /// logits buffer. Allocates, uploads and reads nothing, so it can be recorded as a
         /// graph. Every row attends to its slot's cache up to its own position, written by this
         /// step where the position is one of its rows': so a step may also hold many positions
@@ -675,7 +681,7 @@ mod cube {
                         &self.client,
                         CubeCount::Static((h + 2 * kv) as u32, m as u32, 1),
                         CubeDim::new_1d(block as u32),
-                        array_arg::<R, f32>(&qkv.handle, qkv.splits * qkv.rows * layer.qkv.n),
+                        array_arg::<R, f32>(&qkv.handle, qkv_len),
                         optional_array_arg::<R, F>(
                             layer.qkv_bias.as_ref(),
                             layer.qkv.n,
@@ -808,22 +814,7 @@ mod cube {
             #[cfg(not(feature = "cuda"))]
             let ran = false;
             if !ran {
-                let [tokens, feed, positions, slots] = inputs;
-                let upload = |v: Vec<u32>| self.client.create_from_slice(u32::as_bytes(&v));
-                if let Some(mut tokens) = tokens {
-                    // Room for every row a later draw may write.
-                    tokens.resize(self.work.rows, 0);
-                    self.work.tokens = upload(tokens);
-                }
-                for (buffer, values) in [
-                    (&mut self.work.feed, feed),
-                    (&mut self.work.positions, positions),
-                    (&mut self.work.slots, slots),
-                ] {
-                    if let Some(values) = values {
-                        *buffer = upload(values);
-                    }
-                }
+                self.work.upload_inputs(&self.client, inputs);
                 self.issue(&self.work, rows, rows, true);
             }
             self.steps += 1;
@@ -893,6 +884,31 @@ mod cube {
     }
 
     impl Workspace {
+        /// Uploads a step's inputs (token, feed, position, slot; `None` keeps a buffer as it
+        /// is) into new buffers of this workspace: where no graph holds its buffers' addresses.
+        /// The token buffer gets a row for every row of the workspace (a later draw may write
+        /// any of them; rows past the values are token 0).
+        fn upload_inputs(
+            &mut self,
+            client: &ComputeClient<impl CubeRuntime>,
+            [tokens, feed, positions, slots]: [Option<Vec<u32>>; 4],
+        ) {
+            let tokens = tokens.map(|mut t| {
+                t.resize(self.rows.max(t.len()), 0);
+                t
+            });
+            for (buffer, values) in [
+                (&mut self.tokens, tokens),
+                (&mut self.feed, feed),
+                (&mut self.positions, positions),
+                (&mut self.slots, slots),
+            ] {
+                if let Some(values) = values {
+                    *buffer = client.create_from_slice(u32::as_bytes(&values));
+                }
+            }
+        }
+
         /// Buffers for steps of up to `slots` rows (rounded up to 16) of `spec`'s model, their
         /// products in at most `max_splits` splits, logits for up to `logit_rows` rows (all
         /// rows where `None`).
@@ -1016,14 +1032,13 @@ mod cube {
                 }
                 // Padded rows decode token 0 at position 0 into the scratch slot, as a step's.
                 let rows = tokens.len().next_multiple_of(ROW_TILE).min(work.rows);
-                tokens.resize(rows, 0);
                 positions.resize(rows, 0);
                 row_slots.resize(rows, self.slots as u32);
-                work.tokens = self.client.create_from_slice(u32::as_bytes(&tokens));
                 let feed: Vec<u32> = (0..rows as u32).collect();
-                work.feed = self.client.create_from_slice(u32::as_bytes(&feed));
-                work.positions = self.client.create_from_slice(u32::as_bytes(&positions));
-                work.slots = self.client.create_from_slice(u32::as_bytes(&row_slots));
+                work.upload_inputs(
+                    &self.client,
+                    [Some(tokens), Some(feed), Some(positions), Some(row_slots)],
+                );
                 self.issue(&work, rows, if end == len { g } else { 0 }, false);
                 start = end;
             }
@@ -1083,6 +1098,12 @@ mod cube {
             temperature: f64,
         ) -> Result<PendingDraws, String> {
             let [rows, vocab] = logits.dims();
+            if rows > self.work.rows {
+                return Err(format!(
+                    "{rows} rows to draw for an engine of {} slots",
+                    self.work.rows
+                ));
+            }
             let logits = contiguous(logits);
             let greedy = temperature <= 0.0;
             let uniforms: Vec<f32> = if greedy {
@@ -1093,12 +1114,6 @@ mod cube {
             let uniforms_h = self.client.create_from_slice(f32::as_bytes(&uniforms));
             // Into the workspace: the next step reads its tokens there.
             let (tokens_h, logprobs_h) = (self.work.tokens.clone(), self.work.logprobs.clone());
-            if rows > self.work.rows {
-                return Err(format!(
-                    "{rows} rows to draw for an engine of {} slots",
-                    self.work.rows
-                ));
-            }
             let inv_temperature = if greedy {
                 1.0
             } else {

@@ -115,7 +115,7 @@ fn host_rows<B: Backend>(logits: Tensor<B, 2>) -> Vec<Vec<f32>> {
 /// Token rows of one launch sequence of the decode engine's prefill: `FORGE_PREFILL_ROWS`, else
 /// 2,048 (products large enough for cuBLAS's full speed, f32 partials of ~50 MB for a 0.6B
 /// model's MLP). `FORGE_PREFILL_ENGINE=0` prefills through the generic model instead.
-fn prefill_rows() -> usize {
+pub fn prefill_rows() -> usize {
     std::env::var("FORGE_PREFILL_ROWS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
@@ -288,14 +288,15 @@ pub fn generate_timed<B: DecodeBackend>(
     let mut device_order: Vec<usize> = Vec::new();
     let engine_prefill = std::env::var("FORGE_PREFILL_ENGINE").as_deref() != Ok("0");
     for group in &groups {
+        // The engine's cache slots of each prompt's samples.
+        let slots: Vec<Vec<usize>> = group
+            .iter()
+            .map(|&i| (i * n..(i + 1) * n).collect())
+            .collect();
         // The engine's own prefill where it has one: its products and attention, the cache
         // written where decoding reads it (no copy), no generic-model graph.
         if let Some(engine) = engine.as_mut().filter(|_| engine_prefill) {
             let group_prompts: Vec<&[u32]> = group.iter().map(|&i| prompts[i].as_slice()).collect();
-            let slots: Vec<Vec<usize>> = group
-                .iter()
-                .map(|&i| (i * n..(i + 1) * n).collect())
-                .collect();
             let t = Instant::now();
             let last = engine.prefill(&group_prompts, &slots, prefill_rows());
             timing.model_s += t.elapsed().as_secs_f64();
@@ -344,13 +345,7 @@ pub fn generate_timed<B: DecodeBackend>(
             timing.logits_s += t.elapsed().as_secs_f64();
         }
         match engine.as_mut() {
-            Some(engine) => {
-                let slots: Vec<Vec<usize>> = group
-                    .iter()
-                    .map(|&i| (i * n..(i + 1) * n).collect())
-                    .collect();
-                engine.load_prefill(&cache, &slots);
-            }
+            Some(engine) => engine.load_prefill(&cache, &slots),
             None => caches.push(
                 cache
                     .left_pad(longest - len)
@@ -421,12 +416,8 @@ pub fn generate_timed<B: DecodeBackend>(
         let draws = match (on_device.take(), engine.as_mut()) {
             (Some(next), Some(engine)) if device_sampling => {
                 let t = Instant::now();
-                // One number per row from the row's stream, as the host's sampler draws it.
-                let uniforms: Vec<f64> = if params.temperature > 0.0 {
-                    rows.iter_mut().map(|r| r.rng.random::<f64>()).collect()
-                } else {
-                    Vec::new()
-                };
+                let all = 0..rows.len();
+                let uniforms = uniforms(&mut rows, all, params.temperature);
                 let draws = engine
                     .sample(next, &uniforms, params.temperature)
                     .map_err(GenerateError::Device)?;
@@ -520,6 +511,16 @@ pub fn generate_timed<B: DecodeBackend>(
     Ok((completions, timing))
 }
 
+/// One number in [0, 1) for each row of `ids` from the row's own stream, as the host's sampler draws it, for
+/// the device's draw; none when greedy.
+fn uniforms(rows: &mut [Row], ids: impl Iterator<Item = usize>, temperature: f64) -> Vec<f64> {
+    if temperature > 0.0 {
+        ids.map(|i| rows[i].rng.random::<f64>()).collect()
+    } else {
+        Vec::new()
+    }
+}
+
 /// What ends a row, and what a finished row becomes.
 struct Ends<'a> {
     stop_ids: &'a [u32],
@@ -579,16 +580,9 @@ fn decode_ahead<B: DecodeBackend>(
 ) -> Result<(), GenerateError> {
     let params = ends.params;
     let temperature = params.temperature;
-    let uniforms = |rows: &mut [Row], ids: &[usize]| -> Vec<f64> {
-        if temperature > 0.0 {
-            ids.iter().map(|&i| rows[i].rng.random::<f64>()).collect()
-        } else {
-            Vec::new()
-        }
-    };
     let t = Instant::now();
     let all: Vec<usize> = (0..rows.len()).collect();
-    let u = uniforms(&mut rows, &all);
+    let u = uniforms(&mut rows, all.iter().copied(), temperature);
     let draw = engine
         .draw(first, &u, temperature)
         .map_err(GenerateError::Device)?;
@@ -616,7 +610,7 @@ fn decode_ahead<B: DecodeBackend>(
             for &i in &ids {
                 issued[i] += 1;
             }
-            let u = uniforms(&mut rows, &ids);
+            let u = uniforms(&mut rows, ids.iter().copied(), temperature);
             let next = engine
                 .draw(logits, &u, temperature)
                 .map_err(GenerateError::Device)?;

@@ -13,7 +13,7 @@ mod sampling;
 pub use engine::{DecodeBackend, DecodeEngine, DrawResult, PendingDraws};
 pub use generator::{
     Completion, CpuGenerator, GenerateError, GenerateRequest, GenerateTiming, StopReason, generate,
-    generate_timed,
+    generate_timed, prefill_rows,
 };
 pub use sampling::{SamplingParams, logprob_of, mix_seed, sample};
 

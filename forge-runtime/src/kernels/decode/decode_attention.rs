@@ -64,8 +64,8 @@ pub fn shared_bytes(
 /// Cube (x, y) = (`group` consecutive query heads, row): with `group` the heads sharing one
 /// key/value head (grouped-query attention), each cached key and value row is read once for the
 /// whole group instead of once per head; `block` units (a power of two, at least `key_vectors`).
-/// Row `r` attends to positions `0..=positions[r]` of cache slot `slots[r]`; `q` `[rows, heads * head_dim]`, `out` the same shape; the caches are read as
-/// `key_vectors` vectors of `N` elements per position (`head_dim = key_vectors * N`, at most
+/// Row `r` attends to positions `0..=positions[r]` of cache slot `slots[r]`; `q` `[rows, heads
+/// * head_dim]`, `out` the same shape; the caches are read as `key_vectors` vectors of `N` elements per position (`head_dim = key_vectors * N`, at most
 /// `block` vectors). The scores of one row sit in shared memory: `max_keys` (comptime) bounds
 /// the cached length ([`shared_bytes`] says what it costs). Each unit of the value pass has
 /// `value_batch` value vectors in flight ([`VALUE_BATCH`]).
@@ -78,9 +78,7 @@ pub fn shared_bytes(
 /// (a decode step, not a prefill's many positions of one sequence). The new position's key and
 /// value are used from shared memory, so no unit reads another's global write.
 #[cube(launch, launch_unchecked)]
-// The `comptime!` conditions stay apart from the runtime ones they guard, so that without
-// `new_token` no check is compiled at all.
-#[allow(clippy::too_many_arguments, clippy::collapsible_if)]
+#[allow(clippy::too_many_arguments)]
 pub fn decode_attention_kernel<F: Float, N: Size>(
     q: &Array<F>,
     cache_k: &mut Array<Vector<F, N>>,
@@ -187,12 +185,14 @@ pub fn decode_attention_kernel<F: Float, N: Size>(
         }
         #[unroll]
         for j in 0..key_vectors {
-            let mut kv = cache_k[key + j];
-            if comptime![new_token] {
-                if p == pos {
-                    kv = staged_vector::<F, N>(&staged, staged_key + j * N::value());
-                }
-            }
+            let kv = cached_or_new::<F, N>(
+                cache_k,
+                key + j,
+                &staged,
+                staged_key + j * N::value(),
+                p == pos,
+                new_token,
+            );
             #[unroll]
             for t in 0..N::value() {
                 let k = f32::cast_from(kv[t]);
@@ -245,17 +245,14 @@ pub fn decode_attention_kernel<F: Float, N: Size>(
             #[unroll]
             for i in 0..value_batch {
                 let at = p + i * teams;
-                let mut v = Vector::<f32, N>::cast_from(
-                    cache_v[(base + at * head_dim) / N::value() + lane],
-                );
-                if comptime![new_token] {
-                    if at == pos {
-                        v = Vector::<f32, N>::cast_from(staged_vector::<F, N>(
-                            &staged,
-                            staged_value + lane * N::value(),
-                        ));
-                    }
-                }
+                let v = Vector::<f32, N>::cast_from(cached_or_new::<F, N>(
+                    cache_v,
+                    (base + at * head_dim) / N::value() + lane,
+                    &staged,
+                    staged_value + lane * N::value(),
+                    at == pos,
+                    new_token,
+                ));
                 #[unroll]
                 for g in 0..group {
                     acc[g] = acc[g] + v * Vector::<f32, N>::new(scores[g * max_keys + at]);
@@ -264,16 +261,14 @@ pub fn decode_attention_kernel<F: Float, N: Size>(
             p += value_batch * teams;
         }
         while p < len {
-            let mut v =
-                Vector::<f32, N>::cast_from(cache_v[(base + p * head_dim) / N::value() + lane]);
-            if comptime![new_token] {
-                if p == pos {
-                    v = Vector::<f32, N>::cast_from(staged_vector::<F, N>(
-                        &staged,
-                        staged_value + lane * N::value(),
-                    ));
-                }
-            }
+            let v = Vector::<f32, N>::cast_from(cached_or_new::<F, N>(
+                cache_v,
+                (base + p * head_dim) / N::value() + lane,
+                &staged,
+                staged_value + lane * N::value(),
+                p == pos,
+                new_token,
+            ));
             #[unroll]
             for g in 0..group {
                 acc[g] = acc[g] + v * Vector::<f32, N>::new(scores[g * max_keys + p]);
@@ -302,6 +297,30 @@ pub fn decode_attention_kernel<F: Float, N: Size>(
             d += block;
         }
     }
+}
+
+/// Vector `at` of a cache, or, for the new token's position (`is_new`) where the cube computed
+/// it (`new_token`), the same vector from `staged` at `staged_at`: no unit reads another's
+/// global write.
+#[cube]
+// The `comptime!` condition stays apart from the runtime one, so that without `new_token` no
+// check is compiled.
+#[allow(clippy::collapsible_if)]
+fn cached_or_new<F: Float, N: Size>(
+    cache: &Array<Vector<F, N>>,
+    at: usize,
+    staged: &SharedMemory<f32>,
+    staged_at: usize,
+    is_new: bool,
+    #[comptime] new_token: bool,
+) -> Vector<F, N> {
+    let mut v = cache[at];
+    if comptime![new_token] {
+        if is_new {
+            v = staged_vector::<F, N>(staged, staged_at);
+        }
+    }
+    v
 }
 
 /// `N` consecutive values of `staged` from `at`, as a vector of `F`.
